@@ -1,0 +1,267 @@
+""" Convert the authors' reference checkpoints (MRAP / MAF repositories) to timm Hub-format folders
+
+The reference networks list their units as ``backbone.stage{S}.unit{U}``; timm's builder lists the same units as
+``blocks.{i}.{j}``, one to one in order. ``backbone.data_bn`` (a BatchNorm on the raw [0, 1] image) is folded into the
+pretrained config's mean / std, and the 1 x 1 conv classifier becomes timm's Linear. Every reference key must be
+used and every model key filled; anything else is an error that names the keys.
+
+Usage::
+
+    python -m timm_mrap.convert model_best.pth --model mobilenetv3_mrap --out converted/
+    timm.create_model('local-dir:converted/', pretrained=True)
+"""
+import argparse
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+import timm
+from timm.models import save_for_hf
+
+__all__ = [
+    'ConversionError', 'load_reference_state_dict', 'convert_state_dict', 'fold_data_bn', 'convert_checkpoint',
+    'remap_attention_keys',
+]
+
+_UNIT_RE = re.compile(r'^backbone\.stage(\d+)\.unit(\d+)\.(.+)$')
+
+# per-unit conv blocks: reference sub-module -> (timm conv, timm norm)
+_UNIT_CONVS = {
+    'conv1': ('conv_pw', 'bn1'),
+    'conv2': ('conv_dw', 'bn2'),
+    'conv3': ('conv_pwl', 'bn3'),
+}
+_UNIT_CONVS_V1 = {
+    'conv_dw': ('conv_dw', 'bn1'),
+    'conv_pw': ('conv_pw', 'bn2'),
+}
+_HEAD_CONVS = {
+    'backbone.init_conv': ('conv_stem', 'bn1'),
+    'backbone.final_conv': ('conv_head', 'bn2'),  # V2
+    'backbone.final_conv2': ('conv_head', None),  # V3: 960 -> 1280, no BN
+}
+
+# attention modules: reference prefix (inside a unit) -> timm attribute, and their parameter names
+ATTN_PREFIXES = {
+    'TOPIMAP.': 'se.',  # MRAP, before the pointwise conv
+}
+ATTN_PARAM_KEYS = {
+    'ChannelGate.mlp.1.': 'fc1.',
+    'ChannelGate.mlp.3.': 'fc2.',
+    'ChannelGate.spatialConv.conv.': 'spatial_conv.',
+    'ChannelGate.spatialConv.bn.': 'spatial_bn.',
+    'SpatialGate.spatial.conv.': 'spatial_conv.',
+    'SpatialGate.spatial.bn.': 'spatial_bn.',
+}
+
+
+class ConversionError(ValueError):
+    """A reference checkpoint that does not fit the requested model."""
+
+
+def load_reference_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Load a reference ``.pth`` / ``.pth.tar`` (or ``.safetensors``) and unwrap it to a bare state dict.
+
+    Accepts ``{'model_state_dict': ...}`` (MRAP), ``{'state_dict': ...}`` (MAF) or a bare dict, with or without
+    DataParallel's ``module.`` prefix. Loads with ``weights_only=True``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'Reference checkpoint {path} does not exist; pass the path of a .pth / .pth.tar file.')
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        checkpoint = load_file(path)
+    else:
+        try:
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e:
+            raise ConversionError(
+                f'Could not read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}); '
+                f'is the file complete and a .pth / .pth.tar saved by torch.save?') from e
+    if not isinstance(checkpoint, dict):
+        raise ConversionError(f'{path} holds a {type(checkpoint).__name__}, not a state dict.')
+    for key in ('model_state_dict', 'state_dict', 'model'):
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    state_dict = {}
+    for k, v in checkpoint.items():
+        if not isinstance(v, torch.Tensor):
+            raise ConversionError(f'{path}: entry {k!r} is a {type(v).__name__}, not a tensor; not a state dict.')
+        state_dict[k[len('module.'):] if k.startswith('module.') else k] = v
+    return state_dict
+
+
+def fold_data_bn(state_dict: Dict[str, torch.Tensor], eps: float = 1e-5) -> Tuple[Tuple[float, ...], ...]:
+    """Mean and std equivalent to the eval-mode ``backbone.data_bn`` (so ``(x - mean) / std == data_bn(x)``)."""
+    w, b = state_dict['backbone.data_bn.weight'].double(), state_dict['backbone.data_bn.bias'].double()
+    rm, rv = state_dict['backbone.data_bn.running_mean'].double(), state_dict['backbone.data_bn.running_var'].double()
+    scale = w / torch.sqrt(rv + eps)
+    shift = b - rm * scale
+    return tuple((-shift / scale).tolist()), tuple((1. / scale).tolist())
+
+
+def remap_attention_keys(key: str) -> Optional[str]:
+    """Map an attention key inside a unit (``TOPIMAP.ChannelGate.mlp.1.weight``) to timm's, or None."""
+    for ref_prefix, timm_prefix in ATTN_PREFIXES.items():
+        if key.startswith(ref_prefix):
+            rest = key[len(ref_prefix):]
+            for ref_param, timm_param in ATTN_PARAM_KEYS.items():
+                if rest.startswith(ref_param):
+                    return timm_prefix + timm_param + rest[len(ref_param):]
+    return None
+
+
+def _map_conv(rest: str, convs: Dict[str, Tuple[str, Optional[str]]]) -> Optional[str]:
+    """Map ``<ref>.conv.weight`` / ``<ref>.bn.<param>`` to ``<timm conv>.weight`` / ``<timm norm>.<param>``."""
+    name, _, tail = rest.partition('.')
+    if name not in convs:
+        return None
+    conv, norm = convs[name]
+    if tail.startswith('conv.'):
+        return conv + tail[len('conv'):]
+    if tail.startswith('bn.') and norm is not None:
+        return norm + tail[len('bn'):]
+    return None
+
+
+def _block_names(model: torch.nn.Module) -> List[str]:
+    return [f'blocks.{i}.{j}' for i, stage in enumerate(model.blocks) for j in range(len(stage))]
+
+
+def convert_state_dict(
+        ref_state_dict: Dict[str, torch.Tensor],
+        model: torch.nn.Module,
+) -> Dict[str, torch.Tensor]:
+    """Map a bare reference state dict onto ``model``'s keys; every key on both sides must be accounted for.
+
+    Args:
+        ref_state_dict: Reference state dict (``backbone.*``, ``classifier.conv.*``), unwrapped.
+        model: The timm model to fill (only its keys and shapes are used).
+
+    Returns:
+        A state dict for ``model`` in float32 (integer buffers kept).
+    """
+    blocks = _block_names(model)
+    units = sorted({(int(m[1]), int(m[2])) for m in map(_UNIT_RE.match, ref_state_dict) if m})
+    unit_to_block = {u: b for u, b in zip(units, blocks)}
+    if len(units) > len(blocks):
+        raise ConversionError(
+            f'The checkpoint has {len(units)} units but {type(model).__name__} has {len(blocks)} blocks; '
+            f'is --model the architecture the checkpoint was trained with?')
+    extra_block = blocks[len(units)] if len(blocks) > len(units) else None  # V3: final_conv1 is timm's last block
+
+    converted, unused = {}, []
+    for key, value in ref_state_dict.items():
+        target = None
+        m = _UNIT_RE.match(key)
+        if m:
+            block = unit_to_block[(int(m[1]), int(m[2]))]
+            rest = m[3]
+            inner = _map_conv(rest, _UNIT_CONVS) or _map_conv(rest, _UNIT_CONVS_V1) or remap_attention_keys(rest)
+            target = f'{block}.{inner}' if inner else None
+        elif key.startswith('backbone.data_bn.'):
+            continue  # folded into mean / std
+        elif key.startswith('backbone.final_conv1.') and extra_block is not None:
+            inner = _map_conv(key[len('backbone.'):], {'final_conv1': ('conv', 'bn1')})
+            target = f'{extra_block}.{inner}' if inner else None
+        elif key.startswith('classifier.conv.'):
+            target = 'classifier.' + key[len('classifier.conv.'):]
+            value = value.flatten(1) if value.ndim == 4 else value
+        else:
+            for ref_prefix, (conv, norm) in _HEAD_CONVS.items():
+                if key.startswith(ref_prefix + '.'):
+                    target = _map_conv(key[len('backbone.'):], {ref_prefix[len('backbone.'):]: (conv, norm)})
+        if target is None:
+            unused.append(key)
+            continue
+        converted[target] = value.float() if value.is_floating_point() else value
+
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(converted))
+    unknown = sorted(set(converted) - set(expected))
+    if unused or missing or unknown:
+        raise ConversionError(
+            f'The checkpoint does not fit {type(model).__name__} ({len(expected)} tensors): '
+            f'{len(unused)} reference keys have no place {unused[:5]}, '
+            f'{len(missing)} model keys are not filled {missing[:5]}, '
+            f'{len(unknown)} mapped keys do not exist {unknown[:5]}. Check --model (e.g. mobilenetv3_mrap for a '
+            f'MobileNetV3 checkpoint; *_mafc for MAF checkpoints).')
+    bad_shapes = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in converted.items()
+                  if v.shape != expected[k].shape]
+    if bad_shapes:
+        raise ConversionError(
+            f'Shapes differ for {len(bad_shapes)} tensors, e.g. {bad_shapes[:3]} (checkpoint, model); '
+            f'the checkpoint belongs to another architecture or width than the model.')
+    return converted
+
+
+def infer_num_classes(ref_state_dict: Dict[str, torch.Tensor]) -> int:
+    """Number of classes of a reference classifier (``classifier.conv.weight``)."""
+    if 'classifier.conv.weight' not in ref_state_dict:
+        raise ConversionError('No classifier.conv.weight in the checkpoint: not a reference MRAP / MAF network.')
+    return int(ref_state_dict['classifier.conv.weight'].shape[0])
+
+
+def convert_checkpoint(
+        src: str,
+        model_name: str,
+        out_dir: Optional[str] = None,
+        num_classes: Optional[int] = None,
+        overwrite: bool = False,
+        **model_kwargs,
+) -> torch.nn.Module:
+    """Convert a reference checkpoint into a timm model and optionally write a Hub-format folder.
+
+    Args:
+        src: Reference checkpoint path.
+        model_name: Registered timm model name (``mobilenetv3_mrap``, ...).
+        out_dir: Folder for ``config.json`` + ``model.safetensors``; none written when None.
+        num_classes: Expected number of classes; inferred from the checkpoint when None, an error if they differ.
+        overwrite: Replace an existing, non-empty ``out_dir``.
+        **model_kwargs: Extra model arguments (e.g. ``pool_types``) recorded in the config.
+
+    Returns:
+        The model in eval mode, with ``pretrained_cfg`` mean / std from the folded ``data_bn``.
+    """
+    ref = load_reference_state_dict(src)
+    found_classes = infer_num_classes(ref)
+    if num_classes is not None and num_classes != found_classes:
+        raise ConversionError(
+            f'--num-classes {num_classes} does not match the checkpoint classifier ({found_classes} classes); '
+            f'drop the flag to infer it.')
+    if out_dir is not None and Path(out_dir).exists() and any(Path(out_dir).iterdir()) and not overwrite:
+        raise FileExistsError(f'{out_dir} exists and is not empty; choose another --out or pass --overwrite.')
+    model = timm.create_model(model_name, pretrained=False, num_classes=found_classes, **model_kwargs)
+    model.load_state_dict(convert_state_dict(ref, model))
+    model.eval()
+    mean, std = fold_data_bn(ref) if 'backbone.data_bn.weight' in ref else (model.pretrained_cfg['mean'],
+                                                                                model.pretrained_cfg['std'])
+    model.pretrained_cfg = {**model.pretrained_cfg, 'mean': mean, 'std': std, 'num_classes': found_classes}
+    if out_dir is not None:
+        save_for_hf(model, out_dir, safe_serialization=True, data_config={'mean': mean, 'std': std})
+    return model
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], prog='python -m timm_mrap.convert')
+    parser.add_argument('src', help='reference checkpoint (.pth / .pth.tar)')
+    parser.add_argument('--model', required=True, help='registered model name, e.g. mobilenetv3_mrap')
+    parser.add_argument('--out', required=True, help='output folder (config.json + model.safetensors)')
+    parser.add_argument('--num-classes', type=int, default=None, help='expected classes (default: inferred)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing, non-empty --out folder')
+    args = parser.parse_args(argv)
+    try:
+        model = convert_checkpoint(args.src, args.model, args.out, args.num_classes, args.overwrite)
+    except (ConversionError, FileExistsError, FileNotFoundError) as e:
+        parser.exit(2, f'error: {e}\n')
+    cfg = model.pretrained_cfg
+    print(f'Wrote {args.out}: {args.model}, {model.num_classes} classes, '
+          f'mean={tuple(round(v, 6) for v in cfg["mean"])}, std={tuple(round(v, 6) for v in cfg["std"])}')
+    print(f"Load it with timm.create_model('local-dir:{args.out}', pretrained=True)")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,65 @@
+""" MAFC: multi-accumulated channel-wise patterns with a spatial gate (the MRAP paper's predecessor)
+
+Paper: `Accumulating global channel-wise patterns via deformed-bottleneck recalibration for image classification`
+    Pattern Analysis and Applications 28 (2025).
+Reference code: https://github.com/nttbdrk25/MAFAttention (no licence; written from the project's spec).
+
+A channel gate on the concatenated per-channel mean and unbiased std (one perceptron, sigmoid), followed by a
+CBAM-style spatial gate on the channel-wise mean and std maps. Sequential, no residual terms, no top-n.
+"""
+from typing import Optional, Type, Union
+
+import torch
+from torch import nn
+
+from timm.layers import get_act_layer, register_notrace_module
+
+from .mrap import pool_statistic
+
+__all__ = ['MAFC']
+
+
+@register_notrace_module  # shape-dependent std of single elements; FX treats the module as a leaf
+class MAFC(nn.Module):
+    """MAFC attention: mean/std channel gate then mean/std spatial gate."""
+
+    def __init__(
+            self,
+            channels: int,
+            rd_ratio: float = 1. / 16,
+            rd_channels: Optional[int] = None,
+            spatial_kernel_size: int = 7,
+            act_layer: Union[str, Type[nn.Module]] = nn.ReLU,
+            force_act_layer: Optional[Union[str, Type[nn.Module]]] = None,
+            device=None,
+            dtype=None,
+            **kwargs,
+    ):
+        """
+        Args:
+            channels: Number of input (and output) channels.
+            rd_ratio: Hidden size of the perceptron relative to ``channels`` (floor, at least 1).
+            rd_channels: Explicit hidden size, overrides ``rd_ratio``.
+            spatial_kernel_size: Kernel of the spatial conv.
+            act_layer: Perceptron activation (ReLU in the paper).
+            force_act_layer: Overrides ``act_layer``; timm's builder passes the block's activation as ``act_layer``.
+            **kwargs: Ignored; accepted so MAFC plugs in where timm passes SE-specific options.
+        """
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__()
+        rd_channels = rd_channels or max(1, int(channels * rd_ratio))
+        self.fc1 = nn.Linear(2 * channels, rd_channels, **dd)
+        self.act = get_act_layer(force_act_layer or act_layer)(inplace=True)
+        self.fc2 = nn.Linear(rd_channels, channels, **dd)
+        self.spatial_conv = nn.Conv2d(2, 1, spatial_kernel_size, padding=spatial_kernel_size // 2, bias=False, **dd)
+        self.spatial_bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_stats = x.float()
+        z = torch.cat([pool_statistic(x_stats, 'avg', [2, 3]), pool_statistic(x_stats, 'std', [2, 3])], dim=1)
+        gate_c = torch.sigmoid(self.fc2(self.act(self.fc1(z.to(self.fc1.weight.dtype)))).float())
+        x = x * gate_c[:, :, None, None].to(x.dtype)
+        x_stats = x.float()
+        s = torch.cat([pool_statistic(x_stats, 'avg', [1], True), pool_statistic(x_stats, 'std', [1], True)], dim=1)
+        gate_s = torch.sigmoid(self.spatial_bn(self.spatial_conv(s.to(self.spatial_conv.weight.dtype))).float())
+        return x * gate_s.to(x.dtype)

@@ -1,0 +1,1 @@
+from .mobilenet_mrap import ATTN_CHOICES, resolve_attn
