@@ -1,0 +1,139 @@
+"""MRAP against the reference module fixtures, plus the properties timm relies on (script, FX, compile, autocast)."""
+import pytest
+import torch
+
+from timm_mrap import MRAP
+from timm_mrap.convert import ATTN_PARAM_KEYS
+
+from conftest import fixture_json, fixture_state_dict, load_fixture
+
+MRAP_FIXTURES = ['mrap_c72_h14', 'mrap_c33_h9', 'mrap_c8_h7', 'mrap_c50_h10_avgstdmax', 'mrap_c40_h12_rate03']
+ATOL = 1e-5
+
+
+def _to_timm_keys(state_dict):
+    out = {}
+    for k, v in state_dict.items():
+        for ref, ours in ATTN_PARAM_KEYS.items():
+            if k.startswith(ref):
+                out[ours + k[len(ref):]] = v
+                break
+        else:
+            raise KeyError(k)
+    return out
+
+
+def _module_from_fixture(name):
+    tensors, meta = load_fixture(name)
+    module = MRAP(int(meta['channels']), pool_types=fixture_json(meta, 'pool_types'), rate=fixture_json(meta, 'rate'))
+    module.load_state_dict(_to_timm_keys(fixture_state_dict(tensors)))
+    return module, tensors
+
+
+@pytest.mark.parametrize('name', MRAP_FIXTURES)
+def test_mrap_matches_reference_eval(name):
+    module, t = _module_from_fixture(name)
+    with torch.no_grad():
+        out = module.eval()(t['input'])
+    torch.testing.assert_close(out, t['output_eval'], atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize('name', MRAP_FIXTURES)
+def test_mrap_matches_reference_train_and_gradients(name):
+    module, t = _module_from_fixture(name)
+    x = t['input'].clone().requires_grad_()
+    out = module.train()(x)
+    torch.testing.assert_close(out, t['output_train'], atol=ATOL, rtol=1e-5)
+    (out * t['probe']).sum().backward()
+    torch.testing.assert_close(x.grad, t['grad_input_train'], atol=ATOL, rtol=1e-4)
+    grads = {n: p.grad for n, p in module.named_parameters()}
+    ref_grads = _to_timm_keys({k[len('grad.'):]: v for k, v in t.items() if k.startswith('grad.')})
+    assert set(grads) == set(ref_grads)
+    for n, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[n], atol=1e-4, rtol=1e-4, msg=f'gradient of {n}')
+
+
+def test_hidden_size_and_top_n_follow_the_spec():
+    m = MRAP(72)
+    assert m.fc1.out_features == 72 // 16 and m.top_n == [36, 36]
+    assert MRAP(8).fc1.out_features == 1  # C // 16 == 0 -> 1
+    assert MRAP(33).top_n == [16, 17]
+    assert MRAP(50, pool_types=('avg', 'std', 'max'), rate=(0.3, 0.5, 0.2)).top_n == [15, 25, 10]
+    assert MRAP(8, rd_ratio=1.0).fc1.out_features == 8  # timm's builder probe
+
+
+@pytest.mark.parametrize('shape', [(2, 16, 1, 1), (2, 1, 5, 5), (2, 1, 1, 1), (3, 24, 1, 7)])
+def test_single_element_reductions_are_finite(shape):
+    """1 x 1 maps and single channels: the reference gives NaN (unbiased std of one value), we give std 0."""
+    m = MRAP(shape[1]).train()
+    x = torch.randn(shape, requires_grad=True)
+    out = m(x)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_zero_variance_channels_keep_finite_gradients():
+    """All-zero channels after ReLU are common; var().sqrt() would give NaN gradients there."""
+    m = MRAP(16).train()
+    x = torch.randn(2, 16, 6, 6)
+    x[:, :5] = 0.
+    x[:, :, 2, 3] = 0.  # a spatial site that is zero in every channel: zero std across channels
+    x.requires_grad_()
+    m(x).square().sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_scale_lies_between_one_and_two():
+    m = MRAP(32).eval()
+    x = torch.rand(2, 32, 9, 9) + 0.1
+    ratio = m(x) / x
+    assert ratio.min() >= 1. and ratio.max() <= 2.
+
+
+def test_autocast_keeps_statistics_in_float32():
+    torch.manual_seed(0)
+    m = MRAP(48).eval()
+    x = torch.randn(2, 48, 10, 10) * 3 + 1
+    ref = m(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        w_c = m.channel_weight(x.bfloat16().float())
+        out = m(x.bfloat16())
+    assert w_c.dtype == torch.float32
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)
+
+
+def test_channels_last_matches_contiguous():
+    m = MRAP(24).eval()
+    x = torch.randn(2, 24, 11, 7)
+    torch.testing.assert_close(m(x.contiguous(memory_format=torch.channels_last)), m(x), atol=1e-5, rtol=1e-5)
+
+
+def test_torchscript_matches_eager():
+    m = MRAP(16, pool_types=('avg', 'std', 'max'), rate=(0.3, 0.5, 0.2)).eval()
+    scripted = torch.jit.script(m)
+    x = torch.randn(2, 16, 5, 5)
+    torch.testing.assert_close(scripted(x), m(x))
+    torch.testing.assert_close(scripted(x[:, :, :1, :1]), m(x[:, :, :1, :1]))  # single-element branch scripted
+
+
+@pytest.mark.slow
+def test_compile_fullgraph_matches_eager():
+    m = MRAP(16).eval()
+    compiled = torch.compile(m, fullgraph=True, dynamic=False)
+    x = torch.randn(2, 16, 6, 6)
+    torch.testing.assert_close(compiled(x), m(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(pool_types=('avg',)), 'two or three distinct'),
+    (dict(pool_types=('avg', 'avg')), 'two or three distinct'),
+    (dict(pool_types=('avg', 'median')), 'unknown'),
+    (dict(rate=(0.6, 0.6)), 'sum to 1'),
+    (dict(rate=(0.5, 0.3, 0.2)), 'one value per pool type'),
+    (dict(rate=(0.01, 0.99)), 'empty top-n'),
+])
+def test_bad_configuration_is_a_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MRAP(64, **kwargs)
