@@ -11,6 +11,13 @@ statistics across channels, a 7x7 conv + BN, plus a residual sigmoid of their pr
 
 Deviations from the reference (documented in the README): the unbiased std of a single element is 0 (the reference
 gives NaN), and statistics are computed in float32 under autocast.
+
+Two paths compute the same numbers. ``MRAP._forward_plain`` composes standard ops (the reference path; TorchScript and
+``torch.compile`` use it, and Inductor fuses it). The default eager path for float32 inputs uses two autograd
+functions with hand-written backward passes: ``_AvgStdPool`` takes the channel and spatial mean / std with one
+scratch buffer (two-pass, as accurate as ``torch.std``, but without its slow Welford kernel), and ``_ResidualScale``
+applies ``x * (1 + sigmoid(w_c * w_s))`` without full-size temporaries beyond its output. ``MRAP(..., fast=False)``
+selects the plain path everywhere.
 """
 import math
 from typing import List, Optional, Sequence, Tuple, Type, Union
@@ -21,7 +28,7 @@ from torch import nn
 
 from timm.layers import get_act_layer, register_notrace_module
 
-__all__ = ['MRAP', 'POOL_TYPES', 'split_top_n', 'interleave', 'pool_statistic']
+__all__ = ['MRAP', 'POOL_TYPES', 'split_top_n', 'interleave', 'pool_statistic', 'avg_std_pool', 'residual_scale']
 
 POOL_TYPES = ('avg', 'std', 'max')
 _DEFAULT_RATES = {2: (0.5, 0.5), 3: (0.3, 0.5, 0.2)}
@@ -59,6 +66,95 @@ def pool_statistic(x: torch.Tensor, pool_type: str, dim: List[int], keepdim: boo
         # torch.std has a zero (not NaN) gradient where the variance is 0, unlike var().sqrt()
         return torch.std(x, dim, correction=1, keepdim=keepdim)
     return torch.zeros_like(x.mean(dim, keepdim=keepdim))
+
+
+def _std_grad_scale(grad_std: torch.Tensor, std: torch.Tensor, count: int) -> torch.Tensor:
+    """``grad_std / ((count - 1) * std)``, and 0 where std is 0 (the zero gradient ``torch.std`` gives there)."""
+    nonzero = std > 0
+    denom = torch.where(nonzero, std, torch.ones_like(std)) * max(count - 1, 1)
+    return torch.where(nonzero, grad_std / denom, torch.zeros_like(std))
+
+
+class _AvgStdPool(torch.autograd.Function):
+    """Mean and unbiased std of a B x C x H x W float32 tensor over (H, W) and over C, sharing one scratch buffer.
+
+    Two-pass (mean, then the sum of squared deviations), so constant inputs give exactly 0. A single-element reduction
+    gives std 0 with a zero gradient. The backward builds the input gradient in one buffer:
+    ``dx = g_mean / n + g_std * (x - mean) / ((n - 1) * std)`` for both reductions.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        num_hw, num_c = x.shape[2] * x.shape[3], x.shape[1]
+        mean_c = x.mean((2, 3), keepdim=True)
+        mean_s = x.mean(1, keepdim=True)
+        scratch = torch.sub(x, mean_c)
+        std_c = scratch.square_().sum((2, 3), keepdim=True).div_(max(num_hw - 1, 1)).sqrt_()
+        torch.sub(x, mean_s, out=scratch)
+        std_s = scratch.square_().sum(1, keepdim=True).div_(max(num_c - 1, 1)).sqrt_()
+        ctx.save_for_backward(x, mean_c, std_c, mean_s, std_s)
+        return mean_c, std_c, mean_s, std_s
+
+    @staticmethod
+    def backward(ctx, g_mean_c, g_std_c, g_mean_s, g_std_s):
+        x, mean_c, std_c, mean_s, std_s = ctx.saved_tensors
+        num_hw, num_c = x.shape[2] * x.shape[3], x.shape[1]
+        with torch.autocast(x.device.type, enabled=False):
+            a_c = _std_grad_scale(g_std_c, std_c, num_hw)
+            a_s = _std_grad_scale(g_std_s, std_s, num_c)
+            grad = torch.sub(x, mean_c).mul_(a_c).add_(g_mean_c / num_hw)
+            grad.addcmul_(x, a_s).add_(g_mean_s / num_c - a_s * mean_s)
+        return grad
+
+
+class _ResidualScale(torch.autograd.Function):
+    """``x * (1 + sigmoid(w_c * w_s))`` for float32 ``x`` (B x C x H x W), ``w_c`` (B x C) and ``w_s`` (B x 1 x H x W).
+
+    Inference writes everything into the output buffer; training keeps one buffer for the sigmoid. The backward needs
+    two full-size buffers and reduces the broadcast gradients with batched matrix products.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor) -> torch.Tensor:
+        gate = torch.empty_like(x)
+        torch.mul(w_c[:, :, None, None], w_s, out=gate)
+        gate.sigmoid_()
+        if not any(ctx.needs_input_grad):
+            return torch.addcmul(x, x, gate, out=gate)
+        ctx.save_for_backward(x, w_c, w_s, gate)
+        return torch.addcmul(x, x, gate)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, w_c, w_s, gate = ctx.saved_tensors
+        with torch.autocast(x.device.type, enabled=False):
+            grad_x = torch.addcmul(grad, grad, gate) if ctx.needs_input_grad[0] else None
+            grad_c = grad_s = None
+            if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+                grad_z = torch.mul(grad, x).mul_(gate)
+                grad_z.addcmul_(grad_z, gate, value=-1.)  # * gate * (1 - gate)
+                b, c, h, w = x.shape
+                if grad_z.is_contiguous():
+                    grad_z = grad_z.view(b, c, h * w)
+                    grad_c = torch.bmm(grad_z, w_s.reshape(b, h * w, 1)).view(b, c)
+                    grad_s = torch.bmm(w_c.view(b, 1, c), grad_z).view(b, 1, h, w)
+                else:  # channels_last (or other strides): reduce over B x HW x C
+                    grad_z = grad_z.permute(0, 2, 3, 1).reshape(b, h * w, c)
+                    grad_c = torch.bmm(w_s.reshape(b, 1, h * w), grad_z).view(b, c)
+                    grad_s = torch.bmm(grad_z, w_c.reshape(b, c, 1)).view(b, 1, h, w)
+        return grad_x, grad_c, grad_s
+
+
+@torch.jit.unused
+def avg_std_pool(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Channel mean / std (B x C x 1 x 1) and spatial mean / std (B x 1 x H x W) of a float32 B x C x H x W tensor."""
+    return _AvgStdPool.apply(x)
+
+
+@torch.jit.unused
+def residual_scale(x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor) -> torch.Tensor:
+    """``x * (1 + sigmoid(w_c[:, :, None, None] * w_s))`` with few full-size buffers (float32 only)."""
+    return _ResidualScale.apply(x, w_c, w_s)
 
 
 def _validate_pools(pool_types: Sequence[str], rate: Sequence[float]) -> None:
@@ -135,10 +231,11 @@ class MRAP(nn.Module):
         self.spatial_conv = nn.Conv2d(
             len(pool_types), 1, spatial_kernel_size, padding=spatial_kernel_size // 2, bias=False, **dd)
         self.spatial_bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **dd)
+        # eager float32 inputs take the fused path; set False to run the plain reference ops everywhere
+        self.fast_path: bool = True
 
-    def channel_weight(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel weight ``w_c`` (B x C, float32) of a float32 input."""
-        squeezes = [pool_statistic(x, p, [2, 3]) for p in self.pool_types]
+    def _channel_weight_from(self, squeezes: List[torch.Tensor]) -> torch.Tensor:
+        """``w_c`` (B x C) from the B x C channel squeezes, one per pool type."""
         top = [torch.topk(s, n, dim=1).values for s, n in zip(squeezes, self.top_n)]
         z = interleave(top, self.num_common)
         excitation = self.fc2(self.act(self.fc1(z.to(self.fc1.weight.dtype))))
@@ -147,21 +244,49 @@ class MRAP(nn.Module):
             residual = residual * s
         return F.relu(excitation.float() + torch.sigmoid(residual))
 
-    def spatial_weight(self, x: torch.Tensor) -> torch.Tensor:
-        """Spatial weight ``w_s`` (B x 1 x H x W, float32) of a float32 input."""
-        squeezes = [pool_statistic(x, p, [1], keepdim=True) for p in self.pool_types]
+    def _spatial_weight_from(self, squeezes: List[torch.Tensor]) -> torch.Tensor:
+        """``w_s`` (B x 1 x H x W) from the B x 1 x H x W spatial squeezes, one per pool type."""
         conv = self.spatial_bn(self.spatial_conv(torch.cat(squeezes, dim=1).to(self.spatial_conv.weight.dtype)))
         residual = squeezes[0]
         for s in squeezes[1:]:
             residual = residual * s
         return conv.float() + torch.sigmoid(residual)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def channel_weight(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel weight ``w_c`` (B x C, float32) of a float32 input."""
+        return self._channel_weight_from([pool_statistic(x, p, [2, 3]) for p in self.pool_types])
+
+    def spatial_weight(self, x: torch.Tensor) -> torch.Tensor:
+        """Spatial weight ``w_s`` (B x 1 x H x W, float32) of a float32 input."""
+        return self._spatial_weight_from([pool_statistic(x, p, [1], keepdim=True) for p in self.pool_types])
+
+    def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """Reference path from standard ops (TorchScript, torch.compile, non-float32 inputs, ``fast_path=False``)."""
         x_stats = x.float()
         w_c = self.channel_weight(x_stats)
         w_s = self.spatial_weight(x_stats)
         scale = 1. + torch.sigmoid(w_c[:, :, None, None] * w_s)
         return x * scale.to(x.dtype)
+
+    @torch.jit.unused
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Eager float32 path: fused statistics and fusion with hand-written backward passes (same numbers)."""
+        mean_c, std_c, mean_s, std_s = avg_std_pool(x)
+        stats_c = {'avg': mean_c.flatten(1), 'std': std_c.flatten(1)}
+        stats_s = {'avg': mean_s, 'std': std_s}
+        if 'max' in self.pool_types:
+            stats_c['max'] = x.amax((2, 3))
+            stats_s['max'] = x.amax(1, keepdim=True)
+        w_c = self._channel_weight_from([stats_c[p] for p in self.pool_types])
+        w_s = self._spatial_weight_from([stats_s[p] for p in self.pool_types])
+        return residual_scale(x, w_c, w_s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting() or not self.fast_path or x.dtype != torch.float32 or x.dim() != 4:
+            return self._forward_plain(x)
+        if torch.compiler.is_compiling():
+            return self._forward_plain(x)  # Inductor fuses the plain ops itself
+        return self._forward_fast(x)
 
     def extra_repr(self) -> str:
         return f'pool_types={tuple(self.pool_types)}, rate={self.rate}, top_n={tuple(self.top_n)}'
