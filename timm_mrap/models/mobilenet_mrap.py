@@ -22,6 +22,7 @@ from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer
 from timm.models.efficientnet import EfficientNet, _create_effnet
 from timm.models.mobilenetv3 import MobileNetV3, _create_mnv3
 
+from ..hub.pretrained import explain_unpublished_weights
 from ..layers import MAFC, MRAP
 
 __all__ = ['ATTN_CHOICES', 'resolve_attn']
@@ -199,28 +200,31 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     }
 
 
-_REIN100 = dict(hf_hub_id='timm-mrap/', num_classes=100)
-
+# Hub weights: one repo per architecture and tag, named '<org>/<architecture>.<tag>' as timm names its own (timm
+# completes only 'timm/' ids, so ours are spelled out). The tag names the training data; the first tag is the default.
 default_cfgs = generate_default_cfgs({
-    'mobilenetv1_mrap.rein100': _cfg(**_REIN100),
-    'mobilenetv2_mrap.rein100': _cfg(**_REIN100),
-    'mobilenetv3_mrap.rein100': _cfg(**_REIN100),
+    'mobilenetv1_mrap.rein100': _cfg(hf_hub_id='timm-mrap/mobilenetv1_mrap.rein100', num_classes=100),
+    'mobilenetv2_mrap.rein100': _cfg(hf_hub_id='timm-mrap/mobilenetv2_mrap.rein100', num_classes=100),
+    'mobilenetv3_mrap.rein100': _cfg(hf_hub_id='timm-mrap/mobilenetv3_mrap.rein100', num_classes=100),
 })
 
 
 @register_model
+@explain_unpublished_weights
 def mobilenetv1_mrap(pretrained: bool = False, **kwargs) -> EfficientNet:
     """MobileNetV1 with MRAP after every depthwise conv (reference topology)."""
     return _gen_mobilenetv1_mrap('mobilenetv1_mrap', pretrained=pretrained, **kwargs)
 
 
 @register_model
+@explain_unpublished_weights
 def mobilenetv2_mrap(pretrained: bool = False, **kwargs) -> EfficientNet:
     """MobileNetV2 with MRAP in all 17 bottlenecks (reference topology)."""
     return _gen_mobilenetv2_mrap('mobilenetv2_mrap', pretrained=pretrained, **kwargs)
 
 
 @register_model
+@explain_unpublished_weights
 def mobilenetv3_mrap(pretrained: bool = False, **kwargs) -> MobileNetV3:
     """MobileNetV3-Large with MRAP in place of SE (reference topology)."""
     return _gen_mobilenetv3_mrap('mobilenetv3_mrap', pretrained=pretrained, **kwargs)

@@ -1,0 +1,356 @@
+"""Hub export, model cards, push and pretrained=True, all offline: the Hub is replaced only by its local cache
+(pretrained=True) and by a recording stand-in for the HfApi client (push)."""
+import argparse
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import timm
+import timm_mrap
+from timm_mrap.hub import (
+    CARD_DIR, CardError, ExportError, PushError, WeightsNotPublishedError, export_model, measure_model, push_folder,
+    read_label_names, render_card,
+)
+from timm_mrap.hub.__main__ import main as hub_main
+from timm_mrap.hub.cards import card_values, placeholders
+
+ROOT = Path(__file__).resolve().parents[1]
+IMG = 64
+POOL_KWARGS = {'pool_types': ('avg', 'std', 'max'), 'rate': (0.3, 0.5, 0.2)}
+
+
+@pytest.fixture(autouse=True)
+def _hub_offline(monkeypatch):
+    """No test may reach the real Hub: huggingface_hub reads this at call time."""
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+
+
+def _inputs(n: int = 2) -> torch.Tensor:
+    return torch.randn(n, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope='module')
+def training_run(tmp_path_factory):
+    """A real tiny timm training checkpoint: one SGD step with EMA, saved by timm's CheckpointSaver."""
+    from timm.utils import CheckpointSaver, ModelEmaV3
+    out = tmp_path_factory.mktemp('train')
+    torch.manual_seed(0)
+    model = timm.create_model('mobilenetv2_mrap', num_classes=3, **POOL_KWARGS)
+    ema = ModelEmaV3(model, decay=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(model(_inputs(4)), torch.tensor([0, 1, 2, 0]))
+    loss.backward()
+    optimizer.step()
+    ema.update(model)
+    args = argparse.Namespace(model='mobilenetv2_mrap', num_classes=3, img_size=IMG, input_size=None, crop_pct=1.0,
+                              mean=None, std=None, interpolation='', in_chans=None, model_kwargs=dict(POOL_KWARGS))
+    saver = CheckpointSaver(model, optimizer, args=args, model_ema=ema, checkpoint_dir=str(out))
+    saver.save_checkpoint(epoch=0, metric=40.0)
+    model.eval()
+    ema.module.eval()
+    with torch.no_grad():
+        logits = {'raw': model(_inputs()), 'ema': ema.module(_inputs())}
+    assert not torch.allclose(logits['raw'], logits['ema'])  # the two weight sets really differ
+    labels = out / 'labels.txt'
+    labels.write_text('zero\none\ntwo\n')
+    return SimpleNamespace(checkpoint=out / 'model_best.pth.tar', logits=logits, model=model, labels=labels)
+
+
+def _export_digits(run, out, **kwargs):
+    options = dict(tag='digits', repo_id='someone/mobilenetv2_mrap.digits', dataset='scikit-learn digits',
+                   label_names=read_label_names(run.labels), use_ema=True)
+    options.update(kwargs)
+    return export_model(run.checkpoint, out, **options)
+
+
+@pytest.fixture(scope='module')
+def ema_export(training_run, tmp_path_factory):
+    """The EMA weights of the training run, exported with a validate.py results file."""
+    tmp = tmp_path_factory.mktemp('ema_export')
+    results = tmp / 'validate.json'
+    results.write_text(json.dumps({'model': 'mobilenetv2_mrap', 'top1': 87.5, 'top5': 99.125, 'param_count': round(
+        sum(p.numel() for p in training_run.model.parameters()) / 1e6, 2), 'img_size': IMG}))
+    return _export_digits(training_run, tmp / 'export', results=results)
+
+
+def test_export_training_checkpoint_loads_back_identically(training_run, ema_export):
+    out, result = ema_export.out_dir, ema_export
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    config = json.loads((out / 'config.json').read_text())
+    assert config['architecture'] == 'mobilenetv2_mrap' and config['num_classes'] == 3
+    assert config['label_names'] == ['zero', 'one', 'two']
+    assert config['pretrained_cfg']['input_size'] == [3, IMG, IMG] and config['pretrained_cfg']['crop_pct'] == 1.0
+    assert config['pretrained_cfg']['tag'] == 'digits'
+    assert config['model_args']['pool_types'] == ['avg', 'std', 'max']
+
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(_inputs()), training_run.logits['ema'])
+    assert loaded.pretrained_cfg['label_names'] == ['zero', 'one', 'two']
+
+    overlay = timm.create_model('mobilenetv2_mrap', pretrained=True, num_classes=3, **POOL_KWARGS,
+                                pretrained_cfg_overlay=dict(file=str(out / 'model.safetensors'), num_classes=3)).eval()
+    with torch.no_grad():
+        assert torch.equal(overlay(_inputs()), training_run.logits['ema'])
+
+    card = (out / 'README.md').read_text()
+    assert placeholders(card) == []
+    params = sum(p.numel() for p in loaded.parameters())
+    assert f'({params:,} parameters)' in card and result.stats.params == params
+    assert f'GMACs: {result.stats.macs / 1e9:.3f}' in card and result.stats.macs > 0
+    assert '| 87.50 | 99.12 |' in card and 'not yet measured' not in card
+    assert "timm.create_model('hf-hub:someone/mobilenetv2_mrap.digits', pretrained=True)" in card
+    assert 'EMA weights (state_dict_ema)' in card
+
+
+def test_export_raw_weights(training_run, tmp_path):
+    out = tmp_path / 'raw'
+    _export_digits(training_run, out, use_ema=False)
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(_inputs()), training_run.logits['raw'])
+    card = (out / 'README.md').read_text()
+    assert 'not yet measured' in card and 'raw weights (state_dict)' in card
+
+
+def test_export_refuses_bad_inputs(training_run, tmp_path):
+    with pytest.raises(ExportError, match='--num-classes 5 does not match'):
+        _export_digits(training_run, tmp_path / 'a', num_classes=5)
+    with pytest.raises(ExportError, match='2 label names for 3 classes'):
+        _export_digits(training_run, tmp_path / 'b', label_names=['x', 'y'])
+    with pytest.raises(ExportError, match='do not fit.*model-kwargs'):
+        _export_digits(training_run, tmp_path / 'c', model_kwargs={'attn': 'cbam', 'pool_types': None, 'rate': None})
+    with pytest.raises(ExportError, match='trained as .mobilenetv2_mrap., not .mobilenetv3_mrap.'):
+        _export_digits(training_run, tmp_path / 'd', model_name='mobilenetv3_mrap')
+    results = tmp_path / 'other.json'
+    results.write_text(json.dumps({'model': 'mobilenetv2_mrap', 'top1': 50.0, 'param_count': 9.99}))
+    with pytest.raises(CardError, match='results of another model'):
+        _export_digits(training_run, tmp_path / 'e', results=results)
+    assert not (tmp_path / 'e').exists() and not list(tmp_path.glob('.e.*'))  # nothing half-written
+
+
+def test_export_overwrite_protection_cli(training_run, tmp_path, capsys):
+    out = tmp_path / 'export'
+    out.mkdir()
+    (out / 'config.json').write_text('{"mine": true}')
+    argv = ['export', str(training_run.checkpoint), '--out', str(out), '--tag', 'digits', '--dataset', 'digits',
+            '--repo-id', 'someone/m', '--label-names', str(training_run.labels)]
+    with pytest.raises(SystemExit) as e:
+        hub_main(argv)
+    assert e.value.code == 2 and 'pass --overwrite' in capsys.readouterr().err
+    assert (out / 'config.json').read_text() == '{"mine": true}'
+
+    hub_main(argv + ['--overwrite'])
+    assert 'Wrote' in capsys.readouterr().out
+    assert json.loads((out / 'config.json').read_text())['architecture'] == 'mobilenetv2_mrap'
+
+    (out / 'notes.txt').write_text('keep me')
+    with pytest.raises(SystemExit):
+        hub_main(argv + ['--overwrite'])
+    assert "also holds ['notes.txt']" in capsys.readouterr().err
+    assert (out / 'notes.txt').read_text() == 'keep me'
+
+
+def test_label_names_follow_timm_image_folder_order(tmp_path):
+    from PIL import Image
+    for name in ('dog', '10', 'cat', '2'):
+        (tmp_path / name).mkdir()
+        Image.new('RGB', (8, 8)).save(tmp_path / name / 'a.png')
+    dataset = timm.data.create_dataset('', root=str(tmp_path))
+    expected = sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get)
+    assert read_label_names(tmp_path) == expected == ['2', '10', 'cat', 'dog']
+    with pytest.raises(ExportError, match='no class folders'):
+        read_label_names(tmp_path / 'cat')
+
+
+def _readme_bibtex() -> str:
+    readme = (ROOT / 'README.md').read_text()
+    return readme.split('## Citation', 1)[1].split('```bibtex\n', 1)[1].split('```', 1)[0]
+
+
+OUR_MODELS = sorted(timm.list_models('*_mrap') + timm.list_models('*_mafc'))
+
+
+def test_every_registered_model_has_a_card():
+    assert OUR_MODELS and sorted(p.stem for p in CARD_DIR.glob('*.md')) == OUR_MODELS
+
+
+@pytest.mark.parametrize('model_name', OUR_MODELS)
+def test_card_renders_completely(model_name):
+    model = timm.create_model(model_name, num_classes=7)
+    stats = measure_model(model, (3, IMG, IMG))
+    assert stats.params == sum(p.numel() for p in model.parameters()) and stats.macs > 0
+    values = card_values(model_name=f'{model_name}.demo', repo_id=f'someone/{model_name}.demo',
+                         create_name=f'hf-hub:someone/{model_name}.demo', stats=stats, num_classes=7,
+                         dataset='demo data', dataset_id='demo', license='apache-2.0', weights_source='a test')
+    card = render_card((CARD_DIR / f'{model_name}.md').read_text(), values)
+    assert placeholders(card) == [] and '{{' not in card
+    front, body = card.split('---\n')[1], card.split('---\n', 2)[2]
+    assert 'library_name: timm' in front and 'license: apache-2.0' in front and 'datasets:\n- demo' in front
+    assert '- image-classification' in front and '- timm' in front and 'transformers' not in card
+    sections = re.findall(r'^## (.+)$', body, flags=re.M)
+    assert sections == ['Model Details', 'Model Usage', 'Model Comparison', 'Citation']
+    usage = body.split('## Model Usage', 1)[1].split('## Model Comparison')[0]
+    assert all(block.startswith('import timm_mrap') for block in re.findall(r'```python\n(.*?)```', usage, re.S))
+    assert '### Feature Map Extraction' in usage and '### Image Embeddings' in usage
+    assert f'# {tuple(stats.feature_shapes[-1])}' in usage and str(tuple(stats.embedding_shape)) in usage
+    assert 'not yet measured' in card
+    assert _readme_bibtex() in card
+    with pytest.raises(CardError, match='needs values'):
+        render_card('{{ params }} {{ surprise }}', {'params': '1'})
+
+
+@pytest.fixture(scope='module')
+def published_v2(tmp_path_factory):
+    """A 100-class mobilenetv2_mrap export for its default tag (rein100), from a safetensors state dict."""
+    from safetensors.torch import save_file
+    tmp = tmp_path_factory.mktemp('published')
+    torch.manual_seed(1)
+    model = timm.create_model('mobilenetv2_mrap').eval()
+    torch.nn.init.normal_(model.classifier.bias)  # a trained-looking bias, unlike timm's zero init
+    save_file(model.state_dict(), tmp / 'weights.safetensors')
+    result = export_model(tmp / 'weights.safetensors', tmp / 'export', model_name='mobilenetv2_mrap')
+    assert result.repo_id == 'timm-mrap/mobilenetv2_mrap.rein100' and model.num_classes == 100
+    card = (tmp / 'export' / 'README.md').read_text()
+    assert "timm.create_model('mobilenetv2_mrap.rein100', pretrained=True)" in card and '- imagenet-1k' in card
+    with torch.no_grad():
+        torch.save(model(_inputs()), tmp / 'logits.pt')
+    return SimpleNamespace(folder=tmp / 'export', root=tmp, model=model)
+
+
+def test_pretrained_true_from_offline_hub_cache(published_v2):
+    """pretrained=True resolves the default tag's repo in a pre-filled cache with HF_HUB_OFFLINE=1."""
+    hub_cache = published_v2.root / 'hf_home' / 'hub'
+    revision = 'a' * 40
+    snapshot = hub_cache / 'models--timm-mrap--mobilenetv2_mrap.rein100' / 'snapshots' / revision
+    shutil.copytree(published_v2.folder, snapshot)
+    (snapshot.parents[1] / 'refs').mkdir()
+    (snapshot.parents[1] / 'refs' / 'main').write_text(revision)
+    script = textwrap.dedent(f'''
+        import json, torch, timm, timm_mrap
+        from timm_mrap.hub import WeightsNotPublishedError
+        x = torch.randn(2, 3, {IMG}, {IMG}, generator=torch.Generator().manual_seed(0))
+        out = {{}}
+        for name in ('mobilenetv2_mrap', 'mobilenetv2_mrap.rein100', 'hf-hub:timm-mrap/mobilenetv2_mrap.rein100'):
+            model = timm.create_model(name, pretrained=True).eval()
+            with torch.no_grad():
+                out[name] = bool(torch.equal(model(x), torch.load({str(published_v2.root / 'logits.pt')!r})))
+        out['hub_id'] = timm.create_model('mobilenetv2_mrap', pretrained=True).pretrained_cfg['hf_hub_id']
+        try:
+            timm.create_model('mobilenetv1_mrap', pretrained=True)
+        except WeightsNotPublishedError as e:
+            out['error'] = str(e)
+        print(json.dumps(out))
+    ''')
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_HOME': str(hub_cache.parent), 'HF_HUB_CACHE': str(hub_cache)}
+    proc = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out['mobilenetv2_mrap'] and out['mobilenetv2_mrap.rein100']
+    assert out['hf-hub:timm-mrap/mobilenetv2_mrap.rein100']
+    assert out['hub_id'] == 'timm-mrap/mobilenetv2_mrap.rein100'
+    error = out['error']
+    assert "'timm-mrap/mobilenetv1_mrap.rein100'" in error and 'not published yet' in error
+    assert 'HF_HUB_OFFLINE=1' in error and './train.sh' in error and 'python -m timm_mrap.convert' in error
+
+
+def test_not_published_error_keeps_other_paths(tmp_path):
+    """In-process (offline): the clear error for the Hub miss; timm's own errors elsewhere; pretrained=False works."""
+    with pytest.raises(WeightsNotPublishedError, match='mobilenetv3_mrap.rein100.*not published yet'):
+        timm.create_model('mobilenetv3_mrap', pretrained=True)
+    with pytest.raises(FileNotFoundError) as e:
+        timm.create_model('mobilenetv3_mrap', pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(tmp_path / 'missing.safetensors')))
+    assert not isinstance(e.value, WeightsNotPublishedError)
+    assert timm.create_model('mobilenetv3_mrap', pretrained=False, num_classes=4).num_classes == 4
+
+
+def test_finetune_replaces_only_the_classifier(published_v2):
+    source = published_v2.model.state_dict()
+    model = timm.create_model('mobilenetv2_mrap', pretrained=True, num_classes=5,
+                              pretrained_cfg_overlay=dict(file=str(published_v2.folder / 'model.safetensors')))
+    tuned = model.state_dict()
+    backbone = [k for k in tuned if not k.startswith('classifier.')]
+    assert len(backbone) == len(source) - 2 and all(torch.equal(tuned[k], source[k]) for k in backbone)
+    assert tuned['classifier.weight'].shape == (5, 1280)
+    assert not torch.allclose(tuned['classifier.weight'], source['classifier.weight'][:5])
+    assert torch.count_nonzero(source['classifier.bias']) == 100
+    assert torch.count_nonzero(tuned['classifier.bias']) == 0  # timm's fresh init, not the pretrained bias
+
+
+class RecordingHubApi:
+    """Local stand-in for huggingface_hub.HfApi: records calls (checked against HfApi's real signatures) and keeps
+    the 'remote' repos as folders, one per revision."""
+
+    def __init__(self, remote: Path):
+        self.remote, self.calls = remote, []
+
+    def _record(self, name, *args, **kwargs):
+        from huggingface_hub import HfApi
+        inspect.signature(getattr(HfApi, name)).bind(None, *args, **kwargs)  # TypeError on a wrong call
+        self.calls.append((name, kwargs))
+
+    def _dir(self, repo_id, revision):
+        return self.remote / repo_id / (revision or 'main')
+
+    def create_repo(self, repo_id, **kwargs):
+        self._record('create_repo', repo_id, **kwargs)
+        self._dir(repo_id, None).mkdir(parents=True, exist_ok=kwargs.get('exist_ok', False))
+        return SimpleNamespace(repo_id=repo_id)
+
+    def create_branch(self, repo_id, **kwargs):
+        self._record('create_branch', repo_id, **kwargs)
+        branch = self._dir(repo_id, kwargs['branch'])
+        if not branch.exists():
+            shutil.copytree(self._dir(repo_id, None), branch)
+
+    def list_repo_files(self, repo_id, **kwargs):
+        self._record('list_repo_files', repo_id, **kwargs)
+        return sorted(p.name for p in self._dir(repo_id, kwargs.get('revision')).iterdir())
+
+    def upload_folder(self, **kwargs):
+        self._record('upload_folder', **kwargs)
+        target = self._dir(kwargs['repo_id'], kwargs.get('revision'))
+        if kwargs.get('create_pr'):
+            target = self.remote / kwargs['repo_id'] / f'pr-{len(self.calls)}'
+        shutil.copytree(kwargs['folder_path'], target, dirs_exist_ok=True)
+        return SimpleNamespace(commit_url=f'local://{target}', pr_url=None)
+
+
+def test_push_uploads_the_export(ema_export, tmp_path):
+    folder = tmp_path / 'export'
+    shutil.copytree(ema_export.out_dir, folder)
+    api = RecordingHubApi(tmp_path / 'remote')
+    push_folder(folder, 'someone/mobilenetv2_mrap.digits', revision='v1', private=True, api=api)
+    uploaded = tmp_path / 'remote' / 'someone' / 'mobilenetv2_mrap.digits' / 'v1'
+    assert sorted(p.name for p in uploaded.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    assert all((uploaded / f).read_bytes() == (folder / f).read_bytes() for f in ('README.md', 'model.safetensors'))
+    calls = dict(api.calls)
+    assert calls['create_repo'] == dict(private=True, exist_ok=True, repo_type='model')
+    assert calls['create_branch']['branch'] == 'v1'
+    assert calls['upload_folder']['revision'] == 'v1' and calls['upload_folder']['create_pr'] is False
+    assert sorted(calls['upload_folder']['allow_patterns']) == ['README.md', 'config.json', 'model.safetensors']
+
+    # the repo now has a README and weights: no silent replacement
+    with pytest.raises(PushError, match=r"already has \['README.md', 'model.safetensors'\].*--overwrite"):
+        push_folder(folder, 'someone/mobilenetv2_mrap.digits', revision='v1', api=api)
+    assert [c[0] for c in api.calls].count('upload_folder') == 1
+    push_folder(folder, 'someone/mobilenetv2_mrap.digits', revision='v1', create_pr=True, overwrite=True, api=api)
+    assert api.calls[-1][0] == 'upload_folder' and api.calls[-1][1]['create_pr'] is True
+
+    with pytest.raises(PushError, match='written for another repo'):
+        push_folder(folder, 'someone/else', api=api)
+    (folder / 'pytorch_model.bin').write_bytes(b'pickle')
+    with pytest.raises(PushError, match='pytorch_model.bin'):
+        push_folder(folder, 'someone/mobilenetv2_mrap.digits', api=api)

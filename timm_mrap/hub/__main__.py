@@ -1,0 +1,91 @@
+""" Command line: ``python -m timm_mrap.hub export ...`` (offline dry run) and ``... push ...`` (upload)
+
+    python -m timm_mrap.hub export output/train/RUN/model_best.pth.tar --out hub/mobilenetv2_mrap.rein100 \\
+        --label-names DATA/validation --results output/validate.json
+    python -m timm_mrap.hub push hub/mobilenetv2_mrap.rein100 --repo-id timm-mrap/mobilenetv2_mrap.rein100
+"""
+import argparse
+import sys
+from typing import List, Optional
+
+from timm.utils import ParseKwargs
+
+from ..convert import ConversionError
+from .cards import CardError
+from .export import WEIGHT_FORMATS, ExportError, export_model, read_label_names
+from .push import PushError, push_folder
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='python -m timm_mrap.hub', description=__doc__.split('\n\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    ex = sub.add_parser('export', help='write a Hub folder (model.safetensors, config.json, README.md); no upload')
+    ex.add_argument('src', help='timm training checkpoint (.pth.tar), .safetensors state dict or reference checkpoint')
+    ex.add_argument('--out', required=True, help='folder to write (must not exist or be empty, see --overwrite)')
+    ex.add_argument('--model', default=None, help='architecture[.tag], e.g. mobilenetv2_mrap (default: the checkpoint arch)')
+    ex.add_argument('--tag', default=None, help='pretrained tag naming the training data (default: the default tag)')
+    ex.add_argument('--repo-id', default=None, help='Hub repo for the card (default: the repo pretrained=True loads)')
+    ex.add_argument('--num-classes', type=int, default=None, help='expected classes (default: from the classifier)')
+    ex.add_argument('--label-names', default=None,
+                    help='class names in classifier order: a text file (one per line) or the image folder trained on')
+    ex.add_argument('--use-ema', action='store_true', help='export the EMA weights (state_dict_ema) of a checkpoint')
+    ex.add_argument('--format', default='auto', choices=WEIGHT_FORMATS, help='weights key layout (default: by keys)')
+    ex.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
+                    help='model arguments used at training, e.g. attn=cbam (default: the checkpoint\'s)')
+    ex.add_argument('--img-size', type=int, default=None, help='input size of these weights (default: checkpoint)')
+    ex.add_argument('--crop-pct', type=float, default=None, help='eval crop fraction (default: checkpoint / model)')
+    ex.add_argument('--interpolation', default=None, help='resize interpolation (default: checkpoint / model)')
+    ex.add_argument('--mean', type=float, nargs=3, default=None, help='normalisation mean (default: checkpoint)')
+    ex.add_argument('--std', type=float, nargs=3, default=None, help='normalisation std (default: checkpoint)')
+    ex.add_argument('--dataset', default=None, help='training data for the card (default: from the tag)')
+    ex.add_argument('--dataset-id', default=None, help='Hub dataset id for the card front matter')
+    ex.add_argument('--license', default=None, help='weights licence (default: apache-2.0)')
+    ex.add_argument('--results', default=None, help='validate.py results file of these weights (JSON / CSV)')
+    ex.add_argument('--compare', nargs='*', default=(), help='results files of other models for the comparison')
+    ex.add_argument('--card-dir', default=None, help='card templates (default: hf_cards/ of this checkout)')
+    ex.add_argument('--overwrite', action='store_true', help='replace an earlier export in --out')
+
+    push = sub.add_parser('push', help='upload an exported folder to the Hugging Face Hub')
+    push.add_argument('folder', help='folder written by export')
+    push.add_argument('--repo-id', required=True, help='organisation/name on the Hub, as given to export')
+    push.add_argument('--revision', default=None, help='branch to commit to (created when missing; default main)')
+    push.add_argument('--private', action='store_true', help='create the repo private')
+    push.add_argument('--create-pr', action='store_true', help='open a pull request instead of committing')
+    push.add_argument('--overwrite', action='store_true', help='replace README.md / model.safetensors already there')
+    push.add_argument('--commit-message', default=None, help='commit title')
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == 'export':
+            data_config = dict(img_size=args.img_size, crop_pct=args.crop_pct, interpolation=args.interpolation,
+                               mean=args.mean and tuple(args.mean), std=args.std and tuple(args.std))
+            result = export_model(
+                args.src, args.out, model_name=args.model, tag=args.tag, repo_id=args.repo_id,
+                num_classes=args.num_classes,
+                label_names=read_label_names(args.label_names) if args.label_names else None,
+                use_ema=args.use_ema, weights_format=args.format, model_kwargs=args.model_kwargs,
+                data_config=data_config, dataset=args.dataset, dataset_id=args.dataset_id, license=args.license,
+                results=args.results, compare=args.compare, card_dir=args.card_dir, overwrite=args.overwrite)
+            stats = result.stats
+            accuracy = f'top-1 {result.results["top1"]:.2f}' if result.results else 'accuracy not yet measured'
+            print(f'Wrote {result.out_dir}: {result.model.pretrained_cfg["architecture"]}, '
+                  f'{result.model.num_classes} classes, {stats.params / 1e6:.2f} M params, '
+                  f'{stats.macs / 1e9:.3f} GMACs at {stats.image_size}, {accuracy}')
+            print(f"Check it: timm.create_model('local-dir:{result.out_dir}', pretrained=True); "
+                  f'publish it: python -m timm_mrap.hub push {result.out_dir} --repo-id {result.repo_id}')
+        else:
+            info = push_folder(args.folder, args.repo_id, revision=args.revision, private=args.private,
+                               create_pr=args.create_pr, overwrite=args.overwrite, commit_message=args.commit_message)
+            url = getattr(info, 'pr_url', None) or getattr(info, 'commit_url', None) or info
+            print(f'Pushed {args.folder} to {args.repo_id}: {url}')
+    except (ExportError, CardError, ConversionError, PushError, FileExistsError) as e:
+        parser.exit(2, f'error: {e}\n')
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

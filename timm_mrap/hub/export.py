@@ -1,0 +1,353 @@
+""" Export trained weights as a Hugging Face Hub folder: model.safetensors, timm's config.json and README.md
+
+Inputs: a timm training checkpoint (``train.py``'s ``*.pth.tar``: ``state_dict``, optional ``state_dict_ema``,
+``arch``, ``args``), a safetensors state dict, or an authors' reference checkpoint (converted by
+``timm_mrap.convert``). The registered model is rebuilt with the checkpoint's number of classes and model arguments,
+the weights are loaded strictly, and timm's ``save_for_hf`` writes ``model.safetensors`` (no pickle) and
+``config.json`` (architecture, model_args, pretrained_cfg with the data config used, label names). ``README.md`` is
+the architecture's card from ``hf_cards/`` filled with numbers measured here. The folder is written beside the target
+and moved into place when complete.
+"""
+import argparse
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+import timm
+from timm.models import clean_state_dict, get_pretrained_cfg, is_model, save_for_hf
+from timm.models._hub import load_model_config_from_path
+
+from .cards import CardError, ModelStats, card_path, card_values, measure_model, read_results, render_card
+
+__all__ = [
+    'EXPORT_FILES', 'WEIGHT_FORMATS', 'ExportError', 'Checkpoint', 'ExportResult', 'read_checkpoint',
+    'read_label_names', 'default_repo_id', 'export_model',
+]
+
+EXPORT_FILES = ('config.json', 'model.safetensors', 'README.md')
+WEIGHT_FORMATS = ('auto', 'timm', 'reference')
+# data config arguments of timm's train.py / validate.py, as resolve_data_config reads them
+DATA_CONFIG_KEYS = ('input_size', 'img_size', 'in_chans', 'crop_pct', 'crop_mode', 'mean', 'std', 'interpolation')
+# what a tag says about the data, for tags whose dataset is fixed (others need --dataset)
+KNOWN_TAG_DATASETS = {
+    'rein100': ("ReIN100: the authors' 100-class subset of ImageNet-1k (full ImageNet-1k train / val images of the "
+                'classes in datasets/rein100_classes.txt)', 'imagenet-1k'),
+    'in100': ('ImageNet-100 (the CMC 100-class subset of ImageNet-1k)', 'imagenet-1k'),
+    'in1k': ('ImageNet-1k', 'imagenet-1k'),
+}
+
+
+class ExportError(ValueError):
+    """An input, option or output folder that cannot make a correct export."""
+
+
+@dataclass
+class Checkpoint:
+    """Weights read from a file, with what the file says about them."""
+    state_dict: Dict[str, torch.Tensor]
+    weights_format: str  # 'timm' or 'reference'
+    arch: Optional[str] = None  # train.py's 'arch'
+    train_args: Dict[str, Any] = field(default_factory=dict)  # train.py's 'args'
+    description: str = ''
+
+
+@dataclass
+class ExportResult:
+    """A written export folder and what went into its card."""
+    out_dir: Path
+    model: nn.Module
+    repo_id: str
+    stats: ModelStats
+    results: Optional[Dict[str, Any]]
+
+
+def _load_file(path: Path) -> Any:
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        return load_file(path)
+    try:
+        # timm's training checkpoints carry their argparse.Namespace; nothing else is unpickled
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ExportError(f'Could not read {path} as a checkpoint ({type(e).__name__}: {e}); pass a timm training '
+                          f'checkpoint (.pth.tar), a .safetensors file or a reference .pth.') from e
+
+
+def read_checkpoint(path: Union[str, Path], use_ema: bool = False, weights_format: str = 'auto') -> Checkpoint:
+    """Read weights from a timm training checkpoint, a safetensors file or a reference checkpoint.
+
+    Args:
+        path: The file.
+        use_ema: Take ``state_dict_ema`` (an error when the checkpoint has none) instead of ``state_dict``.
+        weights_format: ``'timm'``, ``'reference'`` (authors' key layout, ``backbone.*``) or ``'auto'`` (by keys).
+    """
+    path = Path(path)
+    if weights_format not in WEIGHT_FORMATS:
+        raise ExportError(f'Unknown weights format {weights_format!r}; choose one of {WEIGHT_FORMATS}.')
+    if not path.is_file():
+        raise ExportError(f'Checkpoint {path} does not exist.')
+    raw = _load_file(path)
+    if not isinstance(raw, dict):
+        raise ExportError(f'{path} holds a {type(raw).__name__}, not a state dict or a training checkpoint.')
+    ema_key = next((k for k in ('state_dict_ema', 'model_ema') if isinstance(raw.get(k), dict)), None)
+    if use_ema and ema_key is None:
+        raise ExportError(f'{path} has no EMA weights (state_dict_ema); drop --use-ema to export its state_dict.')
+    key = ema_key if use_ema else next(
+        (k for k in ('state_dict', 'model_state_dict', 'model') if isinstance(raw.get(k), dict)), None)
+    state_dict = clean_state_dict(raw[key] if key else raw)
+    bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ExportError(f'{path}: {bad[:3]} are not tensors; not a state dict or a timm training checkpoint.')
+    found_format = 'reference' if any(k.startswith('backbone.') for k in state_dict) else 'timm'
+    if weights_format != 'auto' and weights_format != found_format:
+        raise ExportError(f'{path} has {found_format} keys (e.g. {next(iter(state_dict))!r}), not {weights_format} '
+                          f'ones; drop --format or pass --format {found_format}.')
+    if found_format == 'reference' and use_ema:
+        raise ExportError(f'{path} is a reference checkpoint, which has no EMA weights; drop --use-ema.')
+    train_args = raw.get('args')
+    train_args = vars(train_args) if isinstance(train_args, argparse.Namespace) else dict(train_args or {})
+    if found_format == 'reference':
+        description = f"the authors' reference checkpoint `{path.name}`, converted by `timm_mrap.convert`"
+    elif path.suffix == '.safetensors':
+        description = f'state dict `{path.name}` (safetensors)'
+    else:
+        which = f'EMA weights ({key})' if use_ema else f'raw weights ({key or "bare state dict"})'
+        epoch = f', epoch {raw["epoch"]}' if isinstance(raw.get('epoch'), int) else ''
+        description = f'timm training checkpoint `{path.name}`: {which}{epoch}'
+    arch = raw.get('arch') if isinstance(raw.get('arch'), str) else None
+    return Checkpoint(state_dict, found_format, arch, train_args, description)
+
+
+def read_label_names(source: Union[str, Path]) -> List[str]:
+    """Class names in classifier order: a text file (one per line, like timm's ``--class-map``) or an image folder.
+
+    An image folder gives its class folder names in the order timm's ``ImageFolder`` reader assigns indices.
+    """
+    source = Path(source)
+    if source.is_dir():
+        from timm.data.readers.reader_image_folder import find_images_and_targets
+        _, class_to_idx = find_images_and_targets(str(source))
+        names = sorted(class_to_idx, key=class_to_idx.get)
+        if not names or names == ['']:
+            raise ExportError(f'{source} has no class folders with images; pass the folder that holds one folder per '
+                              f'class (e.g. DATA/validation), or a text file with one class name per line.')
+    elif source.is_file():
+        names = [line.strip() for line in source.read_text().splitlines() if line.strip()]
+    else:
+        raise ExportError(f'Label names {source} is neither a file nor a folder.')
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ExportError(f'{source} repeats class names {duplicates[:5]}; each class needs a unique name.')
+    return names
+
+
+def _imagenet_descriptions(label_names: Sequence[str]) -> Optional[Dict[str, str]]:
+    """timm's ImageNet descriptions when every name is an ImageNet-1k synset (e.g. ``n01440764``), else None."""
+    if not label_names or not all(re.fullmatch(r'n\d{8}', n) for n in label_names):
+        return None
+    from timm.data import ImageNetInfo
+    info = ImageNetInfo('imagenet-1k')
+    if not set(label_names) <= set(info.label_names()):
+        return None
+    return {n: info.label_name_to_description(n) for n in label_names}
+
+
+def default_repo_id(architecture: str, tag: str) -> Optional[str]:
+    """The Hub repo that ``pretrained=True`` loads for ``architecture.tag`` (None when the tag is not registered)."""
+    try:
+        cfg = get_pretrained_cfg(f'{architecture}.{tag}', allow_unregistered=False)
+    except RuntimeError:
+        return None
+    return cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id and not cfg.hf_hub_id.endswith('/') else None
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f'{out_dir} is a file; choose a folder for --out.')
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f'{out_dir} exists and is not empty; choose another --out or pass --overwrite to '
+                                  f'replace the export in it.')
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+        if foreign:
+            raise FileExistsError(f'--overwrite replaces only an earlier export, but {out_dir} also holds {foreign[:5]}; '
+                                  f'choose another --out.')
+
+
+def _num_classes(state_dict: Mapping[str, torch.Tensor], classifier: str) -> Optional[int]:
+    weight = state_dict.get(f'{classifier}.weight')
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def _build_timm_model(architecture: str, checkpoint: Checkpoint, num_classes: int, model_kwargs: Dict) -> nn.Module:
+    model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_kwargs)
+    result = model.load_state_dict(checkpoint.state_dict, strict=False)
+    expected = model.state_dict()
+    bad_shapes = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in checkpoint.state_dict.items()
+                  if k in expected and v.shape != expected[k].shape]
+    if result.missing_keys or result.unexpected_keys or bad_shapes:
+        raise ExportError(
+            f'The weights do not fit {architecture}({model_kwargs or ""}): {len(result.missing_keys)} missing '
+            f'{result.missing_keys[:3]}, {len(result.unexpected_keys)} unexpected {result.unexpected_keys[:3]}, '
+            f'shapes differ {bad_shapes[:2]}. Check --model and --model-kwargs (e.g. attn=cbam) against training.')
+    return model
+
+
+def export_model(
+        src: Union[str, Path],
+        out_dir: Union[str, Path],
+        *,
+        model_name: Optional[str] = None,
+        tag: Optional[str] = None,
+        repo_id: Optional[str] = None,
+        num_classes: Optional[int] = None,
+        label_names: Optional[Sequence[str]] = None,
+        use_ema: bool = False,
+        weights_format: str = 'auto',
+        model_kwargs: Optional[Dict[str, Any]] = None,
+        data_config: Optional[Dict[str, Any]] = None,
+        dataset: Optional[str] = None,
+        dataset_id: Optional[str] = None,
+        license: Optional[str] = None,
+        results: Optional[Union[str, Path]] = None,
+        compare: Sequence[Union[str, Path]] = (),
+        card_dir: Optional[Union[str, Path]] = None,
+        overwrite: bool = False,
+) -> ExportResult:
+    """Write a Hub-format folder for ``src``'s weights; nothing is uploaded.
+
+    Args:
+        src: timm training checkpoint, safetensors state dict or reference checkpoint.
+        out_dir: The folder to write (an error if it exists and is not empty, unless ``overwrite``).
+        model_name: Registered architecture, optionally with its tag (``mobilenetv2_mrap.rein100``); default: the
+            checkpoint's ``arch``.
+        tag: Pretrained tag (names the training data); default: the one in ``model_name``, else the default tag.
+        repo_id: Hub repo the card points at; default: the repo ``pretrained=True`` loads for ``architecture.tag``.
+        num_classes: Expected classes; inferred from the classifier, an error if they differ.
+        label_names: Class names in classifier order (see ``read_label_names``).
+        use_ema: Export a training checkpoint's EMA weights instead of its raw weights.
+        weights_format: ``'auto'``, ``'timm'`` or ``'reference'``.
+        model_kwargs: Model arguments used at training (``attn``, ``pool_types``...), over the checkpoint's own.
+        data_config: Preprocessing of these weights (``img_size``, ``crop_pct``, ``mean``...), over the checkpoint's.
+        dataset: Training data for the card; default from known tags (``rein100``, ``in100``, ``in1k``).
+        dataset_id: Hub dataset id for the card's front matter; default from the tag or ``dataset``.
+        license: Weights licence; default the architecture's (apache-2.0).
+        results: timm ``validate.py`` results file of these weights (top-1 / top-5 in the card).
+        compare: Results files of other models evaluated the same way (rows of the comparison table).
+        card_dir: Folder of card templates (default: the checkout's ``hf_cards``).
+        overwrite: Replace an earlier export in ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    _prepare_out_dir(out_dir, overwrite)
+    checkpoint = read_checkpoint(src, use_ema=use_ema, weights_format=weights_format)
+
+    model_name = model_name or checkpoint.arch
+    if not model_name:
+        raise ExportError(f'{src} does not name its architecture; pass --model (e.g. mobilenetv2_mrap).')
+    architecture, _, name_tag = model_name.partition('.')
+    if not is_model(architecture):
+        raise ExportError(f'{architecture!r} is not a registered model; see timm.list_models("*mrap*") / "*mafc*".')
+    if checkpoint.arch and checkpoint.arch.split('.')[0] != architecture:
+        raise ExportError(f'{src} was trained as {checkpoint.arch!r}, not {architecture!r}; fix --model.')
+    template = card_path(architecture, card_dir).read_text()
+    tag = tag or name_tag or (get_pretrained_cfg(architecture) and get_pretrained_cfg(architecture).tag)
+    if not tag:
+        raise ExportError(f'{architecture} has no default tag; pass --tag naming the training data (e.g. digits).')
+    repo_id = repo_id or default_repo_id(architecture, tag)
+    if not repo_id:
+        raise ExportError(f'{architecture}.{tag} has no registered Hub repo; pass --repo-id (e.g. '
+                          f'your-name/{architecture}.{tag}).')
+    known_dataset = KNOWN_TAG_DATASETS.get(tag)
+    dataset = dataset or (known_dataset[0] if known_dataset else None)
+    if not dataset:
+        raise ExportError(f'Tag {tag!r} does not say which data trained these weights; pass --dataset (e.g. '
+                          f'"scikit-learn digits, 10 classes").')
+    dataset_id = dataset_id or (known_dataset[1] if known_dataset and dataset == known_dataset[0] else
+                                re.sub(r'[^a-z0-9]+', '-', dataset.lower()).strip('-'))
+
+    kwargs = {k: v for k, v in (checkpoint.train_args.get('model_kwargs') or {}).items()}
+    if checkpoint.train_args.get('in_chans') is not None:
+        kwargs['in_chans'] = checkpoint.train_args['in_chans']
+    kwargs.update(model_kwargs or {})
+    data_args = {k: checkpoint.train_args[k] for k in DATA_CONFIG_KEYS if checkpoint.train_args.get(k) is not None}
+    data_args.update({k: v for k, v in (data_config or {}).items() if v is not None})
+
+    if checkpoint.weights_format == 'reference':
+        from ..convert import convert_checkpoint
+        model = convert_checkpoint(str(src), architecture, num_classes=num_classes, **kwargs)
+        data_args = {'mean': model.pretrained_cfg['mean'], 'std': model.pretrained_cfg['std'], **data_args}
+    else:
+        classifier = get_pretrained_cfg(architecture).classifier or 'classifier'
+        found = _num_classes(checkpoint.state_dict, classifier)
+        if num_classes is not None and found is not None and num_classes != found:
+            raise ExportError(f'--num-classes {num_classes} does not match the checkpoint classifier ({found} '
+                              f'classes); drop the flag to infer it.')
+        if found is None and num_classes is None:
+            raise ExportError(f'{src} has no {classifier}.weight to infer the classes from; pass --num-classes.')
+        model = _build_timm_model(architecture, checkpoint, found if found is not None else num_classes, kwargs)
+    model.eval()
+    if label_names is not None and len(label_names) != model.num_classes:
+        raise ExportError(f'{len(label_names)} label names for {model.num_classes} classes; pass the class list the '
+                          f'model was trained with.')
+    model.pretrained_cfg = {**model.pretrained_cfg, 'tag': tag, 'license': license or model.pretrained_cfg.get(
+        'license', 'apache-2.0')}
+    model_config = {}
+    if label_names is not None:
+        model_config['label_names'] = list(label_names)
+        descriptions = _imagenet_descriptions(label_names)
+        if descriptions:
+            model_config['label_descriptions'] = descriptions
+
+    result_row = None
+    if results is not None:
+        rows = read_results(results)
+        if len(rows) > 1:
+            rows = [r for r in rows if r['model'].split('.')[0] == architecture]
+        if len(rows) != 1:
+            raise CardError(f'{results} must hold one result for {architecture} (found {len(rows)}).')
+        result_row = rows[0]
+        params = sum(p.numel() for p in model.parameters())
+        if 'param_count' in result_row and abs(result_row['param_count'] - params / 1e6) > 0.01:
+            raise CardError(f'{results} was measured on a model with {result_row["param_count"]} M params, these '
+                            f'weights have {params / 1e6:.2f} M: results of another model.')
+    compare_rows = [row for path in compare for row in read_results(path)]
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
+    tmp_dir.chmod(0o755)  # mkdtemp's 0o700 would follow the folder into place
+    try:
+        save_for_hf(model, str(tmp_dir), model_config=model_config, safe_serialization=True, data_config=data_args)
+        input_size = load_model_config_from_path(tmp_dir)[0]['input_size']
+        stats = measure_model(model, input_size)
+        registered = default_repo_id(architecture, tag) == repo_id
+        values = card_values(
+            model_name=f'{architecture}.{tag}',
+            repo_id=repo_id,
+            create_name=f'{architecture}.{tag}' if registered else f'hf-hub:{repo_id}',
+            stats=stats,
+            num_classes=model.num_classes,
+            dataset=dataset,
+            dataset_id=dataset_id,
+            license=model.pretrained_cfg['license'],
+            weights_source=checkpoint.description,
+            results=result_row,
+            compare=compare_rows,
+        )
+        (tmp_dir / 'README.md').write_text(render_card(template, values), encoding='utf-8')
+        if out_dir.exists():
+            for path in out_dir.iterdir():
+                path.unlink()
+            out_dir.rmdir()
+        os.replace(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return ExportResult(out_dir, model, repo_id, stats, result_row)

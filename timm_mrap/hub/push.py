@@ -1,0 +1,86 @@
+""" Upload an exported folder to the Hugging Face Hub
+
+``push_folder`` checks the folder (``config.json``, ``model.safetensors``, ``README.md``; no pickle), creates the
+repo if needed (``HfApi.create_repo(exist_ok=True)``), refuses to replace a README or weights already there unless
+``overwrite``, and uploads with ``HfApi.upload_folder``. The token comes from huggingface_hub's usual places
+(``HF_TOKEN``, ``hf auth login``); it is never printed or written here.
+"""
+from pathlib import Path
+from typing import Any, List, Optional, Union
+
+from .export import EXPORT_FILES
+
+__all__ = ['PushError', 'check_export_folder', 'push_folder']
+
+PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.tar', '.pkl', '.pickle', '.ckpt')
+PROTECTED_FILES = ('README.md', 'model.safetensors')
+
+
+class PushError(ValueError):
+    """A folder or a remote repo state that a push must not go ahead with."""
+
+
+def check_export_folder(folder: Union[str, Path], repo_id: Optional[str] = None) -> List[str]:
+    """The files of an export folder, after checking it is complete, pickle-free and its card names ``repo_id``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PushError(f'{folder} is not a folder; export one first (python -m timm_mrap.hub export ...).')
+    files = sorted(p.name for p in folder.iterdir())
+    missing = [f for f in EXPORT_FILES if f not in files]
+    if missing:
+        raise PushError(f'{folder} lacks {missing}; push uploads a folder written by python -m timm_mrap.hub export.')
+    unsafe = [f for f in files if f.endswith(PICKLE_SUFFIXES) or (folder / f).is_dir()]
+    if unsafe:
+        raise PushError(f'{folder} holds {unsafe}: only safetensors weights, config.json and README.md are published; '
+                        f'remove them or export again.')
+    if repo_id is not None and repo_id not in (folder / 'README.md').read_text(encoding='utf-8'):
+        raise PushError(f'README.md in {folder} was written for another repo than {repo_id!r}; export again with '
+                        f'--repo-id {repo_id}.')
+    return files
+
+
+def push_folder(
+        folder: Union[str, Path],
+        repo_id: str,
+        *,
+        revision: Optional[str] = None,
+        private: bool = False,
+        create_pr: bool = False,
+        overwrite: bool = False,
+        commit_message: Optional[str] = None,
+        api: Optional[Any] = None,
+) -> Any:
+    """Upload an export folder to ``repo_id``; returns huggingface_hub's ``CommitInfo``.
+
+    Args:
+        folder: Folder written by ``export_model``.
+        repo_id: ``organisation/name`` on the Hub (created when missing).
+        revision: Branch to commit to (created from main when missing); default main.
+        private: Create the repo private (an existing repo keeps its visibility).
+        create_pr: Open a pull request instead of committing to the branch.
+        overwrite: Allow replacing a README.md or model.safetensors the repo already has at that revision.
+        commit_message: Commit title; default names the files.
+        api: An ``HfApi``-compatible client; default ``HfApi()`` with the token from the usual places.
+    """
+    files = check_export_folder(folder, repo_id)
+    if api is None:
+        from huggingface_hub import HfApi
+        from ..version import __version__
+        api = HfApi(library_name='timm-mrap', library_version=__version__)
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
+    repo_id = getattr(repo_url, 'repo_id', None) or repo_id
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type='model')
+    existing = [f for f in api.list_repo_files(repo_id, revision=revision, repo_type='model') if f in PROTECTED_FILES]
+    if existing and not overwrite:
+        raise PushError(f'{repo_id}@{revision or "main"} already has {existing}; pass --overwrite to replace them '
+                        f'(with --create-pr to propose the change for review).')
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        repo_type='model',
+        revision=revision,
+        create_pr=create_pr,
+        commit_message=commit_message or f'Add {", ".join(files)} (timm-mrap export)',
+        allow_patterns=files,
+    )
