@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     ex = sub.add_parser('export', help='write a Hub folder (model.safetensors, config.json, README.md); no upload')
     ex.add_argument('src', help='timm training checkpoint (.pth.tar), .safetensors state dict or reference checkpoint')
     ex.add_argument('--out', required=True, help='folder to write (must not exist or be empty, see --overwrite)')
-    ex.add_argument('--model', default=None, help='architecture[.tag], e.g. mobilenetv2_mrap (default: the checkpoint arch)')
+    ex.add_argument('--model', default=None,
+                    help='architecture[.tag], e.g. mobilenetv2_mrap (default: the checkpoint arch)')
     ex.add_argument('--tag', default=None, help='pretrained tag naming the training data (default: the default tag)')
     ex.add_argument('--repo-id', default=None, help='Hub repo for the card (default: the repo pretrained=True loads)')
     ex.add_argument('--num-classes', type=int, default=None, help='expected classes (default: from the classifier)')

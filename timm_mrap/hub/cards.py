@@ -8,7 +8,6 @@ results (JSON or CSV). Without results the card says the accuracy is not yet mea
 """
 import csv
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +136,9 @@ def comparison_section(
     header = '| model | top-1 (%) | top-5 (%) | params (M) | GMACs | image size |\n|---|---|---|---|---|---|\n'
     rows = []
     if results is not None:
+        size = results.get('img_size', stats.input_size[1])
         rows.append(f'| {model_label} (these weights) | {_fmt(results.get("top1"))} | {_fmt(results.get("top5"))} | '
-                    f'{stats.params / 1e6:.2f} | {stats.macs / 1e9:.3f} | {results.get("img_size", stats.input_size[1])} |')
+                    f'{stats.params / 1e6:.2f} | {stats.macs / 1e9:.3f} | {size} |')
     for row in compare:
         rows.append(f'| {row["model"]} | {_fmt(row.get("top1"))} | {_fmt(row.get("top5"))} | '
                     f'{_fmt(row.get("param_count"))} | - | {row.get("img_size", "-")} |')

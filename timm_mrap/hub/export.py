@@ -178,8 +178,8 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
                                   f'replace the export in it.')
         foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
         if foreign:
-            raise FileExistsError(f'--overwrite replaces only an earlier export, but {out_dir} also holds {foreign[:5]}; '
-                                  f'choose another --out.')
+            raise FileExistsError(f'--overwrite replaces only an earlier export, but {out_dir} also holds '
+                                  f'{foreign[:5]}; choose another --out.')
 
 
 def _num_classes(state_dict: Mapping[str, torch.Tensor], classifier: str) -> Optional[int]:

@@ -49,7 +49,10 @@ def _resolve_hub_id(variant: str, kwargs: dict) -> tuple:
     """The ``(architecture.tag, hf_hub_id)`` that timm resolves for this call (only used to word the error)."""
     from timm.models import resolve_pretrained_cfg
     cfg = resolve_pretrained_cfg(
-        variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+        variant,
+        pretrained_cfg=kwargs.get('pretrained_cfg'),
+        pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
+    )
     name = f'{variant}.{cfg.tag}' if cfg.tag else variant
     return name, cfg.hf_hub_id or '?'
 
