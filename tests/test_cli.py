@@ -1,0 +1,214 @@
+"""train.sh / validate.sh: argument handling, runner choice, torchrun pass-through, checkpoint kinds, results files."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+import timm_mrap  # noqa: F401
+from timm_mrap.convert import fold_data_bn
+from timm_mrap.training import cli
+from timm_mrap.training.cli import CliError, build_command, detect_checkpoint_kind, prepare_checkpoint
+
+from conftest import fixture_state_dict, load_fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# a stand-in for timm's validate.py, written against timm's public API: real model, checkpoint, data and metric
+FAKE_VALIDATE = '''
+import argparse, json
+import timm, torch
+from timm.data import create_dataset, create_loader, resolve_data_config
+from timm.models import load_checkpoint
+p = argparse.ArgumentParser()
+for flag in ('--data-dir', '--model', '--checkpoint', '--device'):
+    p.add_argument(flag, default='')
+p.add_argument('--num-classes', type=int)
+p.add_argument('--img-size', type=int)
+p.add_argument('--mean', type=float, nargs='+')
+p.add_argument('--std', type=float, nargs='+')
+args = p.parse_args()
+model = timm.create_model(args.model, num_classes=args.num_classes).eval()
+load_checkpoint(model, args.checkpoint)
+cfg = resolve_data_config(vars(args), model=model)
+loader = create_loader(create_dataset('', root=args.data_dir, split='validation'), cfg['input_size'], batch_size=4,
+                       mean=cfg['mean'], std=cfg['std'], crop_pct=cfg['crop_pct'], use_prefetcher=False)
+correct = total = 0
+with torch.no_grad():
+    for x, y in loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += len(y)
+print('--result')
+print(json.dumps({'model': args.model, 'top1': 100. * correct / total, 'num': total, 'mean': list(cfg['mean']),
+                  'num_classes': args.num_classes}, indent=4))
+'''
+
+
+@pytest.fixture(autouse=True)
+def _offline(tmp_path, monkeypatch):
+    for var in ('TIMM_SCRIPTS_DIR', 'NPROC', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'TIMM_MRAP_RUNNER'):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv('TIMM_SCRIPTS_OFFLINE', '1')
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+
+
+@pytest.fixture
+def data(tmp_path):
+    """A 2-class ImageFolder with train/ and validation/, 2 tiny PNGs per class."""
+    root = tmp_path / 'data'
+    for split in ('train', 'validation'):
+        for c in ('cat', 'dog'):
+            for i in range(2):
+                (root / split / c).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(root / split / c / f'{i}.png')
+    return root
+
+
+def _dry(argv, capsys):
+    rc = cli.main(argv)
+    out = capsys.readouterr()
+    return rc, out.out.strip().splitlines(), out.err
+
+
+def test_layer_options_and_commands(monkeypatch):
+    opts, rest = cli.split_layer_options(['--nproc', '4', '--epochs', '2', '--runner=builtin', '--dry-run', '-b', '8'])
+    assert (opts.nproc, opts.nnodes, opts.runner, opts.dry_run) == ('4', 1, 'builtin', True)
+    assert rest == ['--epochs', '2', '-b', '8']
+    monkeypatch.setenv('NPROC', 'gpu')
+    monkeypatch.setenv('NNODES', '2')
+    assert cli.split_layer_options([])[0][:2] == ('gpu', 2)
+    for bad, msg in ((['--nproc', '0'], 'positive integer'), (['--runner', 'x'], 'auto, timm or builtin'),
+                     (['--nnodes'], 'needs a value')):
+        with pytest.raises(CliError, match=msg):
+            cli.split_layer_options(bad)
+
+    assert build_command('train', 'builtin', None, ['--epochs', '1']) == [
+        sys.executable, '-m', 'timm_mrap.training.train', '--epochs', '1']
+    cmd = build_command('train', 'timm', Path('/x/train.py'), ['-b', '8'], nproc='8')
+    assert cmd[1:] == ['-m', 'torch.distributed.run', '--nproc_per_node=8', '--nnodes=1', '--standalone',
+                       '-m', 'timm_mrap.training.launch', '/x/train.py', '-b', '8']
+    with pytest.raises(CliError, match='NODE_RANK and MASTER_ADDR'):
+        build_command('train', 'timm', Path('/x/train.py'), [], nproc='8', nnodes=2, env={})
+    cmd = build_command('train', 'builtin', None, [], nproc='8', nnodes=2, env={'NODE_RANK': '1', 'MASTER_ADDR': 'h0'})
+    assert '--node_rank=1' in cmd and '--master_addr=h0' in cmd and '--master_port=29500' in cmd
+    with pytest.raises(CliError, match='one process'):
+        build_command('validate', 'builtin', None, [], nproc='2')
+
+
+def test_train_arguments(data, tmp_path, capsys, monkeypatch):
+    rc, lines, err = _dry(['train', 'mobilenetv2_mrap', str(data), '--epochs', '1', '--dry-run'], capsys)
+    assert rc == 0 and len(lines) == 1
+    assert lines[0].split()[1:] == ['-m', 'timm_mrap.training.train', '--data-dir', str(data), '--model',
+                                    'mobilenetv2_mrap', '--epochs', '1', '--num-classes', '2', '--device', 'cpu']
+    assert "timm's train.py is not available" in err and 'TIMM_SCRIPTS_DIR' in err
+
+    # timm's script found in TIMM_SCRIPTS_DIR: the launcher runs it; recipe -> --config; NPROC -> torchrun
+    (tmp_path / 'train.py').write_text('pass\n')
+    monkeypatch.setenv('TIMM_SCRIPTS_DIR', str(tmp_path))
+    monkeypatch.setenv('NPROC', '2')
+    rc, lines, _ = _dry(['train', 'mobilenetv2_mrap', str(data), '--recipe', 'digits_demo', '--device', 'cuda',
+                         '--dry-run'], capsys)
+    assert rc == 0
+    assert ' -m torch.distributed.run --nproc_per_node=2 ' in lines[0]
+    assert f' -m timm_mrap.training.launch {tmp_path / "train.py"} --config ' in lines[0]
+    assert lines[0].endswith('--device cuda')  # the recipe sets num_classes; --device is the user's
+    monkeypatch.delenv('NPROC')
+
+    for argv, msg in (
+            ([str(tmp_path / 'nope')], 'does not exist.*timm_mrap.training.datasets'),
+            ([str(data), '--val-split', 'holdout'], 'no holdout/ folder'),
+            ([str(data), '--num-classes', '1'], 'smaller than the 2 class folders'),
+            ([str(data), 'extra'], "Unexpected argument 'extra'"),
+            ([], 'MODEL and DATA_DIR are required'),
+            ([str(data), '--recipe', 'nope'], 'No recipe'),
+    ):
+        rc, _, err = _dry(['train', '--dry-run', '--epochs', '1'] if not argv else
+                          ['train', 'mobilenetv2_mrap', *argv, '--dry-run'], capsys)
+        assert rc == 2 and 'Traceback' not in err
+        assert __import__('re').search(msg, err), (msg, err)
+    (data / 'validation' / 'cat').rename(data / 'validation' / '.cat')
+    (data / 'validation' / 'dog').rename(data / 'validation' / '.dog')
+    rc, _, err = _dry(['train', 'mobilenetv2_mrap', str(data), '--dry-run'], capsys)
+    assert rc == 2 and 'has no class folders' in err
+
+
+def test_checkpoint_kinds(tmp_path):
+    model = timm.create_model('mobilenetv2_mrap', num_classes=5)
+    train_ckpt = tmp_path / 'model_best.pth.tar'  # what timm's train.py saves (args is a Namespace)
+    torch.save({'epoch': 3, 'arch': 'mobilenetv2_mrap', 'state_dict': model.state_dict(),
+                'args': argparse.Namespace(lr=0.1), 'metric': 50.}, train_ckpt)
+    assert detect_checkpoint_kind(str(train_ckpt)) == 'timm'
+    assert prepare_checkpoint('mobilenetv2_mrap', str(train_ckpt), str(tmp_path))[1] == [
+        '--checkpoint', str(train_ckpt), '--num-classes', '5']
+    with pytest.raises(CliError, match='does not fit mobilenetv3_mrap \\(the checkpoint says it was trained as '
+                                       'mobilenetv2_mrap\\).*Pass the MODEL'):
+        prepare_checkpoint('mobilenetv3_mrap', str(train_ckpt), str(tmp_path))
+    with pytest.raises(CliError, match='--num-classes 7 does not match .*5 classes'):
+        prepare_checkpoint('mobilenetv2_mrap', str(train_ckpt), str(tmp_path), num_classes=7)
+
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / 'w.safetensors')
+    assert detect_checkpoint_kind(str(tmp_path / 'w.safetensors')) == 'timm'
+
+    (tmp_path / 'broken.pth').write_bytes(b'not a checkpoint')
+    with pytest.raises(CliError, match='Could not read checkpoint'):
+        detect_checkpoint_kind(str(tmp_path / 'broken.pth'))
+    with pytest.raises(CliError, match='does not exist'):
+        detect_checkpoint_kind(str(tmp_path / 'missing.pth'))
+
+
+def _reference_checkpoint(tmp_path):
+    tensors, _ = load_fixture('mobilenetv2_mrap_reference')
+    path = tmp_path / 'MRAP_V2.pth'  # the authors' layout: {'model_state_dict': {'module.backbone...': ...}}
+    torch.save({'model_state_dict': {'module.' + k: v for k, v in fixture_state_dict(tensors).items()}}, path)
+    return path, fixture_state_dict(tensors)
+
+
+@pytest.mark.slow
+def test_validate_sh_converts_reference_checkpoint(data, tmp_path):
+    """validate.sh end to end: a reference checkpoint is converted on the fly and run through (a stand-in for) timm's
+    validate.py via the launcher; the results land in JSON and CSV."""
+    ref, ref_state = _reference_checkpoint(tmp_path)
+    assert detect_checkpoint_kind(str(ref)) == 'reference'
+    scripts = tmp_path / 'timm_scripts'
+    scripts.mkdir()
+    (scripts / 'validate.py').write_text(FAKE_VALIDATE)
+    env = dict(os.environ, TIMM_SCRIPTS_DIR=str(scripts), PYTHON=sys.executable)
+    res = subprocess.run([str(ROOT / 'validate.sh'), 'mobilenetv2_mrap', str(data), '--checkpoint', str(ref),
+                          '--img-size', '64', '--results-file', str(tmp_path / 'res' / 'ref.json')],
+                         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert 'converted reference checkpoint' in res.stderr and '[timm_mrap.launch] timm' in res.stderr
+    result = json.loads((tmp_path / 'res' / 'ref.json').read_text())
+    assert result['num'] == 4 and result['num_classes'] == 10 and 0 <= result['top1'] <= 100
+    assert result['checkpoint_kind'] == 'reference' and result['runner'] == 'timm'
+    assert np.allclose(result['mean'], fold_data_bn(ref_state)[0], atol=1e-6)  # data_bn folded into mean
+    header, row = (tmp_path / 'res' / 'ref.csv').read_text().splitlines()
+    assert header.split(',')[:2] == ['model', 'top1'] and row.startswith('mobilenetv2_mrap,')
+
+
+def test_shell_front_doors(data, tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable)
+    res = subprocess.run([str(ROOT / 'train.sh'), '--help'], env=env, capture_output=True, text=True)
+    assert res.returncode == 0 and 'usage: ./train.sh' in res.stdout and '--nproc' in res.stdout
+    res = subprocess.run([str(ROOT / 'validate.sh')], env=env, capture_output=True, text=True)
+    assert res.returncode != 0 and 'usage: ./validate.sh' in res.stdout
+
+
+def test_validate_arguments(data, tmp_path, capsys):
+    rc, _, err = _dry(['validate', 'mobilenetv2_mrap', str(data), '--dry-run'], capsys)
+    assert rc == 2 and '--checkpoint FILE' in err
+    rc, _, err = _dry(['validate', 'mobilenetv2_mrap', str(data), '--checkpoint', str(tmp_path / 'x.pth')], capsys)
+    assert rc == 2 and 'does not exist' in err
+    rc, lines, _ = _dry(['validate', 'mobilenetv2_mrap', str(data), '--pretrained', '--dry-run'], capsys)
+    assert rc == 0 and lines[0].split()[1:] == ['-m', 'timm_mrap.training.validate', '--data-dir', str(data),
+                                                '--model', 'mobilenetv2_mrap', '--pretrained', '--device', 'cpu']
+    rc, _, err = _dry(['validate', 'mobilenetv2_mrap', str(data), '--pretrained', '--num-classes', '1'], capsys)
+    assert rc == 2 and 'has 2 class folders but the model classifies 1' in err

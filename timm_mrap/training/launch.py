@@ -1,0 +1,154 @@
+""" Run a timm script (train.py, validate.py, benchmark.py, ...) unchanged, with the timm-mrap models registered
+
+The launcher imports ``timm_mrap`` (which registers ``mobilenetv2_mrap`` and friends with timm) and then runs the
+script as ``__main__`` with its own argv, so every flag of the script works as documented by timm.
+
+Usage::
+
+    python -m timm_mrap.training.launch train.py --data-dir D --model mobilenetv2_mrap --num-classes 100
+    torchrun --nproc_per_node 8 -m timm_mrap.training.launch train.py --data-dir D --model mobilenetv2_mrap
+    python -m timm_mrap.training.launch --find train.py validate.py   # resolve (download + cache), print paths
+
+``SCRIPT`` is a path or a bare name resolved by :func:`timm_mrap.training.scripts.find_script`
+(``TIMM_SCRIPTS_DIR``, the per-user cache, a download at the installed timm's git tag).
+
+A ``timm/`` folder in the script's folder or the working directory (a timm checkout) never replaces the installed
+timm: the script's folder goes to the end of ``sys.path``, and a timm imported from the working directory makes
+the launcher restart itself without the working directory on ``sys.path``.
+"""
+import os
+import runpy
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+__all__ = ['run_script', 'timm_location', 'main']
+
+_REEXEC_ENV = '_TIMM_MRAP_LAUNCH_REEXEC'
+_USAGE = """usage: python -m timm_mrap.training.launch [--no-download] SCRIPT [script args...]
+       python -m timm_mrap.training.launch --find [--no-download] NAME [NAME...]
+
+Run a timm script (train.py, validate.py, benchmark.py, ...) with the timm-mrap models registered.
+SCRIPT is a path, or a bare name looked up in $TIMM_SCRIPTS_DIR, the per-user cache, then downloaded at the git
+tag of the installed timm (base address $TIMM_SCRIPTS_URL; TIMM_SCRIPTS_OFFLINE=1 disables downloads).
+Every argument after SCRIPT goes to the script. Under torchrun: torchrun ... -m timm_mrap.training.launch SCRIPT ...
+
+options:
+  -h, --help      show this help and exit
+  --find          resolve the named scripts (downloading into the cache if needed), print their paths, exit
+  --no-download   never download; use TIMM_SCRIPTS_DIR or the cache only
+"""
+
+
+def _log(msg: str) -> None:
+    if os.environ.get('RANK', '0') == '0':  # one line per job under torchrun, not one per rank
+        print(f'[timm_mrap.launch] {msg}', file=sys.stderr, flush=True)
+
+
+def timm_location() -> Path:
+    """Folder that holds the imported ``timm`` package's parent (a site-packages folder or a checkout root)."""
+    import timm
+    return Path(timm.__file__).resolve().parent.parent
+
+
+def _cwd_entries() -> List[str]:
+    cwd = os.path.realpath(os.getcwd())
+    return [p for p in sys.path if p == '' or os.path.realpath(p) == cwd]
+
+
+def _installed_timm_elsewhere(shadow_root: Path) -> Optional[str]:
+    """Path of a ``timm`` package on ``sys.path`` outside ``shadow_root``, or None."""
+    from importlib.machinery import PathFinder
+    paths = [p for p in sys.path if p and Path(p).resolve() != shadow_root]
+    spec = PathFinder.find_spec('timm', paths)
+    return spec.origin if spec is not None and spec.origin else None
+
+
+def _restart_without_cwd_if_shadowed(argv: Sequence[str]) -> None:
+    """Restart the launcher without the working directory on ``sys.path`` when a ``timm/`` there shadows timm.
+
+    ``python -m`` puts the working directory first on ``sys.path``; run from a timm checkout, the package
+    imports (``timm_mrap`` imports timm) pick the checkout's ``timm/`` before the installed one.
+    """
+    root = timm_location()
+    if root != Path(os.getcwd()).resolve() or not _cwd_entries():
+        return
+    installed = _installed_timm_elsewhere(root)
+    if installed is None:
+        _log(f'using timm from the working directory {root} (no other timm is installed)')
+        return
+    if os.environ.get(_REEXEC_ENV):
+        raise RuntimeError(
+            f'timm is still imported from {root} after restarting without the working directory on sys.path; '
+            f'run from another folder (cd elsewhere) or set PYTHONPATH so that the installed timm comes first.')
+    _log(f'the timm/ folder in the working directory {root} shadows the installed timm ({installed}); '
+         f'restarting without the working directory on sys.path')
+    bootstrap = (
+        'import os, sys\n'
+        'cwd = os.path.realpath(os.getcwd())\n'
+        "sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != cwd]\n"
+        'from timm_mrap.training.launch import main\n'
+        'main(sys.argv[1:])\n'
+    )
+    env = dict(os.environ, **{_REEXEC_ENV: '1'})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, '-c', bootstrap, *argv], env)
+
+
+def run_script(script: str, args: Sequence[str], download: bool = True) -> None:
+    """Register the timm-mrap models, then run ``script`` as ``__main__`` with ``sys.argv = [script, *args]``.
+
+    Args:
+        script: Path or bare name of a timm script (see :func:`timm_mrap.training.scripts.find_script`).
+        args: The script's own arguments.
+        download: Allow downloading a script that is not found locally.
+    """
+    import timm
+    import timm_mrap  # noqa: F401  (registers the models)
+    from .scripts import find_script
+
+    path = find_script(script, download=download)
+    _log(f'timm {timm.__version__} from {Path(timm.__file__).resolve().parent}; '
+         f'timm_mrap {timm_mrap.__version__} registered {len(timm.list_models("*_mrap") + timm.list_models("*_mafc"))} '
+         f'models; running {path}')
+    # like `python script.py`, the script's siblings are importable, but appended: they never shadow timm
+    script_dir = str(path.parent)
+    if script_dir not in sys.path:
+        sys.path.append(script_dir)
+    sys.argv = [str(path), *args]
+    runpy.run_path(str(path), run_name='__main__')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _restart_without_cwd_if_shadowed(argv)
+    from .scripts import ScriptNotFoundError, find_script
+
+    download, find = True, False
+    while argv and argv[0].startswith('-'):
+        opt = argv.pop(0)
+        if opt in ('-h', '--help'):
+            print(_USAGE)
+            return
+        elif opt == '--find':
+            find = True
+        elif opt == '--no-download':
+            download = False
+        else:
+            sys.exit(f'error: unknown launcher option {opt}; launcher options go before SCRIPT, the script\'s own '
+                     f'flags after it.\n{_USAGE}')
+    if not argv:
+        sys.exit(f'error: no SCRIPT given.\n{_USAGE}')
+    try:
+        if find:
+            for name in argv:
+                print(find_script(name, download=download))
+            return
+        run_script(argv[0], argv[1:], download=download)
+    except ScriptNotFoundError as e:
+        sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+    main()
