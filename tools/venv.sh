@@ -14,7 +14,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[venv] installing timm-mrap[test] with constraints.txt (torch from the local wheel cache)" >&2
-    "$venv/bin/python" -m pip install -q --upgrade pip >&2
     "$venv/bin/python" -m pip install -q -c "$root/constraints.txt" -e "$root[test]" >&2
     echo "$want" > "$stamp"
 fi
