@@ -1,0 +1,244 @@
+""" Train and evaluation loops of the built-in trainer, with progress and ETA
+
+One epoch of training (gradient accumulation, AMP loss scaling, gradient clipping, EMA update, per-update LR
+schedule, mixup without the prefetcher) and one pass of evaluation (loss, top-1, top-5), written against timm's
+utilities (``AverageMeter``, ``accuracy``, ``reduce_tensor``, ``dispatch_clip_grad``) the way timm's ``train.py``
+uses them, so the metrics in ``summary.csv`` mean the same thing.
+"""
+import logging
+import sys
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from datetime import timedelta
+from typing import Callable, ContextManager, Iterable, Optional
+
+import torch
+import torch.nn as nn
+
+from timm import utils
+from timm.models import model_parameters
+
+__all__ = ['Progress', 'train_one_epoch', 'evaluate']
+
+_logger = logging.getLogger('train')
+
+
+def _fmt_eta(seconds: float) -> str:
+    return str(timedelta(seconds=int(max(0., seconds))))
+
+
+class Progress:
+    """Progress of one loop: a tqdm bar, or log lines every ``log_interval`` steps with the loop's and the run's ETA.
+
+    Args:
+        loader: The iterable to walk.
+        desc: Name shown on the bar / log lines (``Train: 3``).
+        total: Steps in the loop.
+        mode: ``bar``, ``log`` or ``auto`` (a bar when stderr is a terminal and tqdm is installed).
+        enabled: False on non-primary ranks (no output at all).
+        log_interval: Steps between log lines.
+        steps_after: Steps of the run still to come after this loop (for the run's ETA).
+    """
+
+    def __init__(
+            self,
+            loader: Iterable,
+            desc: str,
+            total: int,
+            mode: str = 'auto',
+            enabled: bool = True,
+            log_interval: int = 50,
+            steps_after: int = 0,
+    ):
+        self.loader = loader
+        self.desc = desc
+        self.total = total
+        self.enabled = enabled
+        self.log_interval = max(1, log_interval)
+        self.steps_after = steps_after
+        self.bar = None
+        if enabled and mode != 'log':
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None and (mode == 'bar' or sys.stderr.isatty()):
+                self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+        self.start = time.time()
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def eta(self, step: int) -> str:
+        """ETA of this loop and of the run, from the mean step time so far (``step`` is 0-based)."""
+        per_step = (time.time() - self.start) / (step + 1)
+        left = self.total - step - 1
+        return f'ETA {_fmt_eta(per_step * left)} (run {_fmt_eta(per_step * (left + self.steps_after))})'
+
+    def update(self, step: int, message: Callable[[], str], postfix: Optional[dict] = None) -> None:
+        """Advance to ``step`` (0-based); ``message`` builds the log line only when one is written."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(step + 1 - self.bar.n)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+        elif step % self.log_interval == 0 or step == self.total - 1:
+            _logger.info(f'{self.desc} [{step:>4d}/{self.total}]  {message()}  {self.eta(step)}')
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train_one_epoch(
+        epoch: int,
+        model: nn.Module,
+        loader,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: nn.Module,
+        args,
+        device: torch.device,
+        lr_scheduler=None,
+        amp_autocast: Callable[[], ContextManager] = nullcontext,
+        loss_scaler=None,
+        model_ema=None,
+        mixup_fn=None,
+        num_updates_total: int = 0,
+) -> 'OrderedDict[str, float]':
+    """Train ``model`` for one epoch; returns ``{'loss': mean train loss}`` (reduced over ranks when distributed)."""
+    if args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
+        if args.prefetcher and getattr(loader, 'mixup_enabled', False):
+            loader.mixup_enabled = False
+        elif mixup_fn is not None:
+            mixup_fn.mixup_enabled = False
+
+    second_order = getattr(optimizer, 'is_second_order', False)
+    has_no_sync = hasattr(model, 'no_sync')
+    losses_m = utils.AverageMeter()
+    model.train()
+
+    accum_steps = args.grad_accum_steps
+    last_accum_steps = len(loader) % accum_steps
+    updates_per_epoch = (len(loader) + accum_steps - 1) // accum_steps
+    num_updates = epoch * updates_per_epoch
+    last_batch_idx = len(loader) - 1
+    last_batch_idx_to_accum = len(loader) - last_accum_steps
+    clip_params = lambda: model_parameters(model, exclude_head='agc' in args.clip_mode)  # noqa: E731
+
+    progress = Progress(
+        loader, f'Train: {epoch}', len(loader), mode=args.progress, enabled=utils.is_primary(args),
+        log_interval=args.log_interval * accum_steps, steps_after=max(0, num_updates_total - (epoch + 1) *
+                                                                      updates_per_epoch) * accum_steps)
+    optimizer.zero_grad()
+    try:
+        for batch_idx, (input, target) in enumerate(progress):
+            last_batch = batch_idx == last_batch_idx
+            need_update = last_batch or (batch_idx + 1) % accum_steps == 0
+            if batch_idx >= last_batch_idx_to_accum:
+                accum_steps = last_accum_steps
+            if not args.prefetcher:
+                input, target = input.to(device), target.to(device)
+                if mixup_fn is not None:
+                    input, target = mixup_fn(input, target)
+            if args.channels_last:
+                input = input.contiguous(memory_format=torch.channels_last)
+
+            def _forward():
+                with amp_autocast():
+                    output = model(input)
+                    loss = loss_fn(output, target)
+                return loss / accum_steps if accum_steps > 1 else loss
+
+            def _backward(_loss):
+                if loss_scaler is not None:
+                    loss_scaler(_loss, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
+                                parameters=clip_params(), create_graph=second_order, need_update=need_update)
+                else:
+                    _loss.backward(create_graph=second_order)
+                    if need_update:
+                        if args.clip_grad is not None:
+                            utils.dispatch_clip_grad(clip_params(), value=args.clip_grad, mode=args.clip_mode)
+                        optimizer.step()
+
+            if has_no_sync and not need_update:
+                with model.no_sync():
+                    loss = _forward()
+                    _backward(loss)
+            else:
+                loss = _forward()
+                _backward(loss)
+
+            if args.distributed:
+                loss_value = utils.reduce_tensor(loss.detach(), args.world_size).item()
+            else:
+                loss_value = loss.item()
+            losses_m.update(loss_value * accum_steps, input.size(0))
+
+            if need_update:
+                num_updates += 1
+                optimizer.zero_grad()
+                if model_ema is not None:
+                    model_ema.update(model, step=num_updates)
+                if lr_scheduler is not None:
+                    lr_scheduler.step_update(num_updates=num_updates, metric=losses_m.avg)
+
+            lr = optimizer.param_groups[0]['lr']
+            progress.update(
+                batch_idx,
+                lambda: f'Loss: {losses_m.val:#.3g} ({losses_m.avg:#.3g})  LR: {lr:.3e}',
+                postfix={'loss': f'{losses_m.avg:.3f}', 'lr': f'{lr:.2e}'},
+            )
+    finally:
+        progress.close()
+
+    if hasattr(optimizer, 'sync_lookahead'):
+        optimizer.sync_lookahead()
+    return OrderedDict([('loss', losses_m.avg)])
+
+
+def evaluate(
+        model: nn.Module,
+        loader,
+        loss_fn: nn.Module,
+        args,
+        device: torch.device,
+        amp_autocast: Callable[[], ContextManager] = nullcontext,
+        log_suffix: str = '',
+) -> 'OrderedDict[str, float]':
+    """Loss, top-1 and top-5 accuracy (percent) of ``model`` on ``loader`` (averaged over ranks when distributed)."""
+    losses_m = utils.AverageMeter()
+    top1_m = utils.AverageMeter()
+    top5_m = utils.AverageMeter()
+    model.eval()
+    progress = Progress(loader, 'Test' + log_suffix, len(loader), mode=args.progress,
+                        enabled=utils.is_primary(args), log_interval=args.log_interval)
+    try:
+        with torch.no_grad():
+            for batch_idx, (input, target) in enumerate(progress):
+                if not args.prefetcher:
+                    input, target = input.to(device), target.to(device)
+                if args.channels_last:
+                    input = input.contiguous(memory_format=torch.channels_last)
+                with amp_autocast():
+                    output = model(input)
+                    if isinstance(output, (tuple, list)):
+                        output = output[0]
+                    loss = loss_fn(output, target)
+                acc1, acc5 = utils.accuracy(output, target, topk=(1, 5))
+                if args.distributed:
+                    loss = utils.reduce_tensor(loss.detach(), args.world_size)
+                    acc1 = utils.reduce_tensor(acc1, args.world_size)
+                    acc5 = utils.reduce_tensor(acc5, args.world_size)
+                losses_m.update(loss.item(), input.size(0))
+                top1_m.update(acc1.item(), output.size(0))
+                top5_m.update(acc5.item(), output.size(0))
+                progress.update(
+                    batch_idx,
+                    lambda: f'Loss: {losses_m.avg:>6.3f}  Acc@1: {top1_m.avg:>7.3f}  Acc@5: {top5_m.avg:>7.3f}',
+                    postfix={'top1': f'{top1_m.avg:.2f}'},
+                )
+    finally:
+        progress.close()
+    return OrderedDict([('loss', losses_m.avg), ('top1', top1_m.avg), ('top5', top5_m.avg)])

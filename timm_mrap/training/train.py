@@ -1,0 +1,307 @@
+""" Built-in trainer: timm's ``train.py`` command line, assembled from timm's library
+
+The offline fallback of ``train.sh`` for machines that cannot fetch timm's own scripts. It takes timm ``train.py``'s
+flag names and defaults (and its ``--config`` YAML files) and writes the same output layout, so downstream tools work
+with either path::
+
+    OUTPUT/EXPERIMENT/args.yaml, summary.csv, checkpoint-N.pth.tar, last.pth.tar, model_best.pth.tar
+
+Built from timm: ``create_dataset`` / ``create_loader`` / ``resolve_data_config`` (RandAugment via ``--aa``, random
+erasing, ``Mixup`` / ``FastCollateMixup``), ``create_optimizer_v2``, ``create_scheduler_v2``, timm's losses,
+``ModelEmaV3``, ``CheckpointSaver``, ``update_summary``, ``resume_checkpoint`` and ``init_distributed_device`` (DDP
+under ``torchrun``). Usage::
+
+    python -m timm_mrap.training.train --data-dir D --model mobilenetv2_mrap --img-size 64 --epochs 15 --output runs
+    torchrun --nproc_per_node 8 -m timm_mrap.training.train --config recipe.yaml --data-dir /imagenet
+"""
+import logging
+import os
+import sys
+from contextlib import nullcontext
+from datetime import datetime
+from functools import partial
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+import timm_mrap  # noqa: F401  (registers the models on every rank)
+from timm import utils
+from timm.data import FastCollateMixup, Mixup, create_loader, resolve_data_config
+from timm.layers import convert_sync_batchnorm
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.models import resume_checkpoint, safe_model_name
+from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+from timm.utils.summary import trim_summary
+
+from .args import parse_train_args
+from .checks import (
+    InputError, check_class_folders, check_num_classes, check_state_dict_fits, create_checked_dataset,
+    create_checked_model, load_checked_state_dict, split_where,
+)
+from .engine import evaluate, train_one_epoch
+
+__all__ = ['main', 'train']
+
+_logger = logging.getLogger('train')
+
+
+def _resolve_lr(args) -> None:
+    """timm's rule: without ``--lr``, scale ``--lr-base`` by the global batch size (linear, sqrt for adaptive opts)."""
+    if args.lr:
+        return
+    global_batch_size = args.batch_size * args.world_size * args.grad_accum_steps
+    batch_ratio = global_batch_size / args.lr_base_size
+    if not args.lr_base_scale:
+        on = args.opt.lower()
+        args.lr_base_scale = 'sqrt' if any(o in on for o in ('ada', 'lamb')) else 'linear'
+    if args.lr_base_scale == 'sqrt':
+        batch_ratio = batch_ratio ** 0.5
+    args.lr = args.lr_base * batch_ratio
+    if utils.is_primary(args):
+        _logger.info(f'Learning rate ({args.lr}) calculated from base learning rate ({args.lr_base}) and effective '
+                     f'global batch size ({global_batch_size}) with {args.lr_base_scale} scaling.')
+
+
+def _amp_setup(args, device: torch.device):
+    """(autocast context factory, loss scaler or None) as timm sets them up for native AMP."""
+    if not args.amp:
+        return nullcontext, None
+    if args.amp_dtype not in ('float16', 'bfloat16'):
+        raise InputError(f'--amp-dtype {args.amp_dtype} is not supported: use float16 or bfloat16.')
+    amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
+    loss_scaler = utils.NativeScaler(device=device.type) if device.type == 'cuda' and amp_dtype == torch.float16 \
+        else None
+    if utils.is_primary(args):
+        _logger.info(f'Using native Torch AMP ({args.amp_dtype}). Training in mixed precision.')
+    return partial(torch.autocast, device_type=device.type, dtype=amp_dtype), loss_scaler
+
+
+def _output_dir(args, data_config) -> str:
+    """``OUTPUT/EXPERIMENT`` as timm names it; resuming without ``--experiment`` continues in the checkpoint's folder.
+
+    An existing folder with checkpoints is only reused when resuming from it or with ``--overwrite``.
+    """
+    if args.resume and not args.experiment:
+        output_dir = os.path.dirname(os.path.abspath(args.resume))
+    else:
+        exp_name = args.experiment or '-'.join([
+            datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model), str(data_config['input_size'][-1])])
+        output_dir = os.path.join(args.output or './output/train', exp_name)
+    resuming_here = args.resume and os.path.samefile(os.path.dirname(os.path.abspath(args.resume)), output_dir) \
+        if os.path.isdir(output_dir) else False
+    if os.path.isfile(os.path.join(output_dir, 'last.pth.tar')) and not resuming_here and not args.overwrite:
+        raise InputError(
+            f'{output_dir} already holds checkpoints of an earlier run: continue it with --resume '
+            f'{os.path.join(output_dir, "last.pth.tar")}, choose another --experiment, or pass --overwrite to replace '
+            f'them.')
+    return utils.get_outdir(output_dir)
+
+
+def train(args, args_text: str) -> Optional[float]:
+    """Train as timm's ``train.py`` does with the parsed ``args``; returns the best eval metric (primary rank)."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    args.prefetcher = not args.no_prefetcher
+    args.grad_accum_steps = max(1, args.grad_accum_steps)
+    args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = utils.init_distributed_device(args)
+    if args.distributed:
+        _logger.info(f'Training in distributed mode with multiple processes, 1 device per process. Process {args.rank}, '
+                     f'total {args.world_size}, device {args.device}.')
+    else:
+        _logger.info(f'Training with a single process on 1 device ({args.device}).')
+    amp_autocast, loss_scaler = _amp_setup(args, device)
+    utils.random_seed(args.seed, args.rank)
+
+    # datasets first: the class folders decide --num-classes when it is not given
+    dataset_train = create_checked_dataset(
+        args.dataset, args.data_dir, args.train_split, '--train-split', is_training=True, class_map=args.class_map,
+        batch_size=args.batch_size, seed=args.seed)
+    dataset_eval = create_checked_dataset(
+        args.dataset, args.data_dir, args.val_split, '--val-split', is_training=False, class_map=args.class_map,
+        batch_size=args.batch_size)
+    train_where = split_where(args.data_dir, args.train_split)
+    check_class_folders(dataset_train, dataset_eval, train_where, split_where(args.data_dir, args.val_split))
+    given_classes = args.num_classes
+    args.num_classes = check_num_classes(args.num_classes, dataset_train, train_where)
+    if given_classes is None and args.num_classes is not None and utils.is_primary(args):
+        _logger.info(f'--num-classes not given: using the {args.num_classes} class folders of {train_where}.')
+
+    in_chans = args.in_chans or (args.input_size[0] if args.input_size else 3)
+    model = create_checked_model(
+        args.model, pretrained=args.pretrained, in_chans=in_chans, num_classes=args.num_classes, drop_rate=args.drop,
+        drop_path_rate=args.drop_path, global_pool=args.gp, **args.model_kwargs)
+    if args.num_classes is None:
+        args.num_classes = model.num_classes
+    if args.initial_checkpoint:
+        state_dict = load_checked_state_dict(args.initial_checkpoint, use_ema=True, flag='--initial-checkpoint')
+        check_state_dict_fits(model, state_dict, args.model, args.initial_checkpoint, flag='--initial-checkpoint')
+        model.load_state_dict(state_dict)
+    if utils.is_primary(args):
+        _logger.info(f'Model {safe_model_name(args.model)} created, param count: '
+                     f'{sum(p.numel() for p in model.parameters())}')
+    data_config = resolve_data_config(vars(args), model=model, verbose=utils.is_primary(args))
+
+    model.to(device=device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.distributed and args.sync_bn:
+        args.dist_bn = ''  # disable dist_bn when sync BN active
+        model = convert_sync_batchnorm(model)
+
+    _resolve_lr(args)
+    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
+
+    resume_epoch = None
+    if args.resume:
+        state_dict = load_checked_state_dict(args.resume, use_ema=False, flag='--resume')
+        check_state_dict_fits(model, state_dict, args.model, args.resume, flag='--resume')
+        del state_dict
+        resume_epoch = resume_checkpoint(
+            model, args.resume, optimizer=None if args.no_resume_opt else optimizer,
+            loss_scaler=None if args.no_resume_opt else loss_scaler, log_info=utils.is_primary(args))
+
+    model_ema = None
+    if args.model_ema:
+        # after device placement and AMP, before the DDP wrapper (as timm does)
+        model_ema = utils.ModelEmaV3(
+            model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+            device='cpu' if args.model_ema_force_cpu else None)
+        if args.resume:
+            ema_state = load_checked_state_dict(args.resume, use_ema=True, flag='--resume')
+            model_ema.module.load_state_dict(ema_state)
+
+    if args.distributed:
+        model = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None)
+    if args.torchcompile:
+        model = torch.compile(model, backend=args.torchcompile)  # after DDP, as timm does
+
+    collate_fn = mixup_fn = None
+    mixup_active = args.mixup > 0 or args.cutmix > 0. or args.cutmix_minmax is not None
+    if mixup_active:
+        mixup_args = dict(
+            mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax, prob=args.mixup_prob,
+            switch_prob=args.mixup_switch_prob, mode=args.mixup_mode, label_smoothing=args.smoothing,
+            num_classes=args.num_classes)
+        if args.prefetcher:
+            collate_fn = FastCollateMixup(**mixup_args)
+        else:
+            mixup_fn = Mixup(**mixup_args)
+
+    train_interpolation = args.train_interpolation
+    if args.no_aug or not train_interpolation:
+        train_interpolation = data_config['interpolation']
+    loader_train = create_loader(
+        dataset_train, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=True,
+        use_prefetcher=args.prefetcher, no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode,
+        re_count=args.recount, scale=args.scale, ratio=args.ratio, hflip=args.hflip, vflip=args.vflip,
+        color_jitter=args.color_jitter, auto_augment=args.aa, interpolation=train_interpolation,
+        mean=data_config['mean'], std=data_config['std'], num_workers=args.workers, distributed=args.distributed,
+        collate_fn=collate_fn, pin_memory=args.pin_mem, device=device, worker_seeding=args.worker_seeding)
+    loader_eval = create_loader(
+        dataset_eval, input_size=data_config['input_size'], batch_size=args.validation_batch_size or args.batch_size,
+        is_training=False, use_prefetcher=args.prefetcher, interpolation=data_config['interpolation'],
+        mean=data_config['mean'], std=data_config['std'], num_workers=args.workers, distributed=args.distributed,
+        crop_pct=data_config['crop_pct'], pin_memory=args.pin_mem, device=device)
+    if len(loader_train) == 0:
+        raise InputError(f'{train_where} has {len(dataset_train)} images, fewer than one batch: lower -b/--batch-size.')
+
+    if mixup_active:
+        train_loss_fn = SoftTargetCrossEntropy()  # smoothing is folded into the mixup targets
+    elif args.smoothing:
+        train_loss_fn = LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+    else:
+        train_loss_fn = nn.CrossEntropyLoss()
+    train_loss_fn = train_loss_fn.to(device=device)
+    validate_loss_fn = nn.CrossEntropyLoss().to(device=device)
+
+    updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
+    lr_scheduler, num_epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args),
+                                                   updates_per_epoch=updates_per_epoch)
+    start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
+    if lr_scheduler is not None and start_epoch > 0:
+        if args.sched_on_updates:
+            lr_scheduler.step_update(start_epoch * updates_per_epoch)
+        else:
+            lr_scheduler.step(start_epoch)
+
+    eval_metric = args.eval_metric
+    best_metric = best_epoch = None
+    saver = output_dir = None
+    if utils.is_primary(args):
+        output_dir = _output_dir(args, data_config)
+        saver = utils.CheckpointSaver(
+            model=model, optimizer=optimizer, args=args, model_ema=model_ema, amp_scaler=loss_scaler,
+            checkpoint_dir=output_dir, recovery_dir=output_dir, decreasing=eval_metric == 'loss',
+            max_history=args.checkpoint_hist)
+        if args.resume and os.path.samefile(os.path.dirname(os.path.abspath(args.resume)), output_dir):
+            # continue the ranked history, best metric and summary of the interrupted run
+            saver.load_state_dict_from_checkpoint(args.resume)
+            best_metric, best_epoch = saver.best_metric, saver.best_epoch
+        trim_summary(os.path.join(output_dir, 'summary.csv'), start_epoch)
+        with open(os.path.join(output_dir, 'args.yaml'), 'w') as f:
+            f.write(args_text)
+        _logger.info(f'Scheduled epochs: {num_epochs} (starting at {start_epoch}). Output: {output_dir}')
+
+    try:
+        for epoch in range(start_epoch, num_epochs):
+            if hasattr(dataset_train, 'set_epoch'):
+                dataset_train.set_epoch(epoch)
+            elif args.distributed and hasattr(loader_train.sampler, 'set_epoch'):
+                loader_train.sampler.set_epoch(epoch)
+
+            train_metrics = train_one_epoch(
+                epoch, model, loader_train, optimizer, train_loss_fn, args, device, lr_scheduler=lr_scheduler,
+                amp_autocast=amp_autocast, loss_scaler=loss_scaler, model_ema=model_ema, mixup_fn=mixup_fn,
+                num_updates_total=num_epochs * updates_per_epoch)
+
+            if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
+                utils.distribute_bn(model, args.world_size, args.dist_bn == 'reduce')
+            eval_metrics = evaluate(model, loader_eval, validate_loss_fn, args, device, amp_autocast=amp_autocast)
+            if model_ema is not None and not args.model_ema_force_cpu:
+                if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
+                    utils.distribute_bn(model_ema, args.world_size, args.dist_bn == 'reduce')
+                eval_metrics = evaluate(model_ema, loader_eval, validate_loss_fn, args, device,
+                                        amp_autocast=amp_autocast, log_suffix=' (EMA)')
+
+            if utils.is_primary(args):
+                _logger.info(f'Epoch {epoch}: train loss {train_metrics["loss"]:.4f}, eval loss '
+                             f'{eval_metrics["loss"]:.4f}, top1 {eval_metrics["top1"]:.2f}, '
+                             f'top5 {eval_metrics["top5"]:.2f}')
+            if output_dir is not None:
+                lrs = [param_group['lr'] for param_group in optimizer.param_groups]
+                utils.update_summary(epoch, train_metrics, eval_metrics, filename=os.path.join(output_dir, 'summary.csv'),
+                                     lr=sum(lrs) / len(lrs))
+            if saver is not None:
+                best_metric, best_epoch = saver.save_checkpoint(epoch, metric=eval_metrics[eval_metric])
+            if lr_scheduler is not None:
+                lr_scheduler.step(epoch + 1, eval_metrics[eval_metric])
+    except KeyboardInterrupt:
+        _logger.warning('Interrupted: resume with --resume ' + os.path.join(output_dir or '.', 'last.pth.tar'))
+    if best_metric is not None:
+        _logger.info(f'*** Best metric: {best_metric} (epoch {best_epoch})')
+    return best_metric
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point: ``python -m timm_mrap.training.train [timm train.py flags]``."""
+    if not logging.root.handlers:
+        utils.setup_default_logging()
+    args, args_text = parse_train_args(argv)
+    try:
+        train(args, args_text)
+    except InputError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

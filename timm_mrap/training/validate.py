@@ -1,0 +1,179 @@
+""" Built-in validator: timm's ``validate.py`` command line, assembled from timm's library
+
+The offline fallback of ``validate.sh``. It takes timm ``validate.py``'s flags, loads timm training checkpoints
+(``.pth.tar``, with ``--use-ema`` for ``state_dict_ema``), ``.safetensors`` files and the authors' reference MRAP / MAF
+checkpoints (converted on the fly with :mod:`timm_mrap.convert`), and prints the result as timm does (a ``--result``
+line, then JSON), optionally writing it to ``--results-file`` as CSV or JSON. Usage::
+
+    python -m timm_mrap.training.validate --data-dir D --model mobilenetv2_mrap --img-size 64 \\
+        --checkpoint output/train/run/model_best.pth.tar --results-file results.json --results-format json
+"""
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from functools import partial
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+import torch.nn as nn
+
+import timm_mrap  # noqa: F401  (registers the models)
+from timm import utils
+from timm.data import create_loader, resolve_data_config
+
+from .args import parse_validate_args
+from .checks import (
+    InputError, check_state_dict_fits, checkpoint_num_classes, class_names, create_checked_dataset,
+    create_checked_model, is_reference_state_dict, load_checked_state_dict, split_where,
+)
+
+__all__ = ['main', 'validate', 'write_results']
+
+_logger = logging.getLogger('validate')
+
+
+def _create_model(args) -> nn.Module:
+    """The model with the weights of ``--checkpoint`` (timm / safetensors / reference) or ``--pretrained``."""
+    model_kwargs = dict(in_chans=args.in_chans or (args.input_size[0] if args.input_size else 3),
+                        global_pool=args.gp, **args.model_kwargs)
+    if not args.checkpoint:
+        return create_checked_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes,
+                                    **model_kwargs)
+    state_dict = load_checked_state_dict(args.checkpoint, use_ema=args.use_ema)
+    if is_reference_state_dict(state_dict):
+        from timm_mrap.convert import ConversionError, convert_checkpoint
+        _logger.info(f'{args.checkpoint} is a reference MRAP / MAF checkpoint: converting it for {args.model}.')
+        try:
+            return convert_checkpoint(args.checkpoint, args.model, num_classes=args.num_classes, **args.model_kwargs)
+        except ConversionError as e:
+            raise InputError(f'--checkpoint {args.checkpoint} (a reference checkpoint) does not convert to '
+                             f'{args.model}: {e}') from e
+    num_classes = args.num_classes
+    if num_classes is None:  # timm needs --num-classes here; read it off the checkpoint's classifier instead
+        probe = create_checked_model(args.model, pretrained=False, **model_kwargs)
+        num_classes = checkpoint_num_classes(state_dict, probe)
+        if num_classes is not None and num_classes != probe.num_classes:
+            _logger.info(f'--num-classes not given: using the checkpoint classifier\'s {num_classes} classes.')
+    model = create_checked_model(args.model, pretrained=False, num_classes=num_classes, **model_kwargs)
+    check_state_dict_fits(model, state_dict, args.model, args.checkpoint)
+    model.load_state_dict(state_dict)
+    _logger.info(f'Loaded {"EMA " if args.use_ema else ""}weights from {args.checkpoint}')
+    return model
+
+
+def validate(args) -> 'OrderedDict[str, Any]':
+    """Evaluate as timm's ``validate.py`` does; returns timm's result dict (top1, top1_err, top5, ...)."""
+    args.pretrained = args.pretrained or not args.checkpoint
+    args.prefetcher = not args.no_prefetcher
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    amp_autocast = nullcontext
+    if args.amp:
+        if args.amp_dtype not in ('float16', 'bfloat16'):
+            raise InputError(f'--amp-dtype {args.amp_dtype} is not supported: use float16 or bfloat16.')
+        amp_autocast = partial(torch.autocast, device_type=device.type,
+                               dtype=torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16)
+    utils.random_seed(args.seed)
+
+    dataset = create_checked_dataset(args.dataset, args.data_dir, args.split, '--split', class_map=args.class_map)
+    model = _create_model(args)
+    names = class_names(dataset)
+    where = split_where(args.data_dir, args.split)
+    if names is not None and len(names) > model.num_classes:
+        raise InputError(f'{where} has {len(names)} class folders but model {args.model} predicts {model.num_classes} '
+                         f'classes: pass the --num-classes and --checkpoint the model was trained with.')
+    if args.num_classes is None:
+        args.num_classes = model.num_classes
+    param_count = sum(p.numel() for p in model.parameters())
+    _logger.info(f'Model {args.model} created, param count: {param_count}')
+
+    data_config = resolve_data_config(vars(args), model=model, use_test_size=not args.use_train_size, verbose=True)
+    model = model.to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if args.torchcompile:
+        model = torch.compile(model, backend=args.torchcompile)
+    criterion = nn.CrossEntropyLoss().to(device)
+    loader = create_loader(
+        dataset, input_size=data_config['input_size'], batch_size=args.batch_size, use_prefetcher=args.prefetcher,
+        interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
+        num_workers=args.workers, crop_pct=data_config['crop_pct'], crop_mode=data_config['crop_mode'],
+        pin_memory=args.pin_mem, device=device)
+
+    batch_time, losses, top1, top5 = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter(), \
+        utils.AverageMeter()
+    model.eval()
+    with torch.inference_mode():
+        end = time.time()
+        for batch_idx, (input, target) in enumerate(loader):
+            if not args.prefetcher:
+                input, target = input.to(device), target.to(device)
+            if args.channels_last:
+                input = input.contiguous(memory_format=torch.channels_last)
+            with amp_autocast():
+                output = model(input)
+                loss = criterion(output, target)
+            acc1, acc5 = utils.accuracy(output.detach(), target, topk=(1, 5))
+            losses.update(loss.item(), output.shape[0])
+            top1.update(acc1.item(), output.shape[0])
+            top5.update(acc5.item(), output.shape[0])
+            batch_time.update(time.time() - end)
+            end = time.time()
+            if batch_idx % args.log_freq == 0:
+                _logger.info(
+                    f'Test: [{batch_idx:>4d}/{len(loader)}]  Time: {batch_time.val:.3f}s ({batch_time.avg:.3f}s)  '
+                    f'Loss: {losses.val:>7.4f} ({losses.avg:>6.4f})  Acc@1: {top1.val:>7.3f} ({top1.avg:>7.3f})  '
+                    f'Acc@5: {top5.val:>7.3f} ({top5.avg:>7.3f})')
+
+    results = OrderedDict(
+        model=args.model,
+        top1=round(top1.avg, 4), top1_err=round(100 - top1.avg, 4),
+        top5=round(top5.avg, 4), top5_err=round(100 - top5.avg, 4),
+        param_count=round(param_count / 1e6, 2),
+        img_size=data_config['input_size'][-1],
+        crop_pct=data_config['crop_pct'],
+        interpolation=data_config['interpolation'],
+    )
+    _logger.info(' * Acc@1 {:.3f} ({:.3f}) Acc@5 {:.3f} ({:.3f})'.format(
+        results['top1'], results['top1_err'], results['top5'], results['top5_err']))
+    return results
+
+
+def write_results(results_file: str, results: Union[Dict[str, Any], List[Dict[str, Any]]], format: str = 'csv'):
+    """Write results as timm's ``validate.py`` does: indented JSON, or CSV with a header row."""
+    with open(results_file, mode='w', newline='') as cf:
+        if format == 'json':
+            json.dump(results, cf, indent=4)
+        else:
+            rows = results if isinstance(results, (list, tuple)) else [results]
+            if rows:
+                dw = csv.DictWriter(cf, fieldnames=rows[0].keys())
+                dw.writeheader()
+                dw.writerows(rows)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point: ``python -m timm_mrap.training.validate [timm validate.py flags]``."""
+    if not logging.root.handlers:
+        utils.setup_default_logging()
+    args = parse_validate_args(argv)
+    try:
+        results = validate(args)
+    except InputError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    if args.results_file:
+        results_dir = os.path.dirname(os.path.abspath(args.results_file))
+        os.makedirs(results_dir, exist_ok=True)
+        write_results(args.results_file, results, format=args.results_format)
+    # results as JSON on stdout after a delimiter line, for runner scripts (as timm's validate.py prints them)
+    print(f'--result\n{json.dumps(results, indent=4)}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
