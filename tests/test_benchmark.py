@@ -1,0 +1,82 @@
+"""The benchmark runs end to end on a tiny configuration and writes what it promises (no timing assertions)."""
+import csv
+import json
+
+import pytest
+
+from timm_mrap.benchmark import BenchmarkConfig, parse_variants, run_benchmark
+from timm_mrap.benchmark.__main__ import main
+from timm_mrap.benchmark.bench import CSV_COLUMNS
+
+TINY = ['--variants', 'mobilenetv2_mrap:none', 'mobilenetv2_mrap:mrap', '--img-size', '32', '--num-classes', '10',
+        '--batch-sizes', '2', '--train-batch-sizes', '2', '--repeats', '2', '--warmup', '0', '--threads', '1',
+        '--device', 'cpu']
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('bench') / 'out'
+    assert main(TINY + ['--output', str(out)]) == 0
+    return out
+
+
+def test_cli_writes_csv_json_and_png(tiny_run):
+    with open(tiny_run / 'results.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    # 2 variants x (inference b2 + training b2)
+    assert [(r['variant'], r['mode']) for r in rows] == [
+        ('mobilenetv2_mrap:none', 'infer'), ('mobilenetv2_mrap:mrap', 'infer'),
+        ('mobilenetv2_mrap:none', 'train'), ('mobilenetv2_mrap:mrap', 'train')]
+    for r in rows:
+        assert r['error'] == '' and float(r['median_ms']) > 0 and float(r['throughput']) > 0
+        assert float(r['min_ms']) <= float(r['q25_ms']) <= float(r['median_ms']) <= float(r['q75_ms'])
+        assert float(r['q75_ms']) <= float(r['max_ms'])
+        assert r['baseline'] == 'mobilenetv2_mrap:none' and r['repeats'] == '2'
+    assert all(float(r['relative']) == 1. for r in rows if r['attn'] == 'none')
+    mrap = next(r for r in rows if r['attn'] == 'mrap')
+    none = next(r for r in rows if r['attn'] == 'none')
+    assert float(mrap['params_m']) > float(none['params_m'])  # MRAP's perceptrons and spatial convs
+    assert float(mrap['gmacs']) > float(none['gmacs']) > 0
+
+    meta = json.loads((tiny_run / 'results.json').read_text())
+    assert 'FlopCounterMode' in meta['environment']['mac_counter']
+    assert meta['config']['img_size'] == 32 and len(meta['results']) == 4
+    assert meta['command'].startswith('python -m timm_mrap.benchmark')
+    assert (tiny_run / 'relative_cost.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_cli_keeps_existing_results_without_overwrite(tiny_run, capsys):
+    before = (tiny_run / 'results.csv').read_text()
+    assert main(TINY + ['--output', str(tiny_run)]) == 2
+    assert '--overwrite' in capsys.readouterr().err
+    assert (tiny_run / 'results.csv').read_text() == before
+
+
+def test_library_rows_and_timm_models():
+    cfg = BenchmarkConfig(
+        variants=['mobilenetv1_100', 'mobilenetv2_mrap:cbam'], baseline='mobilenetv2_mrap:cbam', modes=['infer'],
+        infer_batch_sizes=[1], img_size=32, num_classes=10, warmup=0, repeats=1, threads=1)
+    rows = run_benchmark(cfg, log=None)
+    assert [r['variant'] for r in rows] == ['mobilenetv1_100', 'mobilenetv2_mrap:cbam']
+    assert rows[1]['relative'] == 1. and rows[0]['attn'] == '' and rows[0]['repeats'] == 1
+    assert rows[0]['q25_ms'] == rows[0]['median_ms'] == rows[0]['max_ms']  # one repeat: no spread
+
+
+@pytest.mark.parametrize('specs, message', [
+    (['mobilenetv2_mrap:foo'], 'Unknown attn'),
+    (['not_a_model'], 'Unknown model'),
+    (['mobilenetv2_100', 'mobilenetv2_100'], 'repeat'),
+])
+def test_bad_variants_are_clear_errors(specs, message):
+    with pytest.raises(ValueError, match=message):
+        parse_variants(specs)
+
+
+def test_bad_baseline_and_device_are_clear_errors():
+    with pytest.raises(ValueError, match='Baseline'):
+        run_benchmark(BenchmarkConfig(variants=['mobilenetv2_100'], baseline='mobilenetv1_100'), log=None)
+    import torch
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='CUDA is not available'):
+            BenchmarkConfig(devices=['cuda']).validate()

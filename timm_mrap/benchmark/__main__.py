@@ -1,0 +1,87 @@
+"""Command line: ``python -m timm_mrap.benchmark [--compile] [--output DIR]`` (see ``--help``)."""
+import argparse
+import shlex
+import sys
+from typing import List, Optional
+
+import torch
+
+from .bench import DEFAULT_VARIANTS, MODES, PRECISIONS, BenchmarkConfig, check_output, run_benchmark, write_results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='python -m timm_mrap.benchmark',
+        description='Params, GMACs, latency and throughput of model / attention variants, measured side by side '
+                    '(round-robin repeats). Ratios refer to the baseline variant (default: the first).')
+    p.add_argument('--variants', nargs='+', default=list(DEFAULT_VARIANTS),
+                   help='"model" or "model:attn" (attn for our *_mrap models: none se eca cbam mafc mrap)')
+    p.add_argument('--baseline', default=None, help='variant the ratios refer to (default: the first)')
+    p.add_argument('--device', nargs='+', default=None,
+                   help='devices (default: cpu, plus cuda when available)')
+    p.add_argument('--precision', nargs='+', default=['fp32'], choices=PRECISIONS,
+                   help='fp32 and / or bf16 (autocast)')
+    p.add_argument('--compile', action='store_true', help='also measure torch.compile (slow on CPU: ~1 min / model)')
+    p.add_argument('--compile-only', action='store_true', help='measure only compiled models')
+    p.add_argument('--modes', nargs='+', default=list(MODES), choices=MODES)
+    p.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32], help='inference batch sizes')
+    p.add_argument('--train-batch-sizes', type=int, nargs='+', default=[32])
+    p.add_argument('--img-size', type=int, default=224)
+    p.add_argument('--num-classes', type=int, default=1000)
+    p.add_argument('--warmup', type=int, default=2, help='untimed steps per variant and setting')
+    p.add_argument('--repeats', type=int, default=7, help='timed repeats per variant, interleaved across variants')
+    p.add_argument('--iters', type=int, default=1, help='steps per timed repeat')
+    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
+    p.add_argument('--channels-last', action='store_true')
+    p.add_argument('--output', default=None, help='folder for results.csv / results.json / relative_cost.png')
+    p.add_argument('--overwrite', action='store_true', help='replace results already in --output')
+    p.add_argument('--no-plot', action='store_true', help='skip the PNG (no matplotlib needed)')
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    devices = args.device or (['cpu', 'cuda'] if torch.cuda.is_available() else ['cpu'])
+    compile_flags = (True,) if args.compile_only else (False, True) if args.compile else (False,)
+    cfg = BenchmarkConfig(
+        variants=args.variants, baseline=args.baseline, devices=devices, precisions=args.precision,
+        compile=compile_flags, modes=args.modes, infer_batch_sizes=args.batch_sizes,
+        train_batch_sizes=args.train_batch_sizes, img_size=args.img_size, num_classes=args.num_classes,
+        warmup=args.warmup, repeats=args.repeats, iters=args.iters, threads=args.threads,
+        channels_last=args.channels_last)
+    try:
+        cfg.validate()
+        if args.output:  # fail before measuring, not after
+            check_output(args.output, args.overwrite, plot=not args.no_plot)
+        rows = run_benchmark(cfg)
+    except (ValueError, FileExistsError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print_table(rows)
+    if args.output:
+        command = 'python -m timm_mrap.benchmark ' + ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        paths = write_results(rows, args.output, cfg, overwrite=args.overwrite, plot=not args.no_plot, command=command)
+        print('wrote ' + ', '.join(str(p) for p in paths.values()))
+    return 0
+
+
+def print_table(rows) -> None:
+    """Markdown table: one line per variant, one column (ratio and median ms) per setting."""
+    settings = list(dict.fromkeys(
+        (r['device'], r['precision'], r['compiled'], r['mode'], r['batch_size']) for r in rows))
+    names = [f'{d} {p} {"compiled" if c else "eager"} {m} b{b}' for d, p, c, m, b in settings]
+    variants = list(dict.fromkeys(r['variant'] for r in rows))
+    cell = {(r['variant'], (r['device'], r['precision'], r['compiled'], r['mode'], r['batch_size'])): r for r in rows}
+    first = {r['variant']: r for r in rows}
+    print('| variant | params (M) | GMACs | ' + ' | '.join(names) + ' |')
+    print('|---|---:|---:|' + '---:|' * len(names))
+    for v in variants:
+        cells = []
+        for s in settings:
+            r = cell.get((v, s))
+            cells.append('failed' if r is None or r['error'] else f'{r["relative"]:.2f}x ({r["median_ms"]:.1f} ms)')
+        print(f'| {v} | {first[v]["params_m"]:.3f} | {first[v]["gmacs"]:.3f} | ' + ' | '.join(cells) + ' |')
+
+
+if __name__ == '__main__':
+    sys.exit(main())

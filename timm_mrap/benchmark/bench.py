@@ -1,0 +1,339 @@
+"""Interleaved benchmark of model / attention variants.
+
+Every setting (device, precision, eager or compiled, inference or training, batch size) is measured for all variants
+in round-robin order: repeat ``r`` of variant ``A``, then of ``B``, ..., then repeat ``r + 1``; so load from other
+processes hits every variant alike. Each repeat times ``iters`` steps after ``warmup`` untimed steps; the summary is
+the median over repeats with the inter-quartile range and min / max.
+
+MACs come from ``torch.utils.flop_counter.FlopCounterMode`` at batch 1 (MACs = FLOPs / 2). That counter sees
+convolutions, linear layers and matrix products only: pooling, reductions, normalisation and element-wise work (most of
+what attention modules add) are not in it.
+"""
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+import timm
+
+__all__ = [
+    'BenchmarkConfig', 'Variant', 'check_output', 'count_macs', 'parse_variants', 'run_benchmark', 'summarize', 'write_results',
+    'DEFAULT_VARIANTS', 'MAC_COUNTER', 'CSV_COLUMNS',
+]
+
+MAC_COUNTER = 'torch.utils.flop_counter.FlopCounterMode (conv / linear / matmul only), MACs = FLOPs / 2, batch 1'
+DEFAULT_VARIANTS = (
+    'mobilenetv2_mrap:none', 'mobilenetv2_mrap:se', 'mobilenetv2_mrap:eca', 'mobilenetv2_mrap:cbam',
+    'mobilenetv2_mrap:mafc', 'mobilenetv2_mrap:mrap',
+    'mobilenetv1_100', 'mobilenetv2_100', 'mobilenetv3_large_100',
+)
+CSV_COLUMNS = (
+    'variant', 'model', 'attn', 'device', 'precision', 'compiled', 'mode', 'batch_size', 'img_size', 'params_m',
+    'gmacs', 'median_ms', 'q25_ms', 'q75_ms', 'min_ms', 'max_ms', 'repeats', 'throughput', 'relative', 'baseline',
+    'error',
+)
+MODES = ('infer', 'train')
+PRECISIONS = ('fp32', 'bf16')
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model to measure: a timm model name and, for our ``*_mrap`` / ``*_mafc`` models, an ``attn`` choice."""
+    model: str
+    attn: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        return f'{self.model}:{self.attn}' if self.attn else self.model
+
+    def create(self, **kwargs) -> nn.Module:
+        if self.attn:
+            kwargs['attn'] = self.attn
+        return timm.create_model(self.model, **kwargs)
+
+
+def parse_variants(specs: Sequence[str]) -> List[Variant]:
+    """``'model'`` or ``'model:attn'`` strings to variants; unknown model names are a clear error."""
+    import timm_mrap  # noqa: F401  registers our models
+    from timm_mrap.models import ATTN_CHOICES
+    variants = []
+    for spec in specs:
+        model, _, attn = spec.partition(':')
+        if not timm.is_model(model):
+            raise ValueError(f'Unknown model {model!r} in variant {spec!r}; see timm.list_models() (e.g. mobilenetv2_100).')
+        if attn and attn not in ATTN_CHOICES:
+            raise ValueError(f'Unknown attn {attn!r} in variant {spec!r}; choose one of {ATTN_CHOICES}.')
+        variants.append(Variant(model, attn or None))
+    if len(set(variants)) != len(variants):
+        raise ValueError(f'Variants repeat: {list(specs)}; list each once.')
+    return variants
+
+
+@dataclass
+class BenchmarkConfig:
+    """What to measure. Lists multiply: every device x precision x compiled x mode x batch size is one setting."""
+    variants: Sequence[str] = DEFAULT_VARIANTS
+    baseline: Optional[str] = None  # variant label the ratios refer to; default: the first variant
+    devices: Sequence[str] = ('cpu',)
+    precisions: Sequence[str] = ('fp32',)
+    compile: Sequence[bool] = (False,)
+    modes: Sequence[str] = MODES
+    infer_batch_sizes: Sequence[int] = (1, 32)
+    train_batch_sizes: Sequence[int] = (32,)
+    img_size: int = 224
+    num_classes: int = 1000
+    warmup: int = 2
+    repeats: int = 7
+    iters: int = 1
+    threads: Optional[int] = None
+    channels_last: bool = False
+    seed: int = 0
+
+    def validate(self) -> None:
+        bad = [m for m in self.modes if m not in MODES] + [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise ValueError(f'Unknown modes / precisions {bad}; modes are {MODES}, precisions {PRECISIONS}.')
+        for d in self.devices:
+            if torch.device(d).type == 'cuda' and not torch.cuda.is_available():
+                raise ValueError(f'Device {d!r} asked for but CUDA is not available; use --device cpu.')
+        if min(self.repeats, self.iters) < 1 or self.warmup < 0 or self.img_size < 1:
+            raise ValueError('repeats and iters must be >= 1, warmup >= 0 and img_size >= 1.')
+        if any(b < 1 for b in list(self.infer_batch_sizes) + list(self.train_batch_sizes)):
+            raise ValueError('Batch sizes must be >= 1.')
+
+
+def count_macs(model: nn.Module, img_size: int, device: str = 'cpu') -> float:
+    """GMACs of one image (``MAC_COUNTER``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model.eval()
+    x = torch.randn(1, 3, img_size, img_size, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == 'bf16')
+
+
+def _precision_supported(device: torch.device, precision: str) -> bool:
+    if precision == 'fp32':
+        return True
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    return device.type == 'cpu'
+
+
+def _make_step(
+        model: nn.Module, mode: str, batch_size: int, cfg: BenchmarkConfig, device: torch.device, precision: str,
+        compiled: bool,
+) -> Callable[[], None]:
+    """A closure running one inference forward or one training step (forward, loss, backward, SGD update)."""
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    x = torch.randn(batch_size, 3, cfg.img_size, cfg.img_size, device=device).contiguous(memory_format=memory_format)
+    fn = torch.compile(model) if compiled else model
+    if mode == 'infer':
+        model.eval()
+
+        def step():
+            with torch.inference_mode(), _autocast(device, precision):
+                fn(x)
+        return step
+
+    model.train()
+    target = torch.randint(0, cfg.num_classes, (batch_size,), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        with _autocast(device, precision):
+            loss = loss_fn(fn(x), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def summarize(times_ms: Sequence[float]) -> Dict[str, float]:
+    """Median, quartiles and extremes of per-step times in ms."""
+    ts = sorted(times_ms)
+    if len(ts) >= 2:
+        q25, _, q75 = statistics.quantiles(ts, n=4, method='inclusive')
+    else:
+        q25 = q75 = ts[0]
+    return dict(median_ms=statistics.median(ts), q25_ms=q25, q75_ms=q75, min_ms=ts[0], max_ms=ts[-1])
+
+
+def _settings(cfg: BenchmarkConfig) -> List[Tuple[str, str, bool, str, int]]:
+    out = []
+    for device in cfg.devices:
+        for precision in cfg.precisions:
+            for compiled in cfg.compile:
+                for mode in cfg.modes:
+                    sizes = cfg.infer_batch_sizes if mode == 'infer' else cfg.train_batch_sizes
+                    out += [(device, precision, compiled, mode, b) for b in sizes]
+    return out
+
+
+def run_benchmark(cfg: BenchmarkConfig, log: Optional[Callable[[str], None]] = print) -> List[Dict[str, Any]]:
+    """Measure every variant in every setting of ``cfg``, interleaved; one result dict per (variant, setting).
+
+    Args:
+        cfg: What to measure.
+        log: Progress printer (None for silence).
+
+    Returns:
+        Rows with the keys of ``CSV_COLUMNS``; ``relative`` is the median time over the baseline's in that setting,
+        ``error`` holds the message where a variant could not run in a setting (e.g. a compile failure).
+    """
+    cfg.validate()
+    log = log or (lambda msg: None)
+    variants = parse_variants(cfg.variants)
+    labels = [v.label for v in variants]
+    baseline = cfg.baseline or labels[0]
+    if baseline not in labels:
+        raise ValueError(f'Baseline {baseline!r} is not among the variants {labels}; pass one of them.')
+    threads_before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, variants, labels, baseline, log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(
+        cfg: BenchmarkConfig, variants: List[Variant], labels: List[str], baseline: str, log: Callable[[str], None],
+) -> List[Dict[str, Any]]:
+    models, info = {}, {}
+    for v in variants:
+        torch.manual_seed(cfg.seed)
+        model = v.create(num_classes=cfg.num_classes)
+        info[v.label] = dict(
+            params_m=sum(p.numel() for p in model.parameters()) / 1e6, gmacs=count_macs(model, cfg.img_size))
+        models[v.label] = model
+        log(f'{v.label}: {info[v.label]["params_m"]:.3f} M params, {info[v.label]["gmacs"]:.3f} GMACs')
+
+    rows = []
+    for device_name, precision, compiled, mode, batch_size in _settings(cfg):
+        device = torch.device(device_name)
+        setting = dict(
+            device=device_name, precision=precision, compiled=compiled, mode=mode, batch_size=batch_size,
+            img_size=cfg.img_size)
+        tag = f'{device_name} {precision} {"compiled" if compiled else "eager"} {mode} b{batch_size}'
+        if not _precision_supported(device, precision):
+            log(f'skip {tag}: {precision} not supported on {device_name}')
+            continue
+        steps, errors, times = {}, {}, {label: [] for label in labels}
+        for v in variants:
+            # a fresh copy per setting: training updates weights and compile wraps the module
+            model = _fresh_copy(models[v.label], device, cfg.channels_last)
+            try:
+                step = _make_step(model, mode, batch_size, cfg, device, precision, compiled)
+                t0 = time.perf_counter()
+                for _ in range(max(cfg.warmup, 1 if compiled else 0)):
+                    step()
+                _sync(device)
+                steps[v.label] = step
+                if compiled:
+                    log(f'{tag}: {v.label} compiled + warmed up in {time.perf_counter() - t0:.1f} s')
+            except Exception as e:  # keep measuring the others; the row records why this one is missing
+                errors[v.label] = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
+                log(f'{tag}: {v.label} failed: {errors[v.label]}')
+        for _ in range(cfg.repeats):
+            for label, step in steps.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                for _ in range(cfg.iters):
+                    step()
+                _sync(device)
+                times[label].append((time.perf_counter() - t0) * 1e3 / cfg.iters)
+        base = statistics.median(times[baseline]) if times[baseline] else float('nan')
+        for label, v in zip(labels, variants):
+            row = dict(variant=label, model=v.model, attn=v.attn or '', **setting, **info[label])
+            if label in steps:
+                stats = summarize(times[label])
+                row.update(stats, repeats=cfg.repeats, throughput=batch_size * 1e3 / stats['median_ms'],
+                           relative=stats['median_ms'] / base, baseline=baseline, error='')
+            else:
+                row.update({k: float('nan') for k in ('median_ms', 'q25_ms', 'q75_ms', 'min_ms', 'max_ms',
+                                                      'throughput', 'relative')},
+                           repeats=0, baseline=baseline, error=errors.get(label, ''))
+            rows.append(row)
+        log(tag + ': ' + ', '.join(f'{r["variant"]} {r["median_ms"]:.1f} ms ({r["relative"]:.2f}x)'
+                                   for r in rows[-len(variants):]))
+        steps.clear()
+    return rows
+
+
+def _fresh_copy(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    import copy
+    m = copy.deepcopy(model).to(device)
+    return m.to(memory_format=torch.channels_last) if channels_last else m
+
+
+def environment() -> Dict[str, Any]:
+    """Versions and machine facts stored beside the results."""
+    return dict(
+        torch=torch.__version__, timm=timm.__version__, python=platform.python_version(),
+        machine=platform.machine(), processor=platform.processor(), cpu_count=os.cpu_count(),
+        threads=torch.get_num_threads(), cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        mac_counter=MAC_COUNTER,
+    )
+
+
+def check_output(output_dir: str, overwrite: bool = False, plot: bool = True) -> Dict[str, Path]:
+    """The result paths in ``output_dir``; a clear error if they exist and ``overwrite`` is not set."""
+    out = Path(output_dir)
+    paths = {'csv': out / 'results.csv', 'json': out / 'results.json'}
+    if plot:
+        paths['png'] = out / 'relative_cost.png'
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f'Benchmark results already exist: {existing}; pass --overwrite or another --output.')
+    return paths
+
+
+def write_results(
+        rows: List[Dict[str, Any]],
+        output_dir: str,
+        cfg: Optional[BenchmarkConfig] = None,
+        overwrite: bool = False,
+        plot: bool = True,
+        command: Optional[str] = None,
+) -> Dict[str, Path]:
+    """Write ``results.csv``, ``results.json`` (rows, config, environment) and ``relative_cost.png``.
+
+    Existing result files are kept unless ``overwrite`` is set.
+    """
+    paths = check_output(output_dir, overwrite, plot)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    with open(paths['csv'], 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f'{r[k]:.6g}' if isinstance(r[k], float) else r[k]) for k in CSV_COLUMNS})
+    meta = dict(environment=environment(), config=dataclasses.asdict(cfg) if cfg else None, command=command)
+    with open(paths['json'], 'w') as f:
+        clean = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
+        json.dump(dict(meta, results=clean), f, indent=1, default=str)
+    if plot:
+        from .plot import plot_relative_cost
+        plot_relative_cost(rows, str(paths['png']))
+    return paths

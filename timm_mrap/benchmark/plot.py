@@ -1,0 +1,51 @@
+"""Bar chart of each variant's cost relative to the baseline, one panel per setting (matplotlib, imported lazily)."""
+import math
+from typing import Any, Dict, List
+
+__all__ = ['plot_relative_cost']
+
+
+def _setting_name(r: Dict[str, Any]) -> str:
+    return f'{r["device"]} {r["precision"]} {"compiled" if r["compiled"] else "eager"} {r["mode"]} b{r["batch_size"]}'
+
+
+def plot_relative_cost(rows: List[Dict[str, Any]], path: str, dpi: int = 72) -> None:
+    """Save a PNG of ``relative`` (median time / baseline median time) per variant and setting, with the IQR."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError('The benchmark plot needs matplotlib: pip install "timm-mrap[plot]" (or pass --no-plot).') from e
+
+    settings = list(dict.fromkeys(_setting_name(r) for r in rows))
+    variants = list(dict.fromkeys(r['variant'] for r in rows))
+    by_key = {(_setting_name(r), r['variant']): r for r in rows}
+    fig, axes = plt.subplots(1, len(settings), figsize=(2.2 + 2.6 * len(settings), 0.9 + 0.32 * len(variants)),
+                             sharey=True, squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        vals, lo, hi = [], [], []
+        for v in variants:
+            r = by_key.get((setting, v))
+            rel = r['relative'] if r else float('nan')
+            base_ms = r['median_ms'] / rel if r and rel and not math.isnan(rel) else float('nan')
+            vals.append(rel)
+            lo.append(rel - r['q25_ms'] / base_ms if r and not math.isnan(base_ms) else 0.)
+            hi.append(r['q75_ms'] / base_ms - rel if r and not math.isnan(base_ms) else 0.)
+        y = list(range(len(variants)))
+        colors = ['tab:red' if v.endswith(':mrap') else 'tab:gray' if v == rows[0]['baseline'] else 'tab:blue'
+                  for v in variants]
+        ax.barh(y, [0. if math.isnan(x) else x for x in vals], xerr=[lo, hi], color=colors, capsize=2)
+        ax.axvline(1., color='k', lw=0.8)
+        ax.set_title(setting, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel(f'time / {rows[0]["baseline"]}', fontsize=7)
+        for yi, x in zip(y, vals):
+            if not math.isnan(x):
+                ax.text(x, yi, f' {x:.2f}', va='center', fontsize=6)
+    axes[0][0].set_yticks(range(len(variants)))
+    axes[0][0].set_yticklabels(variants)
+    axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
