@@ -22,8 +22,9 @@ import timm, torch
 if __name__ == '__main__':
     model = timm.create_model('mobilenetv2_mrap', num_classes=int(sys.argv[sys.argv.index('--num-classes') + 1]))
     out = model.eval()(torch.randn(1, 3, 32, 32))
-    print('PROBE ' + json.dumps({'timm': os.path.realpath(timm.__file__), 'argv': sys.argv[1:], 'shape': list(out.shape),
-                                 'marker': hasattr(timm, 'CHECKOUT_MARKER'), 'rank': os.environ.get('RANK'),
+    print('PROBE ' + json.dumps({'timm': os.path.realpath(timm.__file__), 'argv': sys.argv[1:],
+                                 'shape': list(out.shape), 'marker': hasattr(timm, 'CHECKOUT_MARKER'),
+                                 'rank': os.environ.get('RANK'),
                                  'registered': 'mobilenetv2_mrap' in timm.list_models()}))
 '''
 
