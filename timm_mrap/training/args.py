@@ -236,7 +236,8 @@ def build_train_parser() -> argparse.ArgumentParser:
 def build_validate_parser() -> argparse.ArgumentParser:
     """timm ``validate.py``'s parser, limited to what the built-in validator implements (same names and defaults)."""
     parser = argparse.ArgumentParser(
-        description='timm-mrap built-in validator (timm validate.py flags)', prog='python -m timm_mrap.training.validate')
+        description='timm-mrap built-in validator (timm validate.py flags)',
+        prog='python -m timm_mrap.training.validate')
     _add_data_args(parser)
     parser.add_argument('--split', metavar='NAME', default='validation', help='dataset split (default: validation)')
     parser.add_argument('--model', '-m', metavar='NAME', default='dpn92', help='model architecture (default: dpn92)')

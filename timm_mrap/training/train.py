@@ -79,10 +79,18 @@ def _amp_setup(args, device: torch.device):
     return partial(torch.autocast, device_type=device.type, dtype=amp_dtype), loss_scaler
 
 
+def _resumes_into(args, output_dir: str) -> bool:
+    """True when ``--resume`` names a checkpoint inside ``output_dir`` (the run continues its own history)."""
+    if not args.resume or not os.path.isdir(output_dir):
+        return False
+    return os.path.samefile(os.path.dirname(os.path.abspath(args.resume)), output_dir)
+
+
 def _output_dir(args, data_config) -> str:
     """``OUTPUT/EXPERIMENT`` as timm names it; resuming without ``--experiment`` continues in the checkpoint's folder.
 
-    An existing folder with checkpoints is only reused when resuming from it or with ``--overwrite``.
+    An existing folder with checkpoints is only reused when resuming from it or with ``--overwrite``. Every rank
+    checks (so all stop together on an error); only the primary rank creates the folder.
     """
     if args.resume and not args.experiment:
         output_dir = os.path.dirname(os.path.abspath(args.resume))
@@ -90,14 +98,13 @@ def _output_dir(args, data_config) -> str:
         exp_name = args.experiment or '-'.join([
             datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model), str(data_config['input_size'][-1])])
         output_dir = os.path.join(args.output or './output/train', exp_name)
-    resuming_here = args.resume and os.path.samefile(os.path.dirname(os.path.abspath(args.resume)), output_dir) \
-        if os.path.isdir(output_dir) else False
-    if os.path.isfile(os.path.join(output_dir, 'last.pth.tar')) and not resuming_here and not args.overwrite:
+    if os.path.isfile(os.path.join(output_dir, 'last.pth.tar')) and not _resumes_into(args, output_dir) \
+            and not args.overwrite:
         raise InputError(
             f'{output_dir} already holds checkpoints of an earlier run: continue it with --resume '
             f'{os.path.join(output_dir, "last.pth.tar")}, choose another --experiment, or pass --overwrite to replace '
             f'them.')
-    return utils.get_outdir(output_dir)
+    return output_dir
 
 
 def train(args, args_text: str) -> Optional[float]:
@@ -110,8 +117,8 @@ def train(args, args_text: str) -> Optional[float]:
     args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     device = utils.init_distributed_device(args)
     if args.distributed:
-        _logger.info(f'Training in distributed mode with multiple processes, 1 device per process. Process {args.rank}, '
-                     f'total {args.world_size}, device {args.device}.')
+        _logger.info(f'Training in distributed mode with multiple processes, 1 device per process. '
+                     f'Process {args.rank}, total {args.world_size}, device {args.device}.')
     else:
         _logger.info(f'Training with a single process on 1 device ({args.device}).')
     amp_autocast, loss_scaler = _amp_setup(args, device)
@@ -145,6 +152,7 @@ def train(args, args_text: str) -> Optional[float]:
         _logger.info(f'Model {safe_model_name(args.model)} created, param count: '
                      f'{sum(p.numel() for p in model.parameters())}')
     data_config = resolve_data_config(vars(args), model=model, verbose=utils.is_primary(args))
+    output_dir = _output_dir(args, data_config)
 
     model.to(device=device)
     if args.channels_last:
@@ -231,14 +239,16 @@ def train(args, args_text: str) -> Optional[float]:
 
     eval_metric = args.eval_metric
     best_metric = best_epoch = None
-    saver = output_dir = None
-    if utils.is_primary(args):
-        output_dir = _output_dir(args, data_config)
+    saver = None
+    if not utils.is_primary(args):
+        output_dir = None
+    else:
+        utils.get_outdir(output_dir)
         saver = utils.CheckpointSaver(
             model=model, optimizer=optimizer, args=args, model_ema=model_ema, amp_scaler=loss_scaler,
             checkpoint_dir=output_dir, recovery_dir=output_dir, decreasing=eval_metric == 'loss',
             max_history=args.checkpoint_hist)
-        if args.resume and os.path.samefile(os.path.dirname(os.path.abspath(args.resume)), output_dir):
+        if _resumes_into(args, output_dir):
             # continue the ranked history, best metric and summary of the interrupted run
             saver.load_state_dict_from_checkpoint(args.resume)
             best_metric, best_epoch = saver.best_metric, saver.best_epoch
@@ -274,8 +284,8 @@ def train(args, args_text: str) -> Optional[float]:
                              f'top5 {eval_metrics["top5"]:.2f}')
             if output_dir is not None:
                 lrs = [param_group['lr'] for param_group in optimizer.param_groups]
-                utils.update_summary(epoch, train_metrics, eval_metrics, filename=os.path.join(output_dir, 'summary.csv'),
-                                     lr=sum(lrs) / len(lrs))
+                utils.update_summary(epoch, train_metrics, eval_metrics, lr=sum(lrs) / len(lrs),
+                                     filename=os.path.join(output_dir, 'summary.csv'))
             if saver is not None:
                 best_metric, best_epoch = saver.save_checkpoint(epoch, metric=eval_metrics[eval_metric])
             if lr_scheduler is not None:
