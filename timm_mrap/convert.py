@@ -5,6 +5,11 @@ The reference networks list their units as ``backbone.stage{S}.unit{U}``; timm's
 pretrained config's mean / std, and the 1 x 1 conv classifier becomes timm's Linear. Every reference key must be
 used and every model key filled; anything else is an error that names the keys.
 
+MAF checkpoints (``MAFAttention_main.py``: ``{'epoch', 'arch', 'state_dict', 'best_prec1', 'optimizer'}``, keys with
+DataParallel's ``module.`` prefix, attention at ``<unit>.cbamm.*`` or ``<unit>.mafc.*``) convert to the ``*_mafc``
+models. That script normalises its inputs with the ImageNet mean / std before ``data_bn``, so for those checkpoints the
+folded mean / std compose both (``input_norm='auto'``); MRAP checkpoints (``MRAP_Dogs.py``) feed raw [0, 1] pixels.
+
 Usage::
 
     python -m timm_mrap.convert model_best.pth --model mobilenetv3_mrap --out converted/
@@ -13,16 +18,17 @@ Usage::
 import argparse
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 import timm
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import save_for_hf
 
 __all__ = [
     'ConversionError', 'load_reference_state_dict', 'convert_state_dict', 'fold_data_bn', 'convert_checkpoint',
-    'remap_attention_keys',
+    'remap_attention_keys', 'is_reference_checkpoint', 'reference_input_norm', 'INPUT_NORMS',
 ]
 
 _UNIT_RE = re.compile(r'^backbone\.stage(\d+)\.unit(\d+)\.(.+)$')
@@ -46,6 +52,8 @@ _HEAD_CONVS = {
 # attention modules: reference prefix (inside a unit) -> timm attribute, and their parameter names
 ATTN_PREFIXES = {
     'TOPIMAP.': 'se.',  # MRAP, before the pointwise conv
+    'cbamm.': 'attn_post.',  # MAFC (MAF repository), after the pointwise / projection conv
+    'mafc.': 'attn_post.',  # the same, under the attribute name of the authors' later files
 }
 ATTN_PARAM_KEYS = {
     'ChannelGate.mlp.1.': 'fc1.',
@@ -57,16 +65,19 @@ ATTN_PARAM_KEYS = {
 }
 
 
+# what the reference training scripts did to the [0, 1] image before the network (and its data_bn): mean, std
+INPUT_NORMS = {
+    'none': ((0., 0., 0.), (1., 1., 1.)),  # MRAP_Dogs.py
+    'imagenet': (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),  # MAFAttention_main.py
+}
+
+
 class ConversionError(ValueError):
     """A reference checkpoint that does not fit the requested model."""
 
 
-def load_reference_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Load a reference ``.pth`` / ``.pth.tar`` (or ``.safetensors``) and unwrap it to a bare state dict.
-
-    Accepts ``{'model_state_dict': ...}`` (MRAP), ``{'state_dict': ...}`` (MAF) or a bare dict, with or without
-    DataParallel's ``module.`` prefix. Loads with ``weights_only=True``.
-    """
+def _read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
+    """The raw checkpoint dict of a ``.pth`` / ``.pth.tar`` (``weights_only=True``) or ``.safetensors`` file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'Reference checkpoint {path} does not exist; pass the path of a .pth / .pth.tar file.')
@@ -82,6 +93,13 @@ def load_reference_state_dict(path: str) -> Dict[str, torch.Tensor]:
                 f'is the file complete and a .pth / .pth.tar saved by torch.save?') from e
     if not isinstance(checkpoint, dict):
         raise ConversionError(f'{path} holds a {type(checkpoint).__name__}, not a state dict.')
+    return checkpoint
+
+
+def _unwrap_state_dict(checkpoint: Dict[str, Any], source: str = 'the checkpoint') -> Dict[str, torch.Tensor]:
+    """The bare state dict inside a checkpoint dict (``model_state_dict`` / ``state_dict`` / ``model`` / itself), with
+    DataParallel's ``module.`` prefix removed. The wrapper's other entries (``optimizer``, ``epoch``, ...) are ignored.
+    """
     for key in ('model_state_dict', 'state_dict', 'model'):
         if isinstance(checkpoint.get(key), dict):
             checkpoint = checkpoint[key]
@@ -89,18 +107,63 @@ def load_reference_state_dict(path: str) -> Dict[str, torch.Tensor]:
     state_dict = {}
     for k, v in checkpoint.items():
         if not isinstance(v, torch.Tensor):
-            raise ConversionError(f'{path}: entry {k!r} is a {type(v).__name__}, not a tensor; not a state dict.')
+            raise ConversionError(f'{source}: entry {k!r} is a {type(v).__name__}, not a tensor; not a state dict.')
         state_dict[k[len('module.'):] if k.startswith('module.') else k] = v
     return state_dict
 
 
-def fold_data_bn(state_dict: Dict[str, torch.Tensor], eps: float = 1e-5) -> Tuple[Tuple[float, ...], ...]:
-    """Mean and std equivalent to the eval-mode ``backbone.data_bn`` (so ``(x - mean) / std == data_bn(x)``)."""
+def load_reference_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Load a reference ``.pth`` / ``.pth.tar`` (or ``.safetensors``) and unwrap it to a bare state dict.
+
+    Accepts ``{'model_state_dict': ...}`` (MRAP), ``{'epoch', 'arch', 'state_dict', 'best_prec1', 'optimizer'}``
+    (MAF) or a bare dict, with or without DataParallel's ``module.`` prefix. Loads with ``weights_only=True``.
+    """
+    return _unwrap_state_dict(_read_checkpoint(path), str(path))
+
+
+def is_reference_checkpoint(checkpoint: Union[str, Path, Dict[str, Any]]) -> bool:
+    """Whether a checkpoint (path, checkpoint dict or state dict) is in the authors' MRAP / MAF key layout.
+
+    True for ``backbone.stage*`` units with a ``classifier.conv`` (any wrapper, ``module.`` prefix or not); False for
+    timm checkpoints and for files that cannot be read as a plain tensor checkpoint (e.g. timm's ``train.py`` output,
+    which pickles its ``args``), so callers can fall back to timm's own loading.
+    """
+    try:
+        if not isinstance(checkpoint, dict):
+            checkpoint = _read_checkpoint(checkpoint)
+        state_dict = _unwrap_state_dict(checkpoint)
+    except (ConversionError, FileNotFoundError):
+        return False
+    return 'classifier.conv.weight' in state_dict and any(k.startswith('backbone.stage') for k in state_dict)
+
+
+def reference_input_norm(checkpoint: Dict[str, Any]) -> str:
+    """Key of ``INPUT_NORMS`` for what the authors' script fed the network: ``'imagenet'`` for ``MAFAttention_main.py``
+    checkpoints (they carry ``best_prec1``) and networks without ``data_bn``, ``'none'`` otherwise (``MRAP_Dogs.py``).
+    """
+    if 'best_prec1' in checkpoint and isinstance(checkpoint.get('state_dict'), dict):
+        return 'imagenet'
+    state_dict = _unwrap_state_dict(checkpoint)
+    return 'none' if 'backbone.data_bn.weight' in state_dict else 'imagenet'
+
+
+def fold_data_bn(
+        state_dict: Dict[str, torch.Tensor],
+        eps: float = 1e-5,
+        input_mean: Sequence[float] = (0., 0., 0.),
+        input_std: Sequence[float] = (1., 1., 1.),
+) -> Tuple[Tuple[float, ...], ...]:
+    """Mean and std equivalent to the eval-mode ``backbone.data_bn`` after the script's own normalisation.
+
+    ``(x - mean) / std == data_bn((x - input_mean) / input_std)``; with the defaults, ``data_bn(x)`` on raw pixels.
+    """
     w, b = state_dict['backbone.data_bn.weight'].double(), state_dict['backbone.data_bn.bias'].double()
     rm, rv = state_dict['backbone.data_bn.running_mean'].double(), state_dict['backbone.data_bn.running_var'].double()
     scale = w / torch.sqrt(rv + eps)
     shift = b - rm * scale
-    return tuple((-shift / scale).tolist()), tuple((1. / scale).tolist())
+    in_mean = torch.tensor(input_mean, dtype=torch.float64)
+    in_std = torch.tensor(input_std, dtype=torch.float64)
+    return tuple((in_mean - in_std * shift / scale).tolist()), tuple((in_std / scale).tolist())
 
 
 def remap_attention_keys(key: str) -> Optional[str]:
@@ -211,6 +274,7 @@ def convert_checkpoint(
         out_dir: Optional[str] = None,
         num_classes: Optional[int] = None,
         overwrite: bool = False,
+        input_norm: str = 'auto',
         **model_kwargs,
 ) -> torch.nn.Module:
     """Convert a reference checkpoint into a timm model and optionally write a Hub-format folder.
@@ -221,12 +285,18 @@ def convert_checkpoint(
         out_dir: Folder for ``config.json`` + ``model.safetensors``; none written when None.
         num_classes: Expected number of classes; inferred from the checkpoint when None, an error if they differ.
         overwrite: Replace an existing, non-empty ``out_dir``.
+        input_norm: What the reference training script did to the [0, 1] image before the network: ``'none'``,
+            ``'imagenet'`` or ``'auto'`` (``reference_input_norm``: ImageNet for MAF checkpoints, none for MRAP).
         **model_kwargs: Extra model arguments (e.g. ``pool_types``) recorded in the config.
 
     Returns:
         The model in eval mode, with ``pretrained_cfg`` mean / std from the folded ``data_bn``.
     """
-    ref = load_reference_state_dict(src)
+    if input_norm != 'auto' and input_norm not in INPUT_NORMS:
+        raise ValueError(f'input_norm must be "auto" or one of {tuple(INPUT_NORMS)}, not {input_norm!r}.')
+    checkpoint = _read_checkpoint(src)
+    ref = _unwrap_state_dict(checkpoint, str(src))
+    input_mean, input_std = INPUT_NORMS[reference_input_norm(checkpoint) if input_norm == 'auto' else input_norm]
     found_classes = infer_num_classes(ref)
     if num_classes is not None and num_classes != found_classes:
         raise ConversionError(
@@ -237,8 +307,10 @@ def convert_checkpoint(
     model = timm.create_model(model_name, pretrained=False, num_classes=found_classes, **model_kwargs)
     model.load_state_dict(convert_state_dict(ref, model))
     model.eval()
-    mean, std = fold_data_bn(ref) if 'backbone.data_bn.weight' in ref else (model.pretrained_cfg['mean'],
-                                                                                model.pretrained_cfg['std'])
+    if 'backbone.data_bn.weight' in ref:
+        mean, std = fold_data_bn(ref, input_mean=input_mean, input_std=input_std)
+    else:
+        mean, std = tuple(input_mean), tuple(input_std)
     model.pretrained_cfg = {**model.pretrained_cfg, 'mean': mean, 'std': std, 'num_classes': found_classes}
     if out_dir is not None:
         save_for_hf(model, out_dir, safe_serialization=True, data_config={'mean': mean, 'std': std})
@@ -252,9 +324,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--out', required=True, help='output folder (config.json + model.safetensors)')
     parser.add_argument('--num-classes', type=int, default=None, help='expected classes (default: inferred)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing, non-empty --out folder')
+    parser.add_argument('--input-norm', default='auto', choices=('auto',) + tuple(INPUT_NORMS),
+                        help='normalisation the reference script applied before the network (default auto: imagenet '
+                             'for MAF checkpoints, none for MRAP ones, whose data_bn sees raw [0, 1] pixels)')
     args = parser.parse_args(argv)
     try:
-        model = convert_checkpoint(args.src, args.model, args.out, args.num_classes, args.overwrite)
+        model = convert_checkpoint(args.src, args.model, args.out, args.num_classes, args.overwrite, args.input_norm)
     except (ConversionError, FileExistsError, FileNotFoundError) as e:
         parser.exit(2, f'error: {e}\n')
     cfg = model.pretrained_cfg
