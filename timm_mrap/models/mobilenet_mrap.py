@@ -84,6 +84,7 @@ def _gen_mobilenetv1_mrap(
         attn: str = 'mrap',
         pool_types: Optional[Sequence[str]] = None,
         rate: Optional[Sequence[float]] = None,
+        create_fn: Callable[..., nn.Module] = _create_effnet,
         **kwargs,
 ) -> EfficientNet:
     """MobileNetV1 of the reference: ReLU, attention in all 13 units, identity skip where shapes allow, no head."""
@@ -109,7 +110,7 @@ def _gen_mobilenetv1_mrap(
         act_layer=resolve_act_layer(kwargs, 'relu'),
         **kwargs,
     )
-    return _create_effnet(variant, pretrained, **model_kwargs)
+    return create_fn(variant, pretrained, **model_kwargs)
 
 
 def _gen_mobilenetv2_mrap(
@@ -118,6 +119,7 @@ def _gen_mobilenetv2_mrap(
         attn: str = 'mrap',
         pool_types: Optional[Sequence[str]] = None,
         rate: Optional[Sequence[float]] = None,
+        create_fn: Callable[..., nn.Module] = _create_effnet,
         **kwargs,
 ) -> EfficientNet:
     """MobileNetV2 of the reference: attention in all 17 bottlenecks; the first has a 1x1 expansion (e1)."""
@@ -142,7 +144,7 @@ def _gen_mobilenetv2_mrap(
         act_layer=resolve_act_layer(kwargs, 'relu6'),
         **kwargs,
     )
-    return _create_effnet(variant, pretrained, **model_kwargs)
+    return create_fn(variant, pretrained, **model_kwargs)
 
 
 def _gen_mobilenetv3_mrap(
@@ -151,6 +153,7 @@ def _gen_mobilenetv3_mrap(
         attn: str = 'mrap',
         pool_types: Optional[Sequence[str]] = None,
         rate: Optional[Sequence[float]] = None,
+        create_fn: Callable[..., nn.Module] = _create_mnv3,
         **kwargs,
 ) -> MobileNetV3:
     """MobileNetV3-Large of the reference: attention replaces SE in its 8 SE units; first unit has a 1x1 expansion."""
@@ -177,7 +180,7 @@ def _gen_mobilenetv3_mrap(
         act_layer=resolve_act_layer(kwargs, 'hard_swish'),
         **kwargs,
     )
-    return _create_mnv3(variant, pretrained, **model_kwargs)
+    return create_fn(variant, pretrained, **model_kwargs)
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
