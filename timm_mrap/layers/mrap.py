@@ -282,7 +282,8 @@ class MRAP(nn.Module):
         return residual_scale(x, w_c, w_s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or not self.fast_path or x.dtype != torch.float32 or x.dim() != 4:
+        if torch.jit.is_scripting() or torch.jit.is_tracing() or not self.fast_path or x.dtype != torch.float32 \
+                or x.dim() != 4:  # tracing (jit.trace, the TorchScript ONNX exporter) cannot record autograd.Function
             return self._forward_plain(x)
         if torch.compiler.is_compiling():
             return self._forward_plain(x)  # Inductor fuses the plain ops itself
