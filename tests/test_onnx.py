@@ -1,0 +1,80 @@
+"""ONNX export with dynamic batch / height / width: onnxruntime matches PyTorch at sizes other than the export size.
+
+Tolerance: max |onnx - torch| <= 1e-4 * max(1, max |torch|) (float32 noise measured: <= 5e-5 relative).
+The full model goes through the fast TorchScript exporter (the command, with a checkpoint); the dynamo exporter
+(torch's default, ~1.5 min for a full MobileNet on 2 CPU cores) and torch.export are checked on MRAP modules.
+"""
+import pytest
+import torch
+
+import timm
+import timm_mrap  # noqa: F401  registers the models
+from timm_mrap import MRAP
+from timm_mrap.deploy import export_onnx, onnx_parity
+from timm_mrap.export import main as export_main
+
+onnx = pytest.importorskip('onnx')
+pytest.importorskip('onnxruntime')
+
+RTOL = 1e-4
+
+
+def _assert_parity(results):
+    for size, (diff, scale) in results.items():
+        assert diff <= RTOL * max(1., scale), f'{size}: |onnx - torch| = {diff} at scale {scale}'
+
+
+def _dynamic_axes(path):
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return [bool(d.dim_param) for d in dims]
+
+
+@pytest.mark.slow  # ~20 s of CPU: a full MobileNet through the exporter
+def test_full_model_command_dynamic_batch_and_size(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = timm.create_model('mobilenetv2_mrap', num_classes=10).eval()
+    checkpoint = tmp_path / 'model.pth'
+    torch.save(model.state_dict(), checkpoint)
+    out = tmp_path / 'model.onnx'
+    export_main(['--model', 'mobilenetv2_mrap', '--checkpoint', str(checkpoint), '--out', str(out),
+                 '--img-size', '64', '--exporter', 'torchscript', '--check-sizes', '64', '96'])
+    printed = capsys.readouterr().out
+    assert printed.count(' ok') == 2 and 'FAIL' not in printed
+    assert _dynamic_axes(out) == [True, False, True, True]
+    # sizes and batches other than the traced 2 x 3 x 64 x 64, non-square too
+    _assert_parity(onnx_parity(model, out, [(64, 64), (80, 48), (40, 40)], batch_size=3))
+    _assert_parity(onnx_parity(model, out, [(96, 96)], batch_size=1))
+
+    with pytest.raises(SystemExit) as e:  # never overwrite without the flag
+        export_main(['--model', 'mobilenetv2_mrap', '--out', str(out), '--img-size', '64'])
+    assert e.value.code == 2 and '--overwrite' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('exporter', ['dynamo', 'torchscript'])
+def test_mrap_module_dynamic_height_width(tmp_path, exporter):
+    """MRAP's std reduces over the runtime size in both exporters, not the traced one."""
+    torch.manual_seed(0)
+    m = MRAP(24, pool_types=('avg', 'std', 'max'), rate=(0.3, 0.5, 0.2)).eval()
+    torch.nn.init.normal_(m.spatial_bn.running_mean)
+    path = export_onnx(m, tmp_path / 'mrap.onnx', input_size=(24, 12, 12), exporter=exporter, validate_input=False)
+    assert _dynamic_axes(path) == [True, False, True, True]
+    _assert_parity(onnx_parity(m, path, [(12, 12), (7, 9), (2, 2), (31, 17)], batch_size=3))
+
+
+def test_torch_export_dynamic_height_width():
+    m = MRAP(16).eval()
+    x = torch.randn(2, 16, 10, 10)
+    auto = torch.export.Dim.AUTO
+    program = torch.export.export(m, (x,), dynamic_shapes=({0: auto, 2: auto, 3: auto},))
+    for shape in [(2, 16, 10, 10), (3, 16, 5, 13)]:
+        y = torch.randn(shape)
+        torch.testing.assert_close(program.module()(y), m(y), atol=1e-6, rtol=1e-5)
+
+
+def test_export_rejects_inputs_too_small_for_the_exported_graph(tmp_path):
+    model = timm.create_model('mobilenetv3_mrap', num_classes=4)
+    with pytest.raises(ValueError, match=r'32 x 32 px, too small .* at least 33 x 33'):
+        export_onnx(model, tmp_path / 'm.onnx', input_size=(3, 32, 32))
+    with pytest.raises(ValueError, match='Unknown exporter'):
+        export_onnx(model, tmp_path / 'm.onnx', input_size=(3, 64, 64), exporter='tensorrt')
+    assert not (tmp_path / 'm.onnx').exists()

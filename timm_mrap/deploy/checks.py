@@ -1,0 +1,148 @@
+""" Input and checkpoint checks for the deployment entry points (export, attention maps)
+
+The models themselves keep a branch-free ``forward`` (so they script, trace, export and compile); the checks live
+here and are called by the command-line entry points and by users before they hand data to a model. Each error names
+the problem and the fix.
+"""
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+import timm
+from timm.models import load_checkpoint
+
+__all__ = ['CheckpointError', 'model_in_chans', 'model_stride', 'min_input_size', 'check_input', 'load_model']
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model it is loaded into."""
+
+
+def model_in_chans(model: nn.Module) -> int:
+    """Number of input channels the model's stem expects."""
+    first_conv = model.pretrained_cfg.get('first_conv') if hasattr(model, 'pretrained_cfg') else None
+    stem = model.get_submodule(first_conv) if first_conv else None
+    if isinstance(stem, nn.Conv2d):
+        return stem.in_channels
+    return next(m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def model_stride(model: nn.Module) -> int:
+    """Total stride (reduction) of the deepest feature map, from timm's ``feature_info``."""
+    feature_info = getattr(model, 'feature_info', None)
+    if feature_info:
+        infos = feature_info.get_dicts() if hasattr(feature_info, 'get_dicts') else feature_info
+        return max(int(info['reduction']) for info in infos)
+    return 32
+
+
+def min_input_size(model: nn.Module, exported: bool = False) -> int:
+    """Smallest height / width the entry points accept.
+
+    Eager models need every stage to see at least one stride of real pixels (``H >= stride``). Exported graphs
+    (ONNX, ``torch.export``) need the deepest MRAP stage to be at least 2 x 2 (``H > stride``): exporters take the
+    multi-element branch of MRAP's unbiased std, which is NaN on a 1 x 1 map (eager defines it as 0).
+    """
+    stride = model_stride(model)
+    return stride + 1 if exported else stride
+
+
+def check_input(
+        model: nn.Module,
+        x: Union[torch.Tensor, Sequence[int]],
+        exported: bool = False,
+) -> None:
+    """Raise a ``ValueError`` that names the fix if ``x`` (a batch or its shape) does not suit ``model``.
+
+    Args:
+        model: The network the input is meant for.
+        x: A B x C x H x W tensor, or its shape (a C x H x W shape is accepted too).
+        exported: Apply the stricter size limit of exported graphs (see ``min_input_size``).
+    """
+    shape = tuple(x.shape) if isinstance(x, torch.Tensor) else tuple(int(s) for s in x)
+    if len(shape) == 3:
+        shape = (1,) + shape
+    if len(shape) != 4:
+        raise ValueError(
+            f'Expected a batch of images B x C x H x W (or C x H x W), got shape {shape}; '
+            f'add a batch dimension with x.unsqueeze(0) for a single image.')
+    _, chans, height, width = shape
+    in_chans = model_in_chans(model)
+    if chans != in_chans:
+        hint = ' (grayscale? repeat it to 3 channels, or create the model with in_chans=1)' if chans == 1 else ''
+        raise ValueError(
+            f'The input has {chans} channels but the model expects {in_chans}{hint}; '
+            f'convert the image or create the model with in_chans={chans}.')
+    min_size = min_input_size(model, exported=exported)
+    if min(height, width) < min_size:
+        what = 'exported graphs need the last stage to be at least 2 x 2' if exported else \
+            'every stage must see at least one stride of pixels'
+        raise ValueError(
+            f'The input is {height} x {width} px, too small for a network of total stride {model_stride(model)} '
+            f'({what}); resize it to at least {min_size} x {min_size} px (64 px or more is a sensible minimum).')
+
+
+def load_model(
+        model_name: str,
+        checkpoint: Optional[str] = None,
+        pretrained: bool = False,
+        num_classes: Optional[int] = None,
+        **model_kwargs,
+) -> nn.Module:
+    """Create a registered model (or ``local-dir:`` / ``hf-hub:`` name) and optionally load a timm checkpoint.
+
+    Args:
+        model_name: Registered timm name (``mobilenetv2_mrap``) or a ``local-dir:PATH`` / ``hf-hub:ID`` name.
+        checkpoint: A timm checkpoint (``.pth.tar`` from train.py, ``.pth`` / ``.safetensors`` state dict), loaded
+            with ``timm.models.load_checkpoint`` (strict). Reference checkpoints need ``timm_mrap.convert`` first.
+        pretrained: Load the name's pretrained weights (``local-dir:`` folders need it).
+        num_classes: Classifier size; with a checkpoint and None, inferred from the checkpoint's classifier.
+        **model_kwargs: Further ``timm.create_model`` arguments (``attn``, ``pool_types``, ...).
+
+    Returns:
+        The model in eval mode.
+    """
+    state_dict = None
+    if checkpoint is not None:
+        state_dict = _read_checkpoint(checkpoint)
+        if num_classes is None and 'classifier.weight' in state_dict:
+            num_classes = int(state_dict['classifier.weight'].shape[0])
+    if num_classes is not None:
+        model_kwargs['num_classes'] = num_classes
+    model = timm.create_model(model_name, pretrained=pretrained, **model_kwargs)
+    if checkpoint is not None:
+        try:
+            load_checkpoint(model, checkpoint, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(_mismatch_message(checkpoint, model_name, model, state_dict)) from e
+    return model.eval()
+
+
+def _read_checkpoint(path: str) -> dict:
+    """The bare state dict of a timm checkpoint, for inspection; errors name the file and what to do."""
+    from timm.models import load_state_dict
+    if not Path(path).is_file():
+        raise FileNotFoundError(f'Checkpoint {path} does not exist; pass the path of a .pth / .pth.tar / '
+                                f'.safetensors file.')
+    try:
+        return load_state_dict(path)
+    except Exception as e:
+        raise CheckpointError(
+            f'Could not read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); '
+            f'the file is truncated or not a PyTorch / safetensors checkpoint: copy or download it again.') from e
+
+
+def _mismatch_message(path: str, model_name: str, model: nn.Module, state_dict: dict) -> str:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    shapes = [(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in expected.items()
+              if k in state_dict and hasattr(state_dict[k], 'shape') and state_dict[k].shape != v.shape]
+    hint = 'pass the --model (and attn / pool_types) it was trained with'
+    if any(k.startswith(('backbone.', 'module.backbone.')) or k == 'model_state_dict' for k in unexpected):
+        hint = 'it is a reference (authors\') checkpoint: convert it first with python -m timm_mrap.convert'
+    return (f'Checkpoint {path} does not fit {model_name}: {len(missing)} missing keys {missing[:3]}, '
+            f'{len(unexpected)} unexpected keys {unexpected[:3]}, {len(shapes)} shape mismatches '
+            f'(key, checkpoint, model) {shapes[:2]}; {hint}.')
