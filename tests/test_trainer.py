@@ -108,20 +108,19 @@ def test_train_checkpoints_resume_and_validate(digits, tmp_path, capsys):
     flags = TRAIN_FLAGS + ['--data-dir', str(digits), '--output', str(out), '--experiment', 'run', '--model-ema',
                            '--model-ema-decay', '0.9', '--channels-last', '--aa', 'rand-m9-mstd0.5', '--reprob', '0.25',
                            '--mixup', '0.2', '--cutmix', '0.2', '--hflip', '0', '--scale', '0.6', '1.0']
-    assert _train(flags + ['--epochs', '2']) == 0
+    assert _train(flags + ['--epochs', '1']) == 0
     run = out / 'run'
-    for name in ('args.yaml', 'summary.csv', 'last.pth.tar', 'model_best.pth.tar', 'checkpoint-0.pth.tar',
-                 'checkpoint-1.pth.tar'):
+    for name in ('args.yaml', 'summary.csv', 'last.pth.tar', 'model_best.pth.tar', 'checkpoint-0.pth.tar'):
         assert (run / name).is_file(), name
     saved_args = yaml.safe_load((run / 'args.yaml').read_text())
     assert saved_args['model'] == MODEL and saved_args['mixup'] == 0.2 and saved_args['num_classes'] is None
     rows = _summary(run / 'summary.csv')
-    assert [int(r['epoch']) for r in rows] == [0, 1]
+    assert [int(r['epoch']) for r in rows] == [0]
     assert list(rows[0]) == ['epoch', 'train_loss', 'eval_loss', 'eval_top1', 'eval_top5', 'lr']
 
     last = _load(run / 'last.pth.tar')
     assert {'state_dict', 'state_dict_ema', 'optimizer', 'epoch', 'arch', 'args', 'metric'} <= set(last)
-    assert last['epoch'] == 1 and last['arch'] == MODEL and last['args'].num_classes == CLASSES
+    assert last['epoch'] == 0 and last['arch'] == MODEL and last['args'].num_classes == CLASSES
     model = timm.create_model(MODEL, num_classes=CLASSES)
     model.load_state_dict(last['state_dict'])
     model.load_state_dict(last['state_dict_ema'])
@@ -129,11 +128,11 @@ def test_train_checkpoints_resume_and_validate(digits, tmp_path, capsys):
     assert best['metric'] == max(float(r['eval_top1']) for r in rows)
 
     # resume the finished run for one more epoch, now under bfloat16 autocast
-    assert _train(flags + ['--epochs', '3', '--resume', str(run / 'last.pth.tar'), '--amp', '--amp-dtype',
+    assert _train(flags + ['--epochs', '2', '--resume', str(run / 'last.pth.tar'), '--amp', '--amp-dtype',
                            'bfloat16']) == 0
     rows = _summary(run / 'summary.csv')
-    assert [int(r['epoch']) for r in rows] == [0, 1, 2]
-    assert _load(run / 'last.pth.tar')['epoch'] == 2
+    assert [int(r['epoch']) for r in rows] == [0, 1]
+    assert (run / 'checkpoint-1.pth.tar').is_file() and _load(run / 'last.pth.tar')['epoch'] == 1
     best = _load(run / 'model_best.pth.tar')
     assert best['metric'] == max(float(r['eval_top1']) for r in rows)
 
@@ -155,7 +154,7 @@ def test_train_checkpoints_resume_and_validate(digits, tmp_path, capsys):
 def test_killed_mid_epoch_then_resumed_finishes(digits, tmp_path):
     out = tmp_path / 'out'
     flags = TRAIN_FLAGS + ['--data-dir', str(digits), '--output', str(out), '--experiment', 'run', '-b', '4',
-                           '--epochs', '3']  # 4 steps per epoch
+                           '--epochs', '2']  # 4 steps per epoch
     proc = subprocess.Popen([sys.executable, '-m', 'timm_mrap.training.train'] + flags, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = []
@@ -177,13 +176,13 @@ def test_killed_mid_epoch_then_resumed_finishes(digits, tmp_path):
 
     assert _train(flags + ['--resume', str(run / 'last.pth.tar')]) == 0
     rows = _summary(run / 'summary.csv')
-    assert [int(r['epoch']) for r in rows] == [0, 1, 2]
-    assert _load(run / 'last.pth.tar')['epoch'] == 2
+    assert [int(r['epoch']) for r in rows] == [0, 1]
+    assert _load(run / 'last.pth.tar')['epoch'] == 1
     best = _load(run / 'model_best.pth.tar')
     assert best['metric'] == max(float(r['eval_top1']) for r in rows)
     model = timm.create_model(MODEL, num_classes=CLASSES)
     model.load_state_dict(best['state_dict'])
-    assert sorted(p.name for p in run.glob('checkpoint-*.pth.tar')) == [f'checkpoint-{i}.pth.tar' for i in range(3)]
+    assert sorted(p.name for p in run.glob('checkpoint-*.pth.tar')) == ['checkpoint-0.pth.tar', 'checkpoint-1.pth.tar']
 
 
 @pytest.mark.slow
