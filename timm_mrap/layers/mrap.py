@@ -217,7 +217,8 @@ class MRAP(nn.Module):
         if channels >= len(pool_types) and min(top_n) < 1:
             raise ValueError(
                 f'MRAP rate {rate} leaves an empty top-n list at {channels} channels (sizes {top_n}); '
-                f'raise the smallest rate to at least 1 / {channels}.')
+                f'every pool needs at least one value, so each rate must be at least 1 / {channels} '
+                f'(timm\'s EfficientNet builder also probes its se_layer at 8 channels).')
         self.pool_types: List[str] = list(pool_types)
         self.rate: Tuple[float, ...] = rate
         self.top_n: List[int] = top_n

@@ -66,16 +66,30 @@ def resolve_attn(
     return CbamModule, 1. / 16
 
 
-def _apply_attn_ratio(block_args: List[List[Dict[str, Any]]], rd_ratio: float, from_exp: bool) -> None:
-    """Set the attention ratio on every marked block, in the builder's convention (in place).
+def _decode_with_attn(
+        arch_def: List[List[str]],
+        attn: str,
+        pool_types: Optional[Sequence[str]],
+        rate: Optional[Sequence[float]],
+        se_from_exp: bool,
+        v3_style: bool = False,
+) -> Tuple[List[List[Dict[str, Any]]], Optional[Callable[..., nn.Module]]]:
+    """Decode ``arch_def`` and put the chosen attention on every block whose string carries an ``_se`` token.
 
-    timm's ``EfficientNetBuilder`` divides the ratio by the expansion ratio unless ``se_from_exp`` is set, so the
-    ratio is pre-multiplied there to stay relative to the channels the attention sees.
+    The token only marks the block; its ratio is replaced by the attention's own, relative to the channels the
+    attention sees. timm's ``EfficientNetBuilder`` divides the ratio by the expansion ratio unless ``se_from_exp`` is
+    set, so it is pre-multiplied there.
+
+    Returns:
+        The decoded block arguments and the layer for the builder's ``se_layer``.
     """
+    se_layer, rd_ratio = resolve_attn(attn, pool_types, rate, v3_style=v3_style)
+    block_args = decode_arch_def(arch_def)
     for stage in block_args:
         for ba in stage:
             if ba.get('se_ratio'):
-                ba['se_ratio'] = rd_ratio if from_exp else rd_ratio * ba.get('exp_ratio', 1.0)
+                ba['se_ratio'] = rd_ratio if se_from_exp else rd_ratio * ba.get('exp_ratio', 1.0)
+    return block_args, se_layer
 
 
 def _gen_mobilenetv1_mrap(
@@ -95,12 +109,10 @@ def _gen_mobilenetv1_mrap(
         ['dsa_r6_k3_s2_c512_se0.25'],
         ['dsa_r2_k3_s2_c1024_se0.25'],
     ]
-    block_args = decode_arch_def(arch_def)
+    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=False)
     for stage in block_args:
         for ba in stage:
             ba['noskip'] = False  # 'dsa' disables the skip; the reference adds one when in == out and stride 1
-    se_layer, rd_ratio = resolve_attn(attn, pool_types, rate)
-    _apply_attn_ratio(block_args, rd_ratio, from_exp=False)
     model_kwargs = dict(
         block_args=block_args,
         num_features=0,
@@ -132,9 +144,7 @@ def _gen_mobilenetv2_mrap(
         ['ir_r3_k3_s2_e6_c160_se0.25'],
         ['ir_r1_k3_s1_e6_c320_se0.25'],
     ]
-    block_args = decode_arch_def(arch_def)
-    se_layer, rd_ratio = resolve_attn(attn, pool_types, rate)
-    _apply_attn_ratio(block_args, rd_ratio, from_exp=False)
+    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=False)
     model_kwargs = dict(
         block_args=block_args,
         num_features=1280,
@@ -166,9 +176,7 @@ def _gen_mobilenetv3_mrap(
         ['ir_r3_k5_s2_e6_c160_se0.25'],  # hard-swish
         ['cn_r1_k1_s1_c960'],  # hard-swish
     ]
-    block_args = decode_arch_def(arch_def)
-    se_layer, rd_ratio = resolve_attn(attn, pool_types, rate, v3_style=True)
-    _apply_attn_ratio(block_args, rd_ratio, from_exp=True)
+    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=True, v3_style=True)
     model_kwargs = dict(
         block_args=block_args,
         num_features=1280,
