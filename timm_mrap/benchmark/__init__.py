@@ -3,10 +3,10 @@
 ``run_benchmark`` measures, ``write_results`` saves CSV / JSON and ``plot_relative_cost`` draws the cost relative to a
 baseline variant. ``python -m timm_mrap.benchmark`` is the command-line front end.
 """
-from .bench import BenchmarkConfig, Variant, count_macs, parse_variants, run_benchmark, summarize, write_results
+from .bench import BenchmarkConfig, Variant, parse_variants, run_benchmark, summarize, write_results
 from .plot import plot_relative_cost
 
 __all__ = [
-    'BenchmarkConfig', 'Variant', 'count_macs', 'parse_variants', 'run_benchmark', 'summarize', 'write_results',
+    'BenchmarkConfig', 'Variant', 'parse_variants', 'run_benchmark', 'summarize', 'write_results',
     'plot_relative_cost',
 ]

@@ -26,12 +26,13 @@ from torch import nn
 
 import timm
 
+from ..complexity import MAC_COUNTER, count_macs, count_params
+
 __all__ = [
-    'BenchmarkConfig', 'Variant', 'check_output', 'count_macs', 'parse_variants', 'run_benchmark', 'summarize', 'write_results',
+    'BenchmarkConfig', 'Variant', 'check_output', 'parse_variants', 'run_benchmark', 'summarize', 'write_results',
     'DEFAULT_VARIANTS', 'MAC_COUNTER', 'CSV_COLUMNS',
 ]
 
-MAC_COUNTER = 'torch.utils.flop_counter.FlopCounterMode (conv / linear / matmul only), MACs = FLOPs / 2, batch 1'
 DEFAULT_VARIANTS = (
     'mobilenetv2_mrap:none', 'mobilenetv2_mrap:se', 'mobilenetv2_mrap:eca', 'mobilenetv2_mrap:cbam',
     'mobilenetv2_mrap:mafc', 'mobilenetv2_mrap:mrap',
@@ -110,17 +111,6 @@ class BenchmarkConfig:
             raise ValueError('repeats and iters must be >= 1, warmup >= 0 and img_size >= 1.')
         if any(b < 1 for b in list(self.infer_batch_sizes) + list(self.train_batch_sizes)):
             raise ValueError('Batch sizes must be >= 1.')
-
-
-def count_macs(model: nn.Module, img_size: int, device: str = 'cpu') -> float:
-    """GMACs of one image (``MAC_COUNTER``)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    model.eval()
-    x = torch.randn(1, 3, img_size, img_size, device=device)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() / 2 / 1e9
 
 
 def _sync(device: torch.device) -> None:
@@ -226,7 +216,7 @@ def _run(
         torch.manual_seed(cfg.seed)
         model = v.create(num_classes=cfg.num_classes)
         info[v.label] = dict(
-            params_m=sum(p.numel() for p in model.parameters()) / 1e6, gmacs=count_macs(model, cfg.img_size))
+            params_m=count_params(model) / 1e6, gmacs=count_macs(model, (3, cfg.img_size, cfg.img_size)) / 1e9)
         models[v.label] = model
         log(f'{v.label}: {info[v.label]["params_m"]:.3f} M params, {info[v.label]["gmacs"]:.3f} GMACs')
 

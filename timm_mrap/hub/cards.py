@@ -16,13 +16,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..complexity import MAC_COUNTER, count_macs, count_params
+
 __all__ = [
     'CARD_DIR', 'ModelStats', 'CardError', 'card_path', 'measure_model', 'read_results', 'comparison_section',
     'render_card', 'placeholders',
 ]
 
 CARD_DIR = Path(__file__).resolve().parents[2] / 'hf_cards'
-MACS_COUNTER = 'torch.utils.flop_counter.FlopCounterMode, MACs = FLOPs / 2, convolutions and matrix products'
 
 _PLACEHOLDER_RE = re.compile(r'{{\s*(\w+)\s*}}')
 
@@ -60,20 +61,16 @@ def card_path(architecture: str, card_dir: Optional[Union[str, Path]] = None) ->
 @torch.no_grad()
 def measure_model(model: nn.Module, input_size: Sequence[int]) -> ModelStats:
     """Count params and MACs and record the feature / embedding shapes of ``model`` (eval mode) for one image."""
-    from torch.utils.flop_counter import FlopCounterMode
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, *input_size)
     try:
-        with FlopCounterMode(display=False) as counter:  # one pass: the same ops as model(x)
-            unpooled, features = model.forward_intermediates(x)
-            model.forward_head(unpooled)
+        unpooled, features = model.forward_intermediates(torch.zeros(1, *input_size))
         embedding = model.forward_head(unpooled, pre_logits=True)
     finally:
         model.train(was_training)
     return ModelStats(
-        params=sum(p.numel() for p in model.parameters()),
-        macs=counter.get_total_flops() // 2,
+        params=count_params(model),
+        macs=count_macs(model, input_size),
         input_size=tuple(int(v) for v in input_size),
         feature_shapes=tuple(tuple(f.shape) for f in features),
         unpooled_shape=tuple(unpooled.shape),
@@ -200,7 +197,7 @@ def card_values(
         'params_m': f'{stats.params / 1e6:.2f}',
         'params': f'{stats.params:,}',
         'gmacs': f'{stats.macs / 1e9:.3f}',
-        'macs_counter': MACS_COUNTER,
+        'macs_counter': MAC_COUNTER,
         'image_size': stats.image_size,
         'accuracy': accuracy,
         'weights_source': weights_source,
