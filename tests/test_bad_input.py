@@ -71,7 +71,7 @@ def test_wrong_architecture_checkpoint(model, tmp_path):
     (dict(pool_types=('avg', 'median')), r"\['median'\] unknown", 'choose from'),
     (dict(pool_types=('avg',)), 'two or three distinct', r"e\.g\. pool_types="),
     (dict(rate=(0.6, 0.6)), r'sum to 1 \(sum is 1\.2\)', r'e\.g\. rate=\(0\.5, 0\.5\)'),
-    (dict(rate=(0.01, 0.99)), r'empty top-n list at \d+ channels', r'raise the smallest rate to at least 1 / \d+'),
+    (dict(rate=(0.01, 0.99)), r'empty top-n list at \d+ channels', r'each rate must be at least 1 / \d+'),
 ])
 def test_model_argument_errors_name_problem_and_fix(kwargs, problem, fix):
     with pytest.raises(ValueError, match=problem) as e:

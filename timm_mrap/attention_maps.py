@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .deploy import CheckpointError, check_input, load_model
+from .deploy import CheckpointError, add_model_arguments, check_input, load_model
 from .layers import MRAP
 
 __all__ = ['AttentionMap', 'mrap_modules', 'attention_maps', 'load_image', 'save_overlay_png', 'save_channel_png']
@@ -176,10 +176,7 @@ def save_channel_png(maps: Dict[str, AttentionMap], path: str, width: int = 768,
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], prog='python -m timm_mrap.attention_maps')
-    parser.add_argument('--model', required=True, help='registered name (mobilenetv2_mrap) or local-dir:/hf-hub: name')
-    parser.add_argument('--checkpoint', default=None, help='timm checkpoint to load (train.py .pth.tar, safetensors)')
-    parser.add_argument('--pretrained', action='store_true', help='load the name\'s pretrained weights')
-    parser.add_argument('--num-classes', type=int, default=None, help='classifier size (default: from checkpoint)')
+    add_model_arguments(parser)
     parser.add_argument('--image', required=True, help='image file (any format PIL reads)')
     parser.add_argument('--img-size', type=int, default=None, help='input size (default: the model config\'s)')
     parser.add_argument('--blocks', nargs='*', default=None,

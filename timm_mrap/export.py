@@ -12,17 +12,14 @@ from typing import List, Optional
 
 from timm.utils import ParseKwargs
 
-from .deploy import EXPORTERS, CheckpointError, export_onnx, load_model, onnx_parity
+from .deploy import EXPORTERS, CheckpointError, add_model_arguments, export_onnx, load_model, onnx_parity
 
 __all__ = ['main']
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], prog='python -m timm_mrap.export')
-    parser.add_argument('--model', required=True, help='registered name (mobilenetv2_mrap) or local-dir:/hf-hub: name')
-    parser.add_argument('--checkpoint', default=None, help='timm checkpoint to load (train.py .pth.tar, safetensors)')
-    parser.add_argument('--pretrained', action='store_true', help='load the name\'s pretrained weights')
-    parser.add_argument('--num-classes', type=int, default=None, help='classifier size (default: from checkpoint)')
+    add_model_arguments(parser)
     parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
                         help='extra create_model arguments, e.g. attn=cbam')
     parser.add_argument('--out', required=True, help='output .onnx file')

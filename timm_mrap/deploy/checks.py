@@ -4,6 +4,7 @@ The models themselves keep a branch-free ``forward`` (so they script, trace, exp
 here and are called by the command-line entry points and by users before they hand data to a model. Each error names
 the problem and the fix.
 """
+import argparse
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -13,7 +14,10 @@ from torch import nn
 import timm
 from timm.models import load_checkpoint
 
-__all__ = ['CheckpointError', 'model_in_chans', 'model_stride', 'min_input_size', 'check_input', 'load_model']
+__all__ = [
+    'CheckpointError', 'model_in_chans', 'model_stride', 'min_input_size', 'check_input', 'load_model',
+    'add_model_arguments',
+]
 
 
 class CheckpointError(ValueError):
@@ -146,3 +150,11 @@ def _mismatch_message(path: str, model_name: str, model: nn.Module, state_dict: 
     return (f'Checkpoint {path} does not fit {model_name}: {len(missing)} missing keys {missing[:3]}, '
             f'{len(unexpected)} unexpected keys {unexpected[:3]}, {len(shapes)} shape mismatches '
             f'(key, checkpoint, model) {shapes[:2]}; {hint}.')
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model-loading flags shared by the commands that take a model (``load_model``'s arguments)."""
+    parser.add_argument('--model', required=True, help='registered name (mobilenetv2_mrap) or local-dir:/hf-hub: name')
+    parser.add_argument('--checkpoint', default=None, help='timm checkpoint to load (train.py .pth.tar, safetensors)')
+    parser.add_argument('--pretrained', action='store_true', help='load the name\'s pretrained weights')
+    parser.add_argument('--num-classes', type=int, default=None, help='classifier size (default: from checkpoint)')
