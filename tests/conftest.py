@@ -37,3 +37,42 @@ def fixture_json(meta: Dict[str, str], key: str):
 @pytest.fixture
 def reference_dir() -> Path:
     return REFERENCE_DIR
+
+
+def attention_from_fixture(name: str, build) -> Tuple[torch.nn.Module, Dict[str, torch.Tensor]]:
+    """An attention module built by ``build(meta)`` with the weights of module fixture ``name`` (timm key names)."""
+    from timm_mrap.convert import ATTN_PARAM_KEYS
+    tensors, meta = load_fixture(name)
+    module = build(meta)
+    module.load_state_dict(_to_timm_attention_keys(fixture_state_dict(tensors), ATTN_PARAM_KEYS))
+    return module, tensors
+
+
+def _to_timm_attention_keys(state_dict: Dict[str, torch.Tensor], key_map: Dict[str, str]) -> Dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state_dict.items():
+        ref = next(r for r in key_map if k.startswith(r))
+        out[key_map[ref] + k[len(ref):]] = v
+    return out
+
+
+def assert_matches_fixture_eval(module: torch.nn.Module, t: Dict[str, torch.Tensor], atol: float = 1e-5) -> None:
+    with torch.no_grad():
+        out = module.eval()(t['input'])
+    torch.testing.assert_close(out, t['output_eval'], atol=atol, rtol=1e-5)
+
+
+def assert_matches_fixture_train(module: torch.nn.Module, t: Dict[str, torch.Tensor], atol: float = 1e-5) -> None:
+    """Training-mode output, input gradient and every parameter gradient of ``sum(output * probe)``."""
+    from timm_mrap.convert import ATTN_PARAM_KEYS
+    x = t['input'].clone().requires_grad_()
+    out = module.train()(x)
+    torch.testing.assert_close(out, t['output_train'], atol=atol, rtol=1e-5)
+    (out * t['probe']).sum().backward()
+    torch.testing.assert_close(x.grad, t['grad_input_train'], atol=atol, rtol=1e-4)
+    grads = {n: p.grad for n, p in module.named_parameters()}
+    ref_grads = _to_timm_attention_keys(
+        {k[len('grad.'):]: v for k, v in t.items() if k.startswith('grad.')}, ATTN_PARAM_KEYS)
+    assert set(grads) == set(ref_grads)
+    for n, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[n], atol=1e-4, rtol=1e-4, msg=f'gradient of {n}')

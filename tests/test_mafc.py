@@ -10,55 +10,33 @@ from timm.models._efficientnet_blocks import ConvBnAct, DepthwiseSeparableConv, 
 
 from timm_mrap import MAFC
 from timm_mrap.convert import (
-    ATTN_PARAM_KEYS, INPUT_NORMS, ConversionError, convert_checkpoint, convert_state_dict, is_reference_checkpoint,
+    INPUT_NORMS, ConversionError, convert_checkpoint, convert_state_dict, is_reference_checkpoint,
     load_reference_state_dict, main as convert_main,
 )
 from timm_mrap.models.mobilenet_mafc import DepthwiseSeparableConvAttnPost, InvertedResidualAttnPost, add_attn_post
 
-from conftest import fixture_state_dict, load_fixture
+from conftest import (
+    assert_matches_fixture_eval, assert_matches_fixture_train, attention_from_fixture, fixture_state_dict, load_fixture,
+)
 
 MAFC_FIXTURES = ['mafc_c64_h14', 'mafc_c8_h7']
 MAFC_MODELS = ['mobilenetv1_mafc', 'mobilenetv2_mafc', 'mobilenetv3_mafc']
 ATOL = 1e-5
 
 
-def _to_timm_keys(state_dict):
-    out = {}
-    for k, v in state_dict.items():
-        ref = next(r for r in ATTN_PARAM_KEYS if k.startswith(r))
-        out[ATTN_PARAM_KEYS[ref] + k[len(ref):]] = v
-    return out
-
-
-def _module_from_fixture(name):
-    tensors, meta = load_fixture(name)
+def _build_mafc(meta):
     assert meta['module'] == 'MAFC'
-    module = MAFC(int(meta['channels']), rd_ratio=1. / int(meta['reduction_ratio']))
-    module.load_state_dict(_to_timm_keys(fixture_state_dict(tensors)))
-    return module, tensors
+    return MAFC(int(meta['channels']), rd_ratio=1. / int(meta['reduction_ratio']))
 
 
 @pytest.mark.parametrize('name', MAFC_FIXTURES)
 def test_mafc_matches_reference_eval(name):
-    module, t = _module_from_fixture(name)
-    with torch.no_grad():
-        out = module.eval()(t['input'])
-    torch.testing.assert_close(out, t['output_eval'], atol=ATOL, rtol=1e-5)
+    assert_matches_fixture_eval(*attention_from_fixture(name, _build_mafc), atol=ATOL)
 
 
 @pytest.mark.parametrize('name', MAFC_FIXTURES)
 def test_mafc_matches_reference_train_and_gradients(name):
-    module, t = _module_from_fixture(name)
-    x = t['input'].clone().requires_grad_()
-    out = module.train()(x)
-    torch.testing.assert_close(out, t['output_train'], atol=ATOL, rtol=1e-5)
-    (out * t['probe']).sum().backward()
-    torch.testing.assert_close(x.grad, t['grad_input_train'], atol=ATOL, rtol=1e-4)
-    grads = {n: p.grad for n, p in module.named_parameters()}
-    ref_grads = _to_timm_keys({k[len('grad.'):]: v for k, v in t.items() if k.startswith('grad.')})
-    assert set(grads) == set(ref_grads)
-    for n, g in grads.items():
-        torch.testing.assert_close(g, ref_grads[n], atol=1e-4, rtol=1e-4, msg=f'gradient of {n}')
+    assert_matches_fixture_train(*attention_from_fixture(name, _build_mafc), atol=ATOL)
 
 
 def test_mafc_single_elements_and_zero_variance_stay_finite():

@@ -3,54 +3,25 @@ import pytest
 import torch
 
 from timm_mrap import MRAP
-from timm_mrap.convert import ATTN_PARAM_KEYS
 
-from conftest import fixture_json, fixture_state_dict, load_fixture
+from conftest import assert_matches_fixture_eval, assert_matches_fixture_train, attention_from_fixture, fixture_json
 
 MRAP_FIXTURES = ['mrap_c72_h14', 'mrap_c33_h9', 'mrap_c8_h7', 'mrap_c50_h10_avgstdmax', 'mrap_c40_h12_rate03']
 ATOL = 1e-5
 
 
-def _to_timm_keys(state_dict):
-    out = {}
-    for k, v in state_dict.items():
-        for ref, ours in ATTN_PARAM_KEYS.items():
-            if k.startswith(ref):
-                out[ours + k[len(ref):]] = v
-                break
-        else:
-            raise KeyError(k)
-    return out
-
-
-def _module_from_fixture(name):
-    tensors, meta = load_fixture(name)
-    module = MRAP(int(meta['channels']), pool_types=fixture_json(meta, 'pool_types'), rate=fixture_json(meta, 'rate'))
-    module.load_state_dict(_to_timm_keys(fixture_state_dict(tensors)))
-    return module, tensors
+def _build_mrap(meta):
+    return MRAP(int(meta['channels']), pool_types=fixture_json(meta, 'pool_types'), rate=fixture_json(meta, 'rate'))
 
 
 @pytest.mark.parametrize('name', MRAP_FIXTURES)
 def test_mrap_matches_reference_eval(name):
-    module, t = _module_from_fixture(name)
-    with torch.no_grad():
-        out = module.eval()(t['input'])
-    torch.testing.assert_close(out, t['output_eval'], atol=ATOL, rtol=1e-5)
+    assert_matches_fixture_eval(*attention_from_fixture(name, _build_mrap), atol=ATOL)
 
 
 @pytest.mark.parametrize('name', MRAP_FIXTURES)
 def test_mrap_matches_reference_train_and_gradients(name):
-    module, t = _module_from_fixture(name)
-    x = t['input'].clone().requires_grad_()
-    out = module.train()(x)
-    torch.testing.assert_close(out, t['output_train'], atol=ATOL, rtol=1e-5)
-    (out * t['probe']).sum().backward()
-    torch.testing.assert_close(x.grad, t['grad_input_train'], atol=ATOL, rtol=1e-4)
-    grads = {n: p.grad for n, p in module.named_parameters()}
-    ref_grads = _to_timm_keys({k[len('grad.'):]: v for k, v in t.items() if k.startswith('grad.')})
-    assert set(grads) == set(ref_grads)
-    for n, g in grads.items():
-        torch.testing.assert_close(g, ref_grads[n], atol=1e-4, rtol=1e-4, msg=f'gradient of {n}')
+    assert_matches_fixture_train(*attention_from_fixture(name, _build_mrap), atol=ATOL)
 
 
 def test_hidden_size_and_top_n_follow_the_spec():
