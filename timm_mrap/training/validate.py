@@ -8,12 +8,12 @@ line, then JSON), optionally writing it to ``--results-file`` as CSV or JSON. Us
     python -m timm_mrap.training.validate --data-dir D --model mobilenetv2_mrap --img-size 64 \\
         --checkpoint output/train/run/model_best.pth.tar --results-file results.json --results-format json
 """
+import argparse
 import csv
 import json
 import logging
 import os
 import sys
-import time
 from collections import OrderedDict
 from contextlib import nullcontext
 from functools import partial
@@ -27,6 +27,7 @@ from timm import utils
 from timm.data import create_loader, resolve_data_config
 
 from .args import parse_validate_args
+from .engine import evaluate
 from .checks import (
     InputError, check_state_dict_fits, checkpoint_num_classes, class_names, create_checked_dataset,
     create_checked_model, is_reference_state_dict, load_checked_state_dict, split_where,
@@ -104,35 +105,16 @@ def validate(args) -> 'OrderedDict[str, Any]':
         num_workers=args.workers, crop_pct=data_config['crop_pct'], crop_mode=data_config['crop_mode'],
         pin_memory=args.pin_mem, device=device)
 
-    batch_time, losses, top1, top5 = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter(), \
-        utils.AverageMeter()
-    model.eval()
-    with torch.inference_mode():
-        end = time.time()
-        for batch_idx, (input, target) in enumerate(loader):
-            if not args.prefetcher:
-                input, target = input.to(device), target.to(device)
-            if args.channels_last:
-                input = input.contiguous(memory_format=torch.channels_last)
-            with amp_autocast():
-                output = model(input)
-                loss = criterion(output, target)
-            acc1, acc5 = utils.accuracy(output.detach(), target, topk=(1, 5))
-            losses.update(loss.item(), output.shape[0])
-            top1.update(acc1.item(), output.shape[0])
-            top5.update(acc5.item(), output.shape[0])
-            batch_time.update(time.time() - end)
-            end = time.time()
-            if batch_idx % args.log_freq == 0:
-                _logger.info(
-                    f'Test: [{batch_idx:>4d}/{len(loader)}]  Time: {batch_time.val:.3f}s ({batch_time.avg:.3f}s)  '
-                    f'Loss: {losses.val:>7.4f} ({losses.avg:>6.4f})  Acc@1: {top1.val:>7.3f} ({top1.avg:>7.3f})  '
-                    f'Acc@5: {top5.val:>7.3f} ({top5.avg:>7.3f})')
+    # the trainer's own eval loop, so validate and the trainer's eval give the same numbers
+    eval_args = argparse.Namespace(
+        progress='log', log_interval=args.log_freq, prefetcher=args.prefetcher, channels_last=args.channels_last,
+        distributed=False, rank=0, world_size=1)
+    metrics = evaluate(model, loader, criterion, eval_args, device, amp_autocast)
 
     results = OrderedDict(
         model=args.model,
-        top1=round(top1.avg, 4), top1_err=round(100 - top1.avg, 4),
-        top5=round(top5.avg, 4), top5_err=round(100 - top5.avg, 4),
+        top1=round(metrics['top1'], 4), top1_err=round(100 - metrics['top1'], 4),
+        top5=round(metrics['top5'], 4), top5_err=round(100 - metrics['top5'], 4),
         param_count=round(param_count / 1e6, 2),
         img_size=data_config['input_size'][-1],
         crop_pct=data_config['crop_pct'],
