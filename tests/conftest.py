@@ -4,8 +4,13 @@ import os
 from pathlib import Path
 from typing import Dict, Tuple
 
-import pytest
-import torch
+# Without a GPU, MRAP's Triton kernels run on CPU tensors through Triton's interpreter. Triton reads this switch when
+# its language module is first imported (importing torch can do that), so it is set before anything else.
+if not os.path.exists('/dev/nvidiactl'):
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

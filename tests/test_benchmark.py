@@ -80,3 +80,30 @@ def test_bad_baseline_and_device_are_clear_errors():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match='CUDA is not available'):
             BenchmarkConfig(devices=['cuda']).validate()
+
+
+def test_explicit_settings_onnxruntime_and_impl_variants():
+    """One run measures eager and onnxruntime side by side, and MRAP implementations as variants."""
+    cfg = BenchmarkConfig(
+        variants=['mobilenetv2_mrap:none', 'mobilenetv2_mrap:mrap:reference', 'mobilenetv2_mrap:mrap:fused'],
+        settings=['fp32:eager:infer:2', 'fp32:onnxruntime:infer:2', 'fp16:eager:infer:2'], img_size=32,
+        num_classes=10, warmup=0, repeats=1, threads=1)
+    rows = run_benchmark(cfg, log=None)
+    # fp16 autocast is a CUDA setting: skipped on CPU
+    assert [(r['runtime'], r['mrap_impl']) for r in rows] == [
+        ('eager', ''), ('eager', 'reference'), ('eager', 'fused'),
+        ('onnxruntime', ''), ('onnxruntime', 'reference'), ('onnxruntime', 'fused')]
+    assert all(r['error'] == '' and r['median_ms'] > 0 for r in rows)
+
+
+@pytest.mark.parametrize('spec', ['fp32:eager:infer', 'fp64:eager:infer:1', 'fp32:jit:infer:1', 'fp32:eager:infer:0'])
+def test_bad_settings_are_clear_errors(spec):
+    with pytest.raises(ValueError, match='precision:runtime:mode:batch'):
+        BenchmarkConfig(settings=[spec]).validate()
+
+
+def test_impl_only_with_mrap():
+    with pytest.raises(ValueError, match='model:mrap:IMPL'):
+        parse_variants(['mobilenetv2_mrap:cbam:fused'])
+    with pytest.raises(ValueError, match='model:mrap:IMPL'):
+        parse_variants(['mobilenetv2_mrap:mrap:cuda'])

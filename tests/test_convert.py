@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import timm
+from timm_mrap import MRAP
 from timm_mrap.convert import ConversionError, convert_checkpoint, fold_data_bn, load_reference_state_dict, main
 
 from conftest import fixture_state_dict, load_fixture
@@ -44,6 +45,23 @@ def test_converted_checkpoint_reproduces_reference_logits(reference_network, lay
     assert config['architecture'] == name and config['num_classes'] == int(meta['num_classes'])
 
     model = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    cfg = model.pretrained_cfg
+    mean, std = torch.tensor(cfg['mean']).view(1, 3, 1, 1), torch.tensor(cfg['std']).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = model((t['input'] - mean) / std)
+    _assert_logits_match(logits, t['logits'])
+
+
+@pytest.mark.parametrize('impl', ['reference', 'fused', 'triton'])
+def test_every_mrap_impl_reproduces_reference_logits(reference_network, impl, tmp_path):
+    """The fused path and the reference ops on every network; Triton (through its interpreter on CPU, slow) on V3."""
+    name, t, _ = reference_network
+    if impl == 'triton' and name != 'mobilenetv3_mrap' and not torch.cuda.is_available():
+        pytest.skip('the Triton interpreter takes about 20 s per V1 / V2 network; V3 covers its kernels')
+    torch.save(fixture_state_dict(t), tmp_path / 'ref.pth')
+    convert_checkpoint(str(tmp_path / 'ref.pth'), name, str(tmp_path / 'converted'))
+    model = timm.create_model(f'local-dir:{tmp_path / "converted"}', pretrained=True, mrap_impl=impl).eval()
+    assert {m.impl for m in model.modules() if isinstance(m, MRAP)} == {impl}
     cfg = model.pretrained_cfg
     mean, std = torch.tensor(cfg['mean']).view(1, 3, 1, 1), torch.tensor(cfg['std']).view(1, 3, 1, 1)
     with torch.no_grad():

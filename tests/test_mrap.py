@@ -10,18 +10,27 @@ MRAP_FIXTURES = ['mrap_c72_h14', 'mrap_c33_h9', 'mrap_c8_h7', 'mrap_c50_h10_avgs
 ATOL = 1e-5
 
 
-def _build_mrap(meta):
-    return MRAP(int(meta['channels']), pool_types=fixture_json(meta, 'pool_types'), rate=fixture_json(meta, 'rate'))
+# every implementation that runs on CPU; Triton's kernels run through its interpreter (tests/conftest.py)
+IMPLS = ['reference', 'fused', 'triton']
 
 
+def _builder(impl):
+    def build(meta):
+        return MRAP(int(meta['channels']), pool_types=fixture_json(meta, 'pool_types'), rate=fixture_json(meta, 'rate'),
+                    impl=impl)
+    return build
+
+
+@pytest.mark.parametrize('impl', IMPLS)
 @pytest.mark.parametrize('name', MRAP_FIXTURES)
-def test_mrap_matches_reference_eval(name):
-    assert_matches_fixture_eval(*attention_from_fixture(name, _build_mrap), atol=ATOL)
+def test_mrap_matches_reference_eval(name, impl):
+    assert_matches_fixture_eval(*attention_from_fixture(name, _builder(impl)), atol=ATOL)
 
 
+@pytest.mark.parametrize('impl', IMPLS)
 @pytest.mark.parametrize('name', MRAP_FIXTURES)
-def test_mrap_matches_reference_train_and_gradients(name):
-    assert_matches_fixture_train(*attention_from_fixture(name, _build_mrap), atol=ATOL)
+def test_mrap_matches_reference_train_and_gradients(name, impl):
+    assert_matches_fixture_train(*attention_from_fixture(name, _builder(impl)), atol=ATOL)
 
 
 def test_hidden_size_and_top_n_follow_the_spec():

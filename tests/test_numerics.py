@@ -12,33 +12,43 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import timm
 import timm_mrap  # noqa: F401  registers the models
 from timm_mrap import MRAP
+from timm_mrap.layers import mrap_fused
 
-_REDUCTIONS = {'mean', 'std', 'var', 'std_mean', 'var_mean', 'amax', 'sum', 'topk'}
+_REDUCTIONS = {'mean', 'std', 'var', 'std_mean', 'var_mean', 'sum', 'topk', 'linalg_vector_norm'}
 
 
-class _ReductionDtypes(TorchDispatchMode):
-    """Records the input dtype of every reduction op that runs."""
+class _OpRecorder(TorchDispatchMode):
+    """Records the input dtype of every reduction op, and the size of every float32 tensor an op makes."""
 
     def __init__(self):
         super().__init__()
-        self.seen = []
+        self.reductions, self.float32_numels = [], []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         if name in _REDUCTIONS and isinstance(args[0], torch.Tensor):
-            self.seen.append((name, args[0].dtype))
-        return func(*args, **(kwargs or {}))
+            self.reductions.append((name, args[0].dtype))
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float32:
+                self.float32_numels.append(t.numel())
+        return out
 
 
-def test_bf16_autocast_statistics_run_in_float32():
-    """Inside an autocast network MRAP receives bf16 activations; every statistic it takes must be float32."""
+@pytest.mark.parametrize('impl', ['reference', 'fused'])
+def test_bf16_autocast_statistics_run_in_float32(impl, monkeypatch):
+    """Inside an autocast network MRAP receives bf16 activations; every statistic it takes must be float32 (max is
+    exact in any dtype). The fused path also never makes a full-size float32 copy of the activation."""
+    monkeypatch.setattr(mrap_fused, '_CPU_CHUNK_NUMEL', 40 * 9 * 9)  # one sample per chunk
     torch.manual_seed(0)
-    m = MRAP(40, pool_types=('avg', 'std', 'max'), rate=(0.3, 0.5, 0.2)).eval()
+    m = MRAP(40, pool_types=('avg', 'std', 'max'), rate=(0.3, 0.5, 0.2), impl=impl).eval()
     x = (torch.randn(2, 40, 9, 9) * 4 + 100).bfloat16()  # a large mean: bf16 statistics would lose the std
-    with torch.autocast('cpu', dtype=torch.bfloat16), _ReductionDtypes() as mode:
+    with torch.autocast('cpu', dtype=torch.bfloat16), _OpRecorder() as rec:
         out = m(x)
-    assert {name for name, _ in mode.seen} >= {'mean', 'topk'}
-    assert all(dtype == torch.float32 for _, dtype in mode.seen), mode.seen
+    assert {name for name, _ in rec.reductions} >= {'topk', 'sum' if impl == 'fused' else 'mean'}
+    assert all(dtype == torch.float32 for _, dtype in rec.reductions), rec.reductions
+    if impl == 'fused':
+        assert max(rec.float32_numels) < x.numel()
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     # against float32 on the same bf16 values: only the bf16 output rounding and perceptron / conv remain
     torch.testing.assert_close(out.float(), m(x.float()), rtol=2e-2, atol=0.)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m timm_mrap.benchmark [--compile] [--output DIR]`` (see ``--help``)."""
+"""Command line: ``python -m timm_mrap.benchmark [--standard] [--output DIR]`` (see ``--help``)."""
 import argparse
 import shlex
 import sys
@@ -6,7 +6,9 @@ from typing import List, Optional
 
 import torch
 
-from .bench import DEFAULT_VARIANTS, MODES, PRECISIONS, BenchmarkConfig, check_output, run_benchmark, write_results
+from .bench import (
+    DEFAULT_VARIANTS, MODES, PRECISIONS, RUNTIMES, STANDARD_SETTINGS, BenchmarkConfig, check_output, run_benchmark,
+    setting_name, write_results)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,14 +17,21 @@ def build_parser() -> argparse.ArgumentParser:
         description='Params, GMACs, latency and throughput of model / attention variants, measured side by side '
                     '(round-robin repeats). Ratios refer to the baseline variant (default: the first).')
     p.add_argument('--variants', nargs='+', default=list(DEFAULT_VARIANTS),
-                   help='"model" or "model:attn" (attn for our *_mrap models: none se eca cbam mafc mrap)')
+                   help='"model", "model:attn" (attn for our *_mrap models: none se eca cbam mafc mrap) or '
+                        '"model:mrap:impl" (impl: auto reference fused triton)')
     p.add_argument('--baseline', default=None, help='variant the ratios refer to (default: the first)')
     p.add_argument('--device', nargs='+', default=None,
                    help='devices (default: cpu, plus cuda when available)')
     p.add_argument('--precision', nargs='+', default=['fp32'], choices=PRECISIONS,
-                   help='fp32 and / or bf16 (autocast)')
-    p.add_argument('--compile', action='store_true', help='also measure torch.compile (slow on CPU: ~1 min / model)')
-    p.add_argument('--compile-only', action='store_true', help='measure only compiled models')
+                   help='fp32, bf16 and / or fp16 (autocast; fp16 on CUDA)')
+    p.add_argument('--runtimes', nargs='+', default=['eager'], choices=RUNTIMES,
+                   help='eager, compile (torch.compile; ~1 min per model on CPU) and / or onnxruntime (fp32 CPU '
+                        'inference; needs timm-mrap[onnx])')
+    p.add_argument('--standard', action='store_true',
+                   help='measure the settings of the README cost table instead of the product of '
+                        '--precision / --runtimes / --modes / batch sizes: ' + ', '.join(STANDARD_SETTINGS))
+    p.add_argument('--settings', nargs='+', default=None,
+                   help='explicit settings precision:runtime:mode:batch, e.g. bf16:eager:train:32')
     p.add_argument('--modes', nargs='+', default=list(MODES), choices=MODES)
     p.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32], help='inference batch sizes')
     p.add_argument('--train-batch-sizes', type=int, nargs='+', default=[32])
@@ -42,13 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     devices = args.device or (['cpu', 'cuda'] if torch.cuda.is_available() else ['cpu'])
-    compile_flags = (True,) if args.compile_only else (False, True) if args.compile else (False,)
+    settings = list(STANDARD_SETTINGS) if args.standard else args.settings
     cfg = BenchmarkConfig(
         variants=args.variants, baseline=args.baseline, devices=devices, precisions=args.precision,
-        compile=compile_flags, modes=args.modes, infer_batch_sizes=args.batch_sizes,
+        runtimes=args.runtimes, modes=args.modes, infer_batch_sizes=args.batch_sizes,
         train_batch_sizes=args.train_batch_sizes, img_size=args.img_size, num_classes=args.num_classes,
         warmup=args.warmup, repeats=args.repeats, iters=args.iters, threads=args.threads,
-        channels_last=args.channels_last)
+        channels_last=args.channels_last, settings=settings)
     try:
         cfg.validate()
         if args.output:  # fail before measuring, not after
@@ -67,17 +76,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def print_table(rows) -> None:
     """Markdown table: one line per variant, one column (ratio and median ms) per setting."""
-    settings = list(dict.fromkeys(
-        (r['device'], r['precision'], r['compiled'], r['mode'], r['batch_size']) for r in rows))
-    names = [f'{d} {p} {"compiled" if c else "eager"} {m} b{b}' for d, p, c, m, b in settings]
+    names = list(dict.fromkeys(setting_name(r) for r in rows))
     variants = list(dict.fromkeys(r['variant'] for r in rows))
-    cell = {(r['variant'], (r['device'], r['precision'], r['compiled'], r['mode'], r['batch_size'])): r for r in rows}
+    cell = {(r['variant'], setting_name(r)): r for r in rows}
     first = {r['variant']: r for r in rows}
     print('| variant | params (M) | GMACs | ' + ' | '.join(names) + ' |')
     print('|---|---:|---:|' + '---:|' * len(names))
     for v in variants:
         cells = []
-        for s in settings:
+        for s in names:
             r = cell.get((v, s))
             cells.append('failed' if r is None or r['error'] else f'{r["relative"]:.2f}x ({r["median_ms"]:.1f} ms)')
         print(f'| {v} | {first[v]["params_m"]:.3f} | {first[v]["gmacs"]:.3f} | ' + ' | '.join(cells) + ' |')

@@ -1,9 +1,13 @@
 """Interleaved benchmark of model / attention variants.
 
-Every setting (device, precision, eager or compiled, inference or training, batch size) is measured for all variants
+Every setting (device, precision, runtime, inference or training, batch size) is measured for all variants
 in round-robin order: repeat ``r`` of variant ``A``, then of ``B``, ..., then repeat ``r + 1``; so load from other
 processes hits every variant alike. Each repeat times ``iters`` steps after ``warmup`` untimed steps; the summary is
 the median over repeats with the inter-quartile range and min / max.
+
+Runtimes: ``eager`` PyTorch, ``compile`` (``torch.compile``) and ``onnxruntime`` (the model exported by
+``timm_mrap.deploy.export_onnx`` and run by onnxruntime's CPU provider; fp32 inference only). Precisions: ``fp32``,
+and ``bf16`` / ``fp16`` autocast (the ``--amp`` paths of timm's scripts).
 
 MACs come from ``torch.utils.flop_counter.FlopCounterMode`` at batch 1 (MACs = FLOPs / 2). That counter sees
 convolutions, linear layers and matrix products only: pooling, reductions, normalisation and element-wise work (most of
@@ -16,6 +20,7 @@ import math
 import os
 import platform
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +34,8 @@ import timm
 from ..complexity import MAC_COUNTER, count_macs, count_params
 
 __all__ = [
-    'BenchmarkConfig', 'Variant', 'check_output', 'parse_variants', 'run_benchmark', 'summarize', 'write_results',
-    'DEFAULT_VARIANTS', 'MAC_COUNTER', 'CSV_COLUMNS',
+    'BenchmarkConfig', 'Variant', 'check_output', 'parse_setting', 'parse_variants', 'run_benchmark', 'setting_name',
+    'summarize', 'write_results', 'DEFAULT_VARIANTS', 'MAC_COUNTER', 'CSV_COLUMNS', 'STANDARD_SETTINGS',
 ]
 
 DEFAULT_VARIANTS = (
@@ -39,42 +44,56 @@ DEFAULT_VARIANTS = (
     'mobilenetv1_100', 'mobilenetv2_100', 'mobilenetv3_large_100',
 )
 CSV_COLUMNS = (
-    'variant', 'model', 'attn', 'device', 'precision', 'compiled', 'mode', 'batch_size', 'img_size', 'params_m',
+    'variant', 'model', 'attn', 'mrap_impl', 'device', 'precision', 'runtime', 'mode', 'batch_size', 'img_size', 'params_m',
     'gmacs', 'median_ms', 'q25_ms', 'q75_ms', 'min_ms', 'max_ms', 'repeats', 'throughput', 'relative', 'baseline',
     'error',
 )
 MODES = ('infer', 'train')
-PRECISIONS = ('fp32', 'bf16')
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+RUNTIMES = ('eager', 'compile', 'onnxruntime')
+# the rows of the cost table in the README (docs/performance.md): device-independent settings
+STANDARD_SETTINGS = (
+    'fp32:eager:infer:1', 'fp32:eager:infer:32', 'fp32:eager:train:32', 'bf16:eager:infer:32', 'bf16:eager:train:32',
+    'fp32:compile:infer:32', 'fp32:onnxruntime:infer:1', 'fp32:onnxruntime:infer:32',
+)
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One model to measure: a timm model name and, for our ``*_mrap`` / ``*_mafc`` models, an ``attn`` choice."""
+    """One model to measure: a timm model name and, for our ``*_mrap`` / ``*_mafc`` models, an ``attn`` choice and
+    MRAP's implementation (``'model:attn:impl'``, e.g. ``mobilenetv2_mrap:mrap:reference``)."""
     model: str
     attn: Optional[str] = None
+    mrap_impl: Optional[str] = None
 
     @property
     def label(self) -> str:
-        return f'{self.model}:{self.attn}' if self.attn else self.model
+        return ':'.join(p for p in (self.model, self.attn, self.mrap_impl) if p)
 
     def create(self, **kwargs) -> nn.Module:
         if self.attn:
             kwargs['attn'] = self.attn
+        if self.mrap_impl:
+            kwargs['mrap_impl'] = self.mrap_impl
         return timm.create_model(self.model, **kwargs)
 
 
 def parse_variants(specs: Sequence[str]) -> List[Variant]:
-    """``'model'`` or ``'model:attn'`` strings to variants; unknown model names are a clear error."""
+    """``'model'``, ``'model:attn'`` or ``'model:attn:impl'`` strings to variants; unknown names are a clear error."""
     import timm_mrap  # noqa: F401  registers our models
+    from timm_mrap.layers.config import MRAP_IMPLS
     from timm_mrap.models import ATTN_CHOICES
     variants = []
     for spec in specs:
-        model, _, attn = spec.partition(':')
+        model, _, rest = spec.partition(':')
+        attn, _, impl = rest.partition(':')
         if not timm.is_model(model):
             raise ValueError(f'Unknown model {model!r} in variant {spec!r}; see timm.list_models() (e.g. mobilenetv2_100).')
         if attn and attn not in ATTN_CHOICES:
             raise ValueError(f'Unknown attn {attn!r} in variant {spec!r}; choose one of {ATTN_CHOICES}.')
-        variants.append(Variant(model, attn or None))
+        if impl and (impl not in MRAP_IMPLS or attn != 'mrap'):
+            raise ValueError(f'Bad MRAP impl in variant {spec!r}: use model:mrap:IMPL with IMPL one of {MRAP_IMPLS}.')
+        variants.append(Variant(model, attn or None, impl or None))
     if len(set(variants)) != len(variants):
         raise ValueError(f'Variants repeat: {list(specs)}; list each once.')
     return variants
@@ -82,12 +101,13 @@ def parse_variants(specs: Sequence[str]) -> List[Variant]:
 
 @dataclass
 class BenchmarkConfig:
-    """What to measure. Lists multiply: every device x precision x compiled x mode x batch size is one setting."""
+    """What to measure. Lists multiply: every device x precision x runtime x mode x batch size is one setting, unless
+    ``settings`` lists them explicitly."""
     variants: Sequence[str] = DEFAULT_VARIANTS
     baseline: Optional[str] = None  # variant label the ratios refer to; default: the first variant
     devices: Sequence[str] = ('cpu',)
     precisions: Sequence[str] = ('fp32',)
-    compile: Sequence[bool] = (False,)
+    runtimes: Sequence[str] = ('eager',)
     modes: Sequence[str] = MODES
     infer_batch_sizes: Sequence[int] = (1, 32)
     train_batch_sizes: Sequence[int] = (32,)
@@ -99,11 +119,17 @@ class BenchmarkConfig:
     threads: Optional[int] = None
     channels_last: bool = False
     seed: int = 0
+    # explicit 'precision:runtime:mode:batch' settings (e.g. STANDARD_SETTINGS) instead of the product of the lists
+    settings: Optional[Sequence[str]] = None
 
     def validate(self) -> None:
         bad = [m for m in self.modes if m not in MODES] + [p for p in self.precisions if p not in PRECISIONS]
+        bad += [r for r in self.runtimes if r not in RUNTIMES]
         if bad:
-            raise ValueError(f'Unknown modes / precisions {bad}; modes are {MODES}, precisions {PRECISIONS}.')
+            raise ValueError(f'Unknown modes / precisions / runtimes {bad}; modes are {MODES}, precisions '
+                             f'{PRECISIONS}, runtimes {RUNTIMES}.')
+        for spec in self.settings or ():
+            parse_setting(spec)
         for d in self.devices:
             if torch.device(d).type == 'cuda' and not torch.cuda.is_available():
                 raise ValueError(f'Device {d!r} asked for but CUDA is not available; use --device cpu.')
@@ -118,26 +144,62 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def parse_setting(spec: str) -> Tuple[str, str, str, int]:
+    """``'precision:runtime:mode:batch'`` to a tuple, with a clear error for anything else."""
+    parts = spec.split(':')
+    if len(parts) != 4 or parts[0] not in PRECISIONS or parts[1] not in RUNTIMES or parts[2] not in MODES \
+            or not parts[3].isdigit() or int(parts[3]) < 1:
+        raise ValueError(f'Bad setting {spec!r}; write precision:runtime:mode:batch with precision in {PRECISIONS}, '
+                         f'runtime in {RUNTIMES}, mode in {MODES}, e.g. bf16:eager:train:32.')
+    return parts[0], parts[1], parts[2], int(parts[3])
+
+
 def _autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == 'bf16')
+    dtype = torch.float16 if precision == 'fp16' else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=precision != 'fp32')
 
 
-def _precision_supported(device: torch.device, precision: str) -> bool:
-    if precision == 'fp32':
-        return True
-    if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported()
-    return device.type == 'cpu'
+def _unsupported(device: torch.device, precision: str, runtime: str, mode: str) -> Optional[str]:
+    """Why a setting cannot run here, or None."""
+    if runtime == 'onnxruntime' and (device.type != 'cpu' or precision != 'fp32' or mode != 'infer'):
+        return 'onnxruntime is measured for fp32 CPU inference'
+    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        return 'bf16 not supported on this GPU'
+    if precision == 'fp16' and device.type != 'cuda':
+        return 'fp16 autocast is measured on CUDA'
+    return None
+
+
+def _make_onnx_step(model: nn.Module, batch_size: int, cfg: BenchmarkConfig, workdir: str) -> Callable[[], None]:
+    """A closure running one onnxruntime inference of ``model`` exported with a dynamic batch."""
+    import numpy as np
+    import onnxruntime
+    from ..deploy import export_onnx
+    path = Path(workdir) / f'model_{id(model)}.onnx'
+    export_onnx(model.eval(), str(path), (3, cfg.img_size, cfg.img_size), batch_size=2, exporter='torchscript',
+                dynamic_size=False, overwrite=True)
+    options = onnxruntime.SessionOptions()
+    if cfg.threads:
+        options.intra_op_num_threads = cfg.threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    feed = {session.get_inputs()[0].name: np.random.default_rng(cfg.seed).standard_normal(
+        (batch_size, 3, cfg.img_size, cfg.img_size), dtype=np.float32)}
+
+    def step():
+        session.run(None, feed)
+    return step
 
 
 def _make_step(
         model: nn.Module, mode: str, batch_size: int, cfg: BenchmarkConfig, device: torch.device, precision: str,
-        compiled: bool,
+        runtime: str, workdir: str,
 ) -> Callable[[], None]:
     """A closure running one inference forward or one training step (forward, loss, backward, SGD update)."""
+    if runtime == 'onnxruntime':
+        return _make_onnx_step(model, batch_size, cfg, workdir)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     x = torch.randn(batch_size, 3, cfg.img_size, cfg.img_size, device=device).contiguous(memory_format=memory_format)
-    fn = torch.compile(model) if compiled else model
+    fn = torch.compile(model) if runtime == 'compile' else model
     if mode == 'infer':
         model.eval()
 
@@ -170,14 +232,18 @@ def summarize(times_ms: Sequence[float]) -> Dict[str, float]:
     return dict(median_ms=statistics.median(ts), q25_ms=q25, q75_ms=q75, min_ms=ts[0], max_ms=ts[-1])
 
 
-def _settings(cfg: BenchmarkConfig) -> List[Tuple[str, str, bool, str, int]]:
+def _settings(cfg: BenchmarkConfig) -> List[Tuple[str, str, str, str, int]]:
+    """(device, precision, runtime, mode, batch size) for every setting to measure."""
     out = []
     for device in cfg.devices:
+        if cfg.settings:
+            out += [(device,) + parse_setting(spec) for spec in cfg.settings]
+            continue
         for precision in cfg.precisions:
-            for compiled in cfg.compile:
+            for runtime in cfg.runtimes:
                 for mode in cfg.modes:
                     sizes = cfg.infer_batch_sizes if mode == 'infer' else cfg.train_batch_sizes
-                    out += [(device, precision, compiled, mode, b) for b in sizes]
+                    out += [(device, precision, runtime, mode, b) for b in sizes]
     return out
 
 
@@ -221,55 +287,77 @@ def _run(
         log(f'{v.label}: {info[v.label]["params_m"]:.3f} M params, {info[v.label]["gmacs"]:.3f} GMACs')
 
     rows = []
-    for device_name, precision, compiled, mode, batch_size in _settings(cfg):
-        device = torch.device(device_name)
-        setting = dict(
-            device=device_name, precision=precision, compiled=compiled, mode=mode, batch_size=batch_size,
-            img_size=cfg.img_size)
-        tag = f'{device_name} {precision} {"compiled" if compiled else "eager"} {mode} b{batch_size}'
-        if not _precision_supported(device, precision):
-            log(f'skip {tag}: {precision} not supported on {device_name}')
-            continue
-        steps, errors, times = {}, {}, {label: [] for label in labels}
-        for v in variants:
-            # a fresh copy per setting: training updates weights and compile wraps the module
-            model = _fresh_copy(models[v.label], device, cfg.channels_last)
-            try:
-                step = _make_step(model, mode, batch_size, cfg, device, precision, compiled)
-                t0 = time.perf_counter()
-                for _ in range(max(cfg.warmup, 1 if compiled else 0)):
-                    step()
-                _sync(device)
-                steps[v.label] = step
-                if compiled:
-                    log(f'{tag}: {v.label} compiled + warmed up in {time.perf_counter() - t0:.1f} s')
-            except Exception as e:  # keep measuring the others; the row records why this one is missing
-                errors[v.label] = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
-                log(f'{tag}: {v.label} failed: {errors[v.label]}')
-        for _ in range(cfg.repeats):
-            for label, step in steps.items():
-                _sync(device)
-                t0 = time.perf_counter()
-                for _ in range(cfg.iters):
-                    step()
-                _sync(device)
-                times[label].append((time.perf_counter() - t0) * 1e3 / cfg.iters)
-        base = statistics.median(times[baseline]) if times[baseline] else float('nan')
-        for label, v in zip(labels, variants):
-            row = dict(variant=label, model=v.model, attn=v.attn or '', **setting, **info[label])
-            if label in steps:
-                stats = summarize(times[label])
-                row.update(stats, repeats=cfg.repeats, throughput=batch_size * 1e3 / stats['median_ms'],
-                           relative=stats['median_ms'] / base, baseline=baseline, error='')
-            else:
-                row.update({k: float('nan') for k in ('median_ms', 'q25_ms', 'q75_ms', 'min_ms', 'max_ms',
-                                                      'throughput', 'relative')},
-                           repeats=0, baseline=baseline, error=errors.get(label, ''))
-            rows.append(row)
-        log(tag + ': ' + ', '.join(f'{r["variant"]} {r["median_ms"]:.1f} ms ({r["relative"]:.2f}x)'
-                                   for r in rows[-len(variants):]))
-        steps.clear()
+    workdir = tempfile.TemporaryDirectory(prefix='timm_mrap_bench_')
+    try:
+        for setting in _settings(cfg):
+            rows += _measure_setting(cfg, variants, labels, baseline, models, info, setting, workdir.name, log)
+    finally:
+        workdir.cleanup()
     return rows
+
+
+def _measure_setting(
+        cfg: BenchmarkConfig, variants: List[Variant], labels: List[str], baseline: str, models: Dict[str, nn.Module],
+        info: Dict[str, Dict[str, float]], setting: Tuple[str, str, str, str, int], workdir: str,
+        log: Callable[[str], None],
+) -> List[Dict[str, Any]]:
+    """Every variant in one setting, round-robin; one row per variant."""
+    device_name, precision, runtime, mode, batch_size = setting
+    device = torch.device(device_name)
+    setting_row = dict(
+        device=device_name, precision=precision, runtime=runtime, mode=mode, batch_size=batch_size,
+        img_size=cfg.img_size)
+    tag = setting_name(setting_row)
+    why = _unsupported(device, precision, runtime, mode)
+    if why:
+        log(f'skip {tag}: {why}')
+        return []
+    rows = []
+    steps, errors, times = {}, {}, {label: [] for label in labels}
+    for v in variants:
+        # a fresh copy per setting: training updates weights and compile wraps the module
+        model = _fresh_copy(models[v.label], device, cfg.channels_last)
+        try:
+            step = _make_step(model, mode, batch_size, cfg, device, precision, runtime, workdir)
+            t0 = time.perf_counter()
+            for _ in range(max(cfg.warmup, 1 if runtime != 'eager' else 0)):
+                step()
+            _sync(device)
+            steps[v.label] = step
+            if runtime != 'eager':
+                log(f'{tag}: {v.label} prepared ({runtime}) + warmed up in {time.perf_counter() - t0:.1f} s')
+        except Exception as e:  # keep measuring the others; the row records why this one is missing
+            errors[v.label] = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
+            log(f'{tag}: {v.label} failed: {errors[v.label]}')
+    for _ in range(cfg.repeats):
+        for label, step in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(cfg.iters):
+                step()
+            _sync(device)
+            times[label].append((time.perf_counter() - t0) * 1e3 / cfg.iters)
+    base = statistics.median(times[baseline]) if times[baseline] else float('nan')
+    for label, v in zip(labels, variants):
+        row = dict(variant=label, model=v.model, attn=v.attn or '', mrap_impl=v.mrap_impl or '', **setting_row,
+                   **info[label])
+        if label in steps:
+            stats = summarize(times[label])
+            row.update(stats, repeats=cfg.repeats, throughput=batch_size * 1e3 / stats['median_ms'],
+                       relative=stats['median_ms'] / base, baseline=baseline, error='')
+        else:
+            row.update({k: float('nan') for k in ('median_ms', 'q25_ms', 'q75_ms', 'min_ms', 'max_ms',
+                                                  'throughput', 'relative')},
+                       repeats=0, baseline=baseline, error=errors.get(label, ''))
+        rows.append(row)
+    log(tag + ': ' + ', '.join(f'{r["variant"]} {r["median_ms"]:.1f} ms ({r["relative"]:.2f}x)'
+                               for r in rows[-len(variants):]))
+    return rows
+
+
+def setting_name(row: Dict[str, Any]) -> str:
+    """``'cpu bf16 eager train b32'`` for a result row."""
+    return f'{row["device"]} {row["precision"]} {row["runtime"]} {row["mode"]} b{row["batch_size"]}'
 
 
 def _fresh_copy(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:

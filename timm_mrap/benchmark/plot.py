@@ -2,11 +2,9 @@
 import math
 from typing import Any, Dict, List
 
+from .bench import setting_name as _setting_name
+
 __all__ = ['plot_relative_cost']
-
-
-def _setting_name(r: Dict[str, Any]) -> str:
-    return f'{r["device"]} {r["precision"]} {"compiled" if r["compiled"] else "eager"} {r["mode"]} b{r["batch_size"]}'
 
 
 def plot_relative_cost(rows: List[Dict[str, Any]], path: str, dpi: int = 72) -> None:
@@ -33,7 +31,7 @@ def plot_relative_cost(rows: List[Dict[str, Any]], path: str, dpi: int = 72) -> 
             lo.append(rel - r['q25_ms'] / base_ms if r and not math.isnan(base_ms) else 0.)
             hi.append(r['q75_ms'] / base_ms - rel if r and not math.isnan(base_ms) else 0.)
         y = list(range(len(variants)))
-        colors = ['tab:red' if v.endswith(':mrap') else 'tab:gray' if v == rows[0]['baseline'] else 'tab:blue'
+        colors = ['tab:red' if ':mrap' in v else 'tab:gray' if v == rows[0]['baseline'] else 'tab:blue'
                   for v in variants]
         ax.barh(y, [0. if math.isnan(x) else x for x in vals], xerr=[lo, hi], color=colors, capsize=2)
         ax.axvline(1., color='k', lw=0.8)

@@ -9,15 +9,14 @@ a single excitation perceptron, plus a residual sigmoid of the product of the sq
 statistics across channels, a 7x7 conv + BN, plus a residual sigmoid of their product. The two are fused as
 ``x * (1 + sigmoid(w_c * w_s))``, so every element is scaled by a factor in (1, 2).
 
-Deviations from the reference (documented in the README): the unbiased std of a single element is 0 (the reference
-gives NaN), and statistics are computed in float32 under autocast.
+Deviations from the reference: the unbiased std of a single element is 0 (the reference gives NaN), and statistics
+are computed in float32 under autocast.
 
-Two paths compute the same numbers. ``MRAP._forward_plain`` composes standard ops (the reference path; TorchScript and
-``torch.compile`` use it, and Inductor fuses it). The default eager path for float32 inputs uses two autograd
-functions with hand-written backward passes: ``_AvgStdPool`` takes the channel and spatial mean / std with one
-scratch buffer (two-pass, as accurate as ``torch.std``, but without its slow Welford kernel), and ``_ResidualScale``
-applies ``x * (1 + sigmoid(w_c * w_s))`` without full-size temporaries beyond its output. ``MRAP(..., fast=False)``
-selects the plain path everywhere.
+This file is the math, written with standard ops (the ``'reference'`` implementation, which TorchScript, tracing,
+ONNX export and ``torch.compile`` use). The full-size work (statistics, gate and their gradients) has faster
+implementations in ``mrap_fused`` (eager ops, one hand-written backward) and ``mrap_triton`` (GPU kernels); see
+``timm_mrap.layers.config`` for how one is chosen. All of them share ``MRAP.weights_from_statistics``, the small
+per-sample part (top-n, perceptron, spatial conv).
 """
 import math
 from typing import List, Optional, Sequence, Tuple, Type, Union
@@ -28,7 +27,10 @@ from torch import nn
 
 from timm.layers import get_act_layer, register_notrace_module
 
-__all__ = ['MRAP', 'POOL_TYPES', 'split_top_n', 'interleave', 'pool_statistic', 'avg_std_pool', 'residual_scale']
+from .config import check_mrap_impl, get_mrap_impl
+from .mrap_fused import mrap_fused
+
+__all__ = ['MRAP', 'POOL_TYPES', 'split_top_n', 'interleave', 'pool_statistic', 'interleave_index']
 
 POOL_TYPES = ('avg', 'std', 'max')
 _DEFAULT_RATES = {2: (0.5, 0.5), 3: (0.3, 0.5, 0.2)}
@@ -53,108 +55,67 @@ def interleave(values: List[torch.Tensor], num_common: int) -> torch.Tensor:
     return torch.cat(out, dim=1)
 
 
+def interleave_index(top_n: Sequence[int]) -> torch.Tensor:
+    """Positions in the concatenated per-pool top-n lists that put them in ``interleave`` order.
+
+    ``torch.cat(tops, 1)[:, interleave_index(top_n)]`` equals ``interleave(tops, min(top_n))``.
+    """
+    starts = [sum(top_n[:i]) for i in range(len(top_n))]
+    ranks = [torch.arange(start, start + n)[None] for start, n in zip(starts, top_n)]
+    return interleave(ranks, min(top_n))[0]
+
+
+def _count(x: torch.Tensor, dim: List[int]) -> int:
+    count = 1
+    for d in dim:
+        count *= x.shape[d]
+    return count
+
+
 def pool_statistic(x: torch.Tensor, pool_type: str, dim: List[int], keepdim: bool = False) -> torch.Tensor:
     """One squeeze of ``x`` over ``dim``: mean, unbiased std (0 where a single element is reduced) or max."""
     if pool_type == 'avg':
         return x.mean(dim, keepdim=keepdim)
     if pool_type == 'max':
         return x.amax(dim, keepdim=keepdim)
-    count = 1
-    for d in dim:
-        count *= x.shape[d]
-    if count > 1:
+    if _count(x, dim) > 1:
         # torch.std has a zero (not NaN) gradient where the variance is 0, unlike var().sqrt()
         return torch.std(x, dim, correction=1, keepdim=keepdim)
     return torch.zeros_like(x.mean(dim, keepdim=keepdim))
 
 
-def _std_grad_scale(grad_std: torch.Tensor, std: torch.Tensor, count: int) -> torch.Tensor:
-    """``grad_std / ((count - 1) * std)``, and 0 where std is 0 (the zero gradient ``torch.std`` gives there)."""
-    nonzero = std > 0
-    denom = torch.where(nonzero, std, torch.ones_like(std)) * max(count - 1, 1)
-    return torch.where(nonzero, grad_std / denom, torch.zeros_like(std))
+def _one_pass_std(x: torch.Tensor, mean: torch.Tensor, dim: List[int], keepdim: bool) -> torch.Tensor:
+    """Unbiased std from the mean and the L2 norm (no full-size ``x - mean``); for exported inference graphs."""
+    count = _count(x, dim)
+    if count <= 1:
+        return torch.zeros_like(mean)
+    sum_sq = torch.linalg.vector_norm(x, 2, dim, keepdim=keepdim).square()
+    return ((sum_sq - count * mean.square()).clamp_min(0.) / (count - 1)).sqrt()
 
 
-class _AvgStdPool(torch.autograd.Function):
-    """Mean and unbiased std of a B x C x H x W float32 tensor over (H, W) and over C, sharing one scratch buffer.
-
-    Two-pass (mean, then the sum of squared deviations), so constant inputs give exactly 0. A single-element reduction
-    gives std 0 with a zero gradient. The backward builds the input gradient in one buffer:
-    ``dx = g_mean / n + g_std * (x - mean) / ((n - 1) * std)`` for both reductions.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        num_hw, num_c = x.shape[2] * x.shape[3], x.shape[1]
-        mean_c = x.mean((2, 3), keepdim=True)
-        mean_s = x.mean(1, keepdim=True)
-        scratch = torch.sub(x, mean_c)
-        std_c = scratch.square_().sum((2, 3), keepdim=True).div_(max(num_hw - 1, 1)).sqrt_()
-        torch.sub(x, mean_s, out=scratch)
-        std_s = scratch.square_().sum(1, keepdim=True).div_(max(num_c - 1, 1)).sqrt_()
-        ctx.save_for_backward(x, mean_c, std_c, mean_s, std_s)
-        return mean_c, std_c, mean_s, std_s
-
-    @staticmethod
-    def backward(ctx, g_mean_c, g_std_c, g_mean_s, g_std_s):
-        x, mean_c, std_c, mean_s, std_s = ctx.saved_tensors
-        num_hw, num_c = x.shape[2] * x.shape[3], x.shape[1]
-        with torch.autocast(x.device.type, enabled=False):
-            a_c = _std_grad_scale(g_std_c, std_c, num_hw)
-            a_s = _std_grad_scale(g_std_s, std_s, num_c)
-            grad = torch.sub(x, mean_c).mul_(a_c).add_(g_mean_c / num_hw)
-            grad.addcmul_(x, a_s).add_(g_mean_s / num_c - a_s * mean_s)
-        return grad
+def pool_statistics(
+        x: torch.Tensor, pool_types: List[str], dim: List[int], keepdim: bool, one_pass: bool = False,
+) -> List[torch.Tensor]:
+    """The squeezes of ``pool_types`` over ``dim``; ``one_pass`` takes the std from the mean and the L2 norm."""
+    if not one_pass:
+        return [pool_statistic(x, p, dim, keepdim) for p in pool_types]
+    mean = x.mean(dim, keepdim=keepdim)
+    out = []
+    for p in pool_types:
+        if p == 'avg':
+            out.append(mean)
+        elif p == 'std':
+            out.append(_one_pass_std(x, mean, dim, keepdim))
+        else:
+            out.append(x.amax(dim, keepdim=keepdim))
+    return out
 
 
-class _ResidualScale(torch.autograd.Function):
-    """``x * (1 + sigmoid(w_c * w_s))`` for float32 ``x`` (B x C x H x W), ``w_c`` (B x C) and ``w_s`` (B x 1 x H x W).
-
-    Inference writes everything into the output buffer; training keeps one buffer for the sigmoid. The backward needs
-    two full-size buffers and reduces the broadcast gradients with batched matrix products.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor) -> torch.Tensor:
-        gate = torch.empty_like(x)
-        torch.mul(w_c[:, :, None, None], w_s, out=gate)
-        gate.sigmoid_()
-        if not any(ctx.needs_input_grad):
-            return torch.addcmul(x, x, gate, out=gate)
-        ctx.save_for_backward(x, w_c, w_s, gate)
-        return torch.addcmul(x, x, gate)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, w_c, w_s, gate = ctx.saved_tensors
-        with torch.autocast(x.device.type, enabled=False):
-            grad_x = torch.addcmul(grad, grad, gate) if ctx.needs_input_grad[0] else None
-            grad_c = grad_s = None
-            if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-                grad_z = torch.mul(grad, x).mul_(gate)
-                grad_z.addcmul_(grad_z, gate, value=-1.)  # * gate * (1 - gate)
-                b, c, h, w = x.shape
-                if grad_z.is_contiguous():
-                    grad_z = grad_z.view(b, c, h * w)
-                    grad_c = torch.bmm(grad_z, w_s.reshape(b, h * w, 1)).view(b, c)
-                    grad_s = torch.bmm(w_c.view(b, 1, c), grad_z).view(b, 1, h, w)
-                else:  # channels_last (or other strides): reduce over B x HW x C
-                    grad_z = grad_z.permute(0, 2, 3, 1).reshape(b, h * w, c)
-                    grad_c = torch.bmm(w_s.reshape(b, 1, h * w), grad_z).view(b, c)
-                    grad_s = torch.bmm(grad_z, w_c.reshape(b, c, 1)).view(b, 1, h, w)
-        return grad_x, grad_c, grad_s
-
-
-@torch.jit.unused
-def avg_std_pool(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Channel mean / std (B x C x 1 x 1) and spatial mean / std (B x 1 x H x W) of a float32 B x C x H x W tensor."""
-    return _AvgStdPool.apply(x)
-
-
-@torch.jit.unused
-def residual_scale(x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor) -> torch.Tensor:
-    """``x * (1 + sigmoid(w_c[:, :, None, None] * w_s))`` with few full-size buffers (float32 only)."""
-    return _ResidualScale.apply(x, w_c, w_s)
+def _product(values: List[torch.Tensor]) -> torch.Tensor:
+    out = values[0]
+    for v in values[1:]:
+        out = out * v
+    return out
 
 
 def _validate_pools(pool_types: Sequence[str], rate: Sequence[float]) -> None:
@@ -175,6 +136,13 @@ def _validate_pools(pool_types: Sequence[str], rate: Sequence[float]) -> None:
             f'e.g. rate={_DEFAULT_RATES[len(pool_types)]}.')
 
 
+def _exporting() -> bool:
+    """True while ``torch.export`` / the ONNX exporters record the graph."""
+    if not torch.jit.is_scripting():
+        return torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+    return False
+
+
 @register_notrace_module  # shape-dependent std of single elements; FX treats the module as a leaf
 class MRAP(nn.Module):
     """Multiple channel-spatial residual attentive patterns (MRAP).
@@ -192,6 +160,7 @@ class MRAP(nn.Module):
             spatial_kernel_size: int = 7,
             act_layer: Union[str, Type[nn.Module]] = nn.ReLU,
             force_act_layer: Optional[Union[str, Type[nn.Module]]] = None,
+            impl: Optional[str] = None,
             device=None,
             dtype=None,
             **kwargs,
@@ -206,6 +175,8 @@ class MRAP(nn.Module):
             spatial_kernel_size: Kernel of the spatial conv.
             act_layer: Perceptron activation (ReLU in the paper).
             force_act_layer: Overrides ``act_layer``; timm's builder passes the block's activation as ``act_layer``.
+            impl: ``'auto'``, ``'reference'``, ``'fused'`` or ``'triton'`` (see ``timm_mrap.layers.config``);
+                None takes ``get_mrap_impl()`` (``TIMM_MRAP_IMPL``, default ``'auto'``).
             **kwargs: Ignored; accepted so MRAP plugs in where timm passes SE-specific options (e.g. ``gate_layer``).
         """
         dd = {'device': device, 'dtype': dtype}
@@ -222,7 +193,7 @@ class MRAP(nn.Module):
         self.pool_types: List[str] = list(pool_types)
         self.rate: Tuple[float, ...] = rate
         self.top_n: List[int] = top_n
-        self.num_common = min(top_n)
+        self.impl: str = check_mrap_impl(impl or get_mrap_impl())
 
         rd_channels = rd_channels or max(1, int(channels * rd_ratio))
         act_layer = get_act_layer(force_act_layer or act_layer)
@@ -232,63 +203,67 @@ class MRAP(nn.Module):
         self.spatial_conv = nn.Conv2d(
             len(pool_types), 1, spatial_kernel_size, padding=spatial_kernel_size // 2, bias=False, **dd)
         self.spatial_bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **dd)
-        # eager float32 inputs take the fused path; set False to run the plain reference ops everywhere
-        self.fast_path: bool = True
+        # derived from the hyper-parameters, so not part of the state dict
+        self.register_buffer('top_n_index', interleave_index(top_n).to(device=device), persistent=False)
 
-    def _channel_weight_from(self, squeezes: List[torch.Tensor]) -> torch.Tensor:
-        """``w_c`` (B x C) from the B x C channel squeezes, one per pool type."""
-        top = [torch.topk(s, n, dim=1).values for s, n in zip(squeezes, self.top_n)]
-        z = interleave(top, self.num_common)
+    def weights_from_statistics(
+            self, stats_c: List[torch.Tensor], stats_s: List[torch.Tensor], small_batch_conv: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Channel weight ``w_c`` (B x C) and spatial weight ``w_s`` (B x 1 x H x W) from the squeezes, in their dtype.
+
+        Args:
+            stats_c: Float32 channel squeezes (B x C), one per pool type in ``pool_types`` order.
+            stats_s: Float32 spatial squeezes (B x 1 x H x W), likewise.
+            small_batch_conv: Run the spatial conv through PyTorch's direct CPU kernel, which beats oneDNN's at batch 1
+                (eager CPU inference only).
+        """
+        tops = [torch.topk(s, n, dim=1).values for s, n in zip(stats_c, self.top_n)]
+        z = torch.cat(tops, dim=1).index_select(1, self.top_n_index)  # top-n of each pool, interleaved
         excitation = self.fc2(self.act(self.fc1(z.to(self.fc1.weight.dtype))))
-        residual = squeezes[0]
-        for s in squeezes[1:]:
-            residual = residual * s
-        return F.relu(excitation.float() + torch.sigmoid(residual))
+        w_c = F.relu(excitation.to(z.dtype) + torch.sigmoid(_product(stats_c)))
+        squeezes = torch.cat(stats_s, dim=1).to(self.spatial_conv.weight.dtype)
+        if small_batch_conv:
+            conv = torch._C._nn.thnn_conv2d(
+                squeezes, self.spatial_conv.weight, self.spatial_conv.kernel_size, None, 1, self.spatial_conv.padding)
+        else:
+            conv = self.spatial_conv(squeezes)
+        w_s = self.spatial_bn(conv).to(z.dtype) + torch.sigmoid(_product(stats_s))
+        return w_c, w_s
 
-    def _spatial_weight_from(self, squeezes: List[torch.Tensor]) -> torch.Tensor:
-        """``w_s`` (B x 1 x H x W) from the B x 1 x H x W spatial squeezes, one per pool type."""
-        conv = self.spatial_bn(self.spatial_conv(torch.cat(squeezes, dim=1).to(self.spatial_conv.weight.dtype)))
-        residual = squeezes[0]
-        for s in squeezes[1:]:
-            residual = residual * s
-        return conv.float() + torch.sigmoid(residual)
+    def statistics(self, x: torch.Tensor, one_pass: bool = False) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """Float32 channel squeezes (B x C) and spatial squeezes (B x 1 x H x W) of ``x``, one per pool type.
+
+        Float64 inputs keep float64 throughout (for gradient checks).
+        """
+        x = x if x.dtype == torch.float64 else x.float()
+        return (pool_statistics(x, self.pool_types, [2, 3], False, one_pass),
+                pool_statistics(x, self.pool_types, [1], True, one_pass))
 
     def channel_weight(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel weight ``w_c`` (B x C, float32) of a float32 input."""
-        return self._channel_weight_from([pool_statistic(x, p, [2, 3]) for p in self.pool_types])
+        """Channel weight ``w_c`` (B x C, float32) of ``x``."""
+        return self.weights_from_statistics(*self.statistics(x))[0]
 
     def spatial_weight(self, x: torch.Tensor) -> torch.Tensor:
-        """Spatial weight ``w_s`` (B x 1 x H x W, float32) of a float32 input."""
-        return self._spatial_weight_from([pool_statistic(x, p, [1], keepdim=True) for p in self.pool_types])
+        """Spatial weight ``w_s`` (B x 1 x H x W, float32) of ``x``."""
+        return self.weights_from_statistics(*self.statistics(x))[1]
 
-    def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
-        """Reference path from standard ops (TorchScript, torch.compile, non-float32 inputs, ``fast_path=False``)."""
-        x_stats = x.float()
-        w_c = self.channel_weight(x_stats)
-        w_s = self.spatial_weight(x_stats)
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The math in standard ops. Exported graphs take the std in one pass (fewer full-size operations)."""
+        w_c, w_s = self.weights_from_statistics(*self.statistics(x, one_pass=_exporting()))
         scale = 1. + torch.sigmoid(w_c[:, :, None, None] * w_s)
         return x * scale.to(x.dtype)
 
     @torch.jit.unused
-    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        """Eager float32 path: fused statistics and fusion with hand-written backward passes (same numbers)."""
-        mean_c, std_c, mean_s, std_s = avg_std_pool(x)
-        stats_c = {'avg': mean_c.flatten(1), 'std': std_c.flatten(1)}
-        stats_s = {'avg': mean_s, 'std': std_s}
-        if 'max' in self.pool_types:
-            stats_c['max'] = x.amax((2, 3))
-            stats_s['max'] = x.amax(1, keepdim=True)
-        w_c = self._channel_weight_from([stats_c[p] for p in self.pool_types])
-        w_s = self._spatial_weight_from([stats_s[p] for p in self.pool_types])
-        return residual_scale(x, w_c, w_s)
+    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Eager path through the fused or Triton kernels (``impl``); same numbers as ``forward_reference``."""
+        return mrap_fused(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or torch.jit.is_tracing() or not self.fast_path or x.dtype != torch.float32 \
-                or x.dim() != 4:  # tracing (jit.trace, the TorchScript ONNX exporter) cannot record autograd.Function
-            return self._forward_plain(x)
-        if torch.compiler.is_compiling():
-            return self._forward_plain(x)  # Inductor fuses the plain ops itself
-        return self._forward_fast(x)
+        if torch.jit.is_scripting() or self.impl == 'reference' or x.dim() != 4:
+            return self.forward_reference(x)
+        if _exporting() or torch.compiler.is_compiling():
+            return self.forward_reference(x)  # recorded graphs take standard ops; Inductor fuses them itself
+        return self.forward_fast(x)
 
     def extra_repr(self) -> str:
-        return f'pool_types={tuple(self.pool_types)}, rate={self.rate}, top_n={tuple(self.top_n)}'
+        return f'pool_types={tuple(self.pool_types)}, rate={self.rate}, top_n={tuple(self.top_n)}, impl={self.impl}'

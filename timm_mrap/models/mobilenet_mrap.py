@@ -6,7 +6,8 @@ after the depthwise conv block and before the pointwise / projection conv, which
 ones whose block string has an ``_se`` token; the ratio written there is replaced by the chosen attention's own.
 
 The ``attn`` model argument swaps the attention on the identical backbone for a same-recipe comparison:
-``'mrap'`` (default), ``'none'``, ``'se'``, ``'eca'``, ``'cbam'`` and ``'mafc'``.
+``'mrap'`` (default), ``'none'``, ``'se'``, ``'eca'``, ``'cbam'`` and ``'mafc'``. ``mrap_impl`` picks MRAP's
+implementation for every MRAP in the network (see ``timm_mrap.layers.config``).
 """
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -24,6 +25,7 @@ from timm.models.mobilenetv3 import MobileNetV3, _create_mnv3
 
 from ..hub.pretrained import explain_unpublished_weights
 from ..layers import MAFC, MRAP
+from ..layers.config import check_mrap_impl, get_mrap_impl
 
 __all__ = ['ATTN_CHOICES', 'resolve_attn']
 
@@ -35,6 +37,7 @@ def resolve_attn(
         pool_types: Optional[Sequence[str]] = None,
         rate: Optional[Sequence[float]] = None,
         v3_style: bool = False,
+        mrap_impl: Optional[str] = None,
 ) -> Tuple[Optional[Callable[..., nn.Module]], float]:
     """The attention layer for the builder's ``se_layer`` slot and its reduction ratio (of the channels it sees).
 
@@ -43,6 +46,8 @@ def resolve_attn(
         pool_types: MRAP's statistics; only valid with ``attn='mrap'``.
         rate: MRAP's top-n shares; only valid with ``attn='mrap'``.
         v3_style: Use MobileNetV3's SE flavour (hard-sigmoid gate, ReLU, channels rounded to 8) for ``'se'``.
+        mrap_impl: MRAP's implementation (``'auto'``, ``'reference'``, ``'fused'``, ``'triton'``); None takes
+            ``timm_mrap.layers.get_mrap_impl()``. Ignored by the other attentions.
     """
     if attn not in ATTN_CHOICES:
         raise ValueError(f'Unknown attn {attn!r}; choose one of {ATTN_CHOICES} (e.g. --model-kwargs attn=cbam).')
@@ -53,7 +58,8 @@ def resolve_attn(
     if attn == 'mrap':
         # the reference perceptron always uses ReLU, whatever the block's activation
         mrap_kwargs = {k: tuple(v) for k, v in (('pool_types', pool_types), ('rate', rate)) if v is not None}
-        return partial(MRAP, force_act_layer=nn.ReLU, **mrap_kwargs), 1. / 16
+        return partial(MRAP, force_act_layer=nn.ReLU, impl=check_mrap_impl(mrap_impl or get_mrap_impl()),
+                       **mrap_kwargs), 1. / 16
     if attn == 'mafc':
         return partial(MAFC, force_act_layer=nn.ReLU), 1. / 16
     if attn == 'se':
@@ -73,6 +79,7 @@ def _decode_with_attn(
         rate: Optional[Sequence[float]],
         se_from_exp: bool,
         v3_style: bool = False,
+        mrap_impl: Optional[str] = None,
 ) -> Tuple[List[List[Dict[str, Any]]], Optional[Callable[..., nn.Module]]]:
     """Decode ``arch_def`` and put the chosen attention on every block whose string carries an ``_se`` token.
 
@@ -83,7 +90,7 @@ def _decode_with_attn(
     Returns:
         The decoded block arguments and the layer for the builder's ``se_layer``.
     """
-    se_layer, rd_ratio = resolve_attn(attn, pool_types, rate, v3_style=v3_style)
+    se_layer, rd_ratio = resolve_attn(attn, pool_types, rate, v3_style=v3_style, mrap_impl=mrap_impl)
     block_args = decode_arch_def(arch_def)
     for stage in block_args:
         for ba in stage:
@@ -98,6 +105,7 @@ def _gen_mobilenetv1_mrap(
         attn: str = 'mrap',
         pool_types: Optional[Sequence[str]] = None,
         rate: Optional[Sequence[float]] = None,
+        mrap_impl: Optional[str] = None,
         create_fn: Callable[..., nn.Module] = _create_effnet,
         **kwargs,
 ) -> EfficientNet:
@@ -109,7 +117,7 @@ def _gen_mobilenetv1_mrap(
         ['dsa_r6_k3_s2_c512_se0.25'],
         ['dsa_r2_k3_s2_c1024_se0.25'],
     ]
-    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=False)
+    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=False, mrap_impl=mrap_impl)
     for stage in block_args:
         for ba in stage:
             ba['noskip'] = False  # 'dsa' disables the skip; the reference adds one when in == out and stride 1
@@ -131,6 +139,7 @@ def _gen_mobilenetv2_mrap(
         attn: str = 'mrap',
         pool_types: Optional[Sequence[str]] = None,
         rate: Optional[Sequence[float]] = None,
+        mrap_impl: Optional[str] = None,
         create_fn: Callable[..., nn.Module] = _create_effnet,
         **kwargs,
 ) -> EfficientNet:
@@ -144,7 +153,7 @@ def _gen_mobilenetv2_mrap(
         ['ir_r3_k3_s2_e6_c160_se0.25'],
         ['ir_r1_k3_s1_e6_c320_se0.25'],
     ]
-    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=False)
+    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=False, mrap_impl=mrap_impl)
     model_kwargs = dict(
         block_args=block_args,
         num_features=1280,
@@ -163,6 +172,7 @@ def _gen_mobilenetv3_mrap(
         attn: str = 'mrap',
         pool_types: Optional[Sequence[str]] = None,
         rate: Optional[Sequence[float]] = None,
+        mrap_impl: Optional[str] = None,
         create_fn: Callable[..., nn.Module] = _create_mnv3,
         **kwargs,
 ) -> MobileNetV3:
@@ -176,7 +186,8 @@ def _gen_mobilenetv3_mrap(
         ['ir_r3_k5_s2_e6_c160_se0.25'],  # hard-swish
         ['cn_r1_k1_s1_c960'],  # hard-swish
     ]
-    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=True, v3_style=True)
+    block_args, se_layer = _decode_with_attn(
+        arch_def, attn, pool_types, rate, se_from_exp=True, v3_style=True, mrap_impl=mrap_impl)
     model_kwargs = dict(
         block_args=block_args,
         num_features=1280,

@@ -1,0 +1,262 @@
+""" Triton kernels for MRAP's full-size work: statistics, gate and their gradients
+
+Four kernels, each reading the activation in B x C x (H * W) tiles through its strides, so contiguous (NCHW) and
+channels_last (NHWC) tensors both work without copies; float32, bfloat16 and float16 inputs accumulate in float32.
+
+* ``_statistics_kernel``: one read of ``x`` gives the spatial mean / variance (over C, merged chunk by chunk with
+  Chan's parallel formula) and per-block channel partials, which ``TritonKernels.statistics`` merges the same way.
+  Every partial is two-pass over a tile held in registers, so constant rows give exactly 0.
+* ``_gate_kernel``: ``x * (1 + sigmoid(w_c * w_s))``, written in the input dtype.
+* ``_gate_backward_kernel``: the gradients of ``w_c`` (per-block partials) and ``w_s`` from one read of the
+  output gradient and ``x``; the sigmoid is recomputed, nothing full-size is saved for backward.
+* ``_input_grad_kernel``: the whole input gradient, ``grad * (1 + gate) + (a_c + a_s) * x + b_c + b_s``, in one
+  write.
+
+They run on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1`` (how the tests check them without a GPU).
+``TritonKernels`` plugs them into ``timm_mrap.layers.mrap_fused``.
+"""
+import os
+from typing import Any, Tuple
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+    _HAS_TRITON = True
+except ImportError:  # CPU-only torch builds and other platforms ship without Triton
+    triton = tl = None
+    _HAS_TRITON = False
+
+__all__ = ['TritonKernels', 'triton_available', 'triton_interpreted']
+
+_BLOCK_C = 32
+_BLOCK_HW = 64
+
+
+def triton_interpreted() -> bool:
+    """True when Triton runs kernels on CPU tensors through its interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get('TRITON_INTERPRET', '0') not in ('', '0')
+
+
+def triton_available() -> bool:
+    """Triton is installed and has somewhere to run: a CUDA device, or the interpreter."""
+    return _HAS_TRITON and (torch.cuda.is_available() or triton_interpreted())
+
+
+if _HAS_TRITON:
+    @triton.jit
+    def _statistics_kernel(
+            x_ptr, mean_s_ptr, var_s_ptr, part_mean_ptr, part_m2_ptr,
+            C, HW, n_blocks, stride_b, stride_c, stride_hw,
+            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):
+        pid_b = tl.program_id(0)
+        pid_hw = tl.program_id(1)
+        hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        hw_mask = hw < HW
+        n_hw = tl.minimum(HW - pid_hw * BLOCK_HW, BLOCK_HW).to(tl.float32)
+        mean_s = tl.zeros([BLOCK_HW], dtype=tl.float32)
+        m2_s = tl.zeros([BLOCK_HW], dtype=tl.float32)
+        base = x_ptr + pid_b.to(tl.int64) * stride_b
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            c_mask = c < C
+            mask = c_mask[:, None] & hw_mask[None, :]
+            tile = tl.load(base + c[:, None] * stride_c + hw[None, :] * stride_hw, mask=mask, other=0.).to(tl.float32)
+            # channel partials over this block of positions (two-pass in registers)
+            tile_mean_c = tl.sum(tile, axis=1) / n_hw
+            dev_c = tl.where(mask, tile - tile_mean_c[:, None], 0.)
+            tile_m2_c = tl.sum(dev_c * dev_c, axis=1)
+            part = (pid_b * n_blocks + pid_hw) * C + c
+            tl.store(part_mean_ptr + part, tile_mean_c, mask=c_mask)
+            tl.store(part_m2_ptr + part, tile_m2_c, mask=c_mask)
+            # spatial statistics: this chunk of channels, merged into the running ones (Chan et al.)
+            n_prev = (c0 + tl.zeros([1], dtype=tl.int32)).to(tl.float32)  # channels merged so far
+            n_new = tl.minimum(C - n_prev, BLOCK_C)
+            chunk_mean = tl.sum(tile, axis=0) / n_new
+            dev_s = tl.where(mask, tile - chunk_mean[None, :], 0.)
+            chunk_m2 = tl.sum(dev_s * dev_s, axis=0)
+            delta = chunk_mean - mean_s
+            total = n_prev + n_new
+            mean_s += delta * (n_new / total)
+            m2_s += chunk_m2 + delta * delta * (n_prev * n_new / total)
+        out = pid_b * HW + hw
+        tl.store(mean_s_ptr + out, mean_s, mask=hw_mask)
+        tl.store(var_s_ptr + out, m2_s / tl.maximum(C - 1, 1).to(tl.float32), mask=hw_mask)
+
+    @triton.jit
+    def _gate_kernel(
+            x_ptr, w_c_ptr, w_s_ptr, out_ptr,
+            C, HW, stride_b, stride_c, stride_hw,
+            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):
+        pid_b = tl.program_id(0)
+        hw = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_mask, hw_mask = c < C, hw < HW
+        mask = c_mask[:, None] & hw_mask[None, :]
+        offsets = pid_b.to(tl.int64) * stride_b + c[:, None] * stride_c + hw[None, :] * stride_hw
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.)
+        w_c = tl.load(w_c_ptr + pid_b * C + c, mask=c_mask, other=0.)
+        w_s = tl.load(w_s_ptr + pid_b * HW + hw, mask=hw_mask, other=0.)
+        gate = tl.sigmoid(w_c[:, None] * w_s[None, :])
+        out = x.to(tl.float32) * (1. + gate)
+        tl.store(out_ptr + offsets, out.to(x.dtype), mask=mask)
+
+    @triton.jit
+    def _gate_backward_kernel(
+            grad_ptr, x_ptr, w_c_ptr, w_s_ptr, part_grad_c_ptr, grad_s_ptr,
+            C, HW, n_blocks, stride_b, stride_c, stride_hw,
+            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):
+        pid_b = tl.program_id(0)
+        pid_hw = tl.program_id(1)
+        hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        hw_mask = hw < HW
+        w_s = tl.load(w_s_ptr + pid_b * HW + hw, mask=hw_mask, other=0.)
+        grad_s = tl.zeros([BLOCK_HW], dtype=tl.float32)
+        base = pid_b.to(tl.int64) * stride_b
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            c_mask = c < C
+            mask = c_mask[:, None] & hw_mask[None, :]
+            offsets = base + c[:, None] * stride_c + hw[None, :] * stride_hw
+            grad = tl.load(grad_ptr + offsets, mask=mask, other=0.).to(tl.float32)
+            x = tl.load(x_ptr + offsets, mask=mask, other=0.).to(tl.float32)
+            w_c = tl.load(w_c_ptr + pid_b * C + c, mask=c_mask, other=0.)
+            gate = tl.sigmoid(w_c[:, None] * w_s[None, :])
+            grad_z = grad * x * gate * (1. - gate)
+            tl.store(part_grad_c_ptr + (pid_b * n_blocks + pid_hw) * C + c,
+                     tl.sum(grad_z * w_s[None, :], axis=1), mask=c_mask)
+            grad_s += tl.sum(grad_z * w_c[:, None], axis=0)
+        tl.store(grad_s_ptr + pid_b * HW + hw, grad_s, mask=hw_mask)
+
+    @triton.jit
+    def _input_grad_kernel(
+            grad_ptr, x_ptr, w_c_ptr, w_s_ptr, a_c_ptr, b_c_ptr, a_s_ptr, b_s_ptr, dx_ptr,
+            C, HW, stride_b, stride_c, stride_hw,
+            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):
+        pid_b = tl.program_id(0)
+        hw = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_mask, hw_mask = c < C, hw < HW
+        mask = c_mask[:, None] & hw_mask[None, :]
+        offsets = pid_b.to(tl.int64) * stride_b + c[:, None] * stride_c + hw[None, :] * stride_hw
+        grad = tl.load(grad_ptr + offsets, mask=mask, other=0.)
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.).to(tl.float32)
+        per_c = pid_b * C + c
+        per_hw = pid_b * HW + hw
+        w_c = tl.load(w_c_ptr + per_c, mask=c_mask, other=0.)
+        a_c = tl.load(a_c_ptr + per_c, mask=c_mask, other=0.)
+        b_c = tl.load(b_c_ptr + per_c, mask=c_mask, other=0.)
+        w_s = tl.load(w_s_ptr + per_hw, mask=hw_mask, other=0.)
+        a_s = tl.load(a_s_ptr + per_hw, mask=hw_mask, other=0.)
+        b_s = tl.load(b_s_ptr + per_hw, mask=hw_mask, other=0.)
+        gate = tl.sigmoid(w_c[:, None] * w_s[None, :])
+        dx = grad.to(tl.float32) * (1. + gate) + x * (a_c[:, None] + a_s[None, :]) + (b_c[:, None] + b_s[None, :])
+        tl.store(dx_ptr + offsets, dx.to(grad.dtype), mask=mask)
+
+
+def _strides(x: torch.Tensor) -> Tuple[int, int, int]:
+    """Batch, channel and flattened-position strides of a B x C x H x W tensor whose H and W are dense together."""
+    return x.stride(0), x.stride(1), x.stride(3)
+
+
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself when (H, W) can be walked as one axis (NCHW or NHWC), else a contiguous copy."""
+    if x.stride(2) == x.shape[3] * x.stride(3) or x.shape[2] == 1:
+        return x
+    return x.contiguous()
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.float().contiguous()
+
+
+class TritonKernels:
+    """The full-size work of MRAP in Triton kernels (same interface as ``mrap_fused.TorchKernels``)."""
+
+    @staticmethod
+    def check_input(x: torch.Tensor) -> None:
+        """A clear error where the Triton kernels cannot run ``x``."""
+        if not _HAS_TRITON:
+            raise RuntimeError(
+                "MRAP impl='triton' needs Triton (it ships with PyTorch's CUDA wheels on Linux); "
+                "install it or use impl='auto' / 'fused'.")
+        if not x.is_cuda and not triton_interpreted():
+            raise RuntimeError(
+                f"MRAP impl='triton' runs on CUDA tensors (got a {x.device.type} tensor); use impl='auto' or 'fused' "
+                f"there, or set TRITON_INTERPRET=1 before importing triton to run the kernels on CPU for testing.")
+        if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise TypeError(f"MRAP impl='triton' takes float32, bfloat16 or float16 inputs, got {x.dtype}.")
+
+    @staticmethod
+    def statistics(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``mean_c, std_c`` (B x C) and ``mean_s, std_s`` (B x 1 x H x W), float32, from one read of ``x``."""
+        x = _dense(x)
+        b, c, h, w = x.shape
+        hw = h * w
+        n_blocks = triton.cdiv(hw, _BLOCK_HW)
+        mean_s = torch.empty((b, 1, h, w), device=x.device, dtype=torch.float32)
+        var_s = torch.empty_like(mean_s)
+        part_mean = torch.empty((b, n_blocks, c), device=x.device, dtype=torch.float32)
+        part_m2 = torch.empty_like(part_mean)
+        _statistics_kernel[(b, n_blocks)](
+            x, mean_s, var_s, part_mean, part_m2, c, hw, n_blocks, *_strides(x),
+            BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
+        # merge the per-block channel partials (Chan et al.): small B x blocks x C tensors
+        counts = (hw - torch.arange(n_blocks, device=x.device) * _BLOCK_HW).clamp(max=_BLOCK_HW).float()
+        counts = counts[None, :, None]
+        mean_c = (part_mean * counts).sum(1) / hw
+        m2_c = part_m2.sum(1) + (counts * (part_mean - mean_c[:, None]).square()).sum(1)
+        std_c = (m2_c / max(hw - 1, 1)).sqrt()
+        return mean_c, std_c, mean_s, var_s.sqrt_()
+
+    @staticmethod
+    def gate(x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor, save: bool) -> Tuple[torch.Tensor, Any]:
+        """``x * (1 + sigmoid(w_c * w_s))`` in ``x``'s dtype and layout; nothing is saved (backward recomputes)."""
+        x = _dense(x)
+        b, c, h, w = x.shape
+        out = torch.empty_like(x)
+        grid = (b, triton.cdiv(h * w, _BLOCK_HW), triton.cdiv(c, _BLOCK_C))
+        _gate_kernel[grid](
+            x, _flat(w_c), _flat(w_s), out, c, h * w, *_strides(x), BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
+        return out, None
+
+    @staticmethod
+    def gate_backward(
+            grad: torch.Tensor, x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor, saved: Any,
+    ) -> Tuple[torch.Tensor, torch.Tensor, Any]:
+        """Float32 gradients of ``w_c`` (B x C) and ``w_s`` (B x 1 x H x W) from one read of ``grad`` and ``x``.
+
+        The third value is ``grad`` in ``x``'s layout, for ``input_grad``.
+        """
+        x = _dense(x)
+        b, c, h, w = x.shape
+        if grad.stride() != x.stride():  # the kernels walk both with x's strides
+            grad = torch.empty_like(x).copy_(grad)
+        n_blocks = triton.cdiv(h * w, _BLOCK_HW)
+        part_grad_c = torch.empty((b, n_blocks, c), device=x.device, dtype=torch.float32)
+        grad_s = torch.empty((b, 1, h, w), device=x.device, dtype=torch.float32)
+        _gate_backward_kernel[(b, n_blocks)](
+            grad, x, _flat(w_c), _flat(w_s), part_grad_c, grad_s, c, h * w, n_blocks, *_strides(x),
+            BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
+        return part_grad_c.sum(1), grad_s, grad
+
+    @staticmethod
+    def input_grad(
+            grad: torch.Tensor, x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor, saved: Any, work: Any,
+            a_c: torch.Tensor, b_c: torch.Tensor, a_s: torch.Tensor, b_s: torch.Tensor,
+    ) -> torch.Tensor:
+        """The input gradient in ``x``'s dtype and layout, from one read of ``grad`` and ``x``."""
+        x = _dense(x)
+        grad = work  # gate_backward already matched its layout to x
+        b, c, h, w = x.shape
+        dx = torch.empty_like(x)
+        grid = (b, triton.cdiv(h * w, _BLOCK_HW), triton.cdiv(c, _BLOCK_C))
+        _input_grad_kernel[grid](
+            grad, x, _flat(w_c), _flat(w_s), _flat(a_c), _flat(b_c), _flat(a_s), _flat(b_s), dx,
+            c, h * w, *_strides(x), BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
+        return dx
