@@ -86,7 +86,7 @@ def test_explicit_settings_onnxruntime_and_impl_variants():
     """One run measures eager and onnxruntime side by side, and MRAP implementations as variants."""
     cfg = BenchmarkConfig(
         variants=['mobilenetv2_mrap:none', 'mobilenetv2_mrap:mrap:reference', 'mobilenetv2_mrap:mrap:fused'],
-        settings=['fp32:eager:infer:2', 'fp32:onnxruntime:infer:2', 'fp16:eager:infer:2'], img_size=32,
+        settings=['fp32:eager:infer:2', 'fp32:onnxruntime:infer:2', 'fp16:eager:infer:2'], img_size=64,
         num_classes=10, warmup=0, repeats=1, threads=1)
     rows = run_benchmark(cfg, log=None)
     # fp16 autocast is a CUDA setting: skipped on CPU
