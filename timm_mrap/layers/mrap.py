@@ -84,31 +84,11 @@ def pool_statistic(x: torch.Tensor, pool_type: str, dim: List[int], keepdim: boo
     return torch.zeros_like(x.mean(dim, keepdim=keepdim))
 
 
-def _one_pass_std(x: torch.Tensor, mean: torch.Tensor, dim: List[int], keepdim: bool) -> torch.Tensor:
-    """Unbiased std from the mean and the L2 norm (no full-size ``x - mean``); for exported inference graphs."""
-    count = _count(x, dim)
+def _std_from_moments(mean: torch.Tensor, mean_sq: torch.Tensor, count: int) -> torch.Tensor:
+    """Unbiased std from the means of ``x`` and ``x * x`` over ``count`` elements (0 for one element)."""
     if count <= 1:
         return torch.zeros_like(mean)
-    sum_sq = torch.linalg.vector_norm(x, 2, dim, keepdim=keepdim).square()
-    return ((sum_sq - count * mean.square()).clamp_min(0.) / (count - 1)).sqrt()
-
-
-def pool_statistics(
-        x: torch.Tensor, pool_types: List[str], dim: List[int], keepdim: bool, one_pass: bool = False,
-) -> List[torch.Tensor]:
-    """The squeezes of ``pool_types`` over ``dim``; ``one_pass`` takes the std from the mean and the L2 norm."""
-    if not one_pass:
-        return [pool_statistic(x, p, dim, keepdim) for p in pool_types]
-    mean = x.mean(dim, keepdim=keepdim)
-    out = []
-    for p in pool_types:
-        if p == 'avg':
-            out.append(mean)
-        elif p == 'std':
-            out.append(_one_pass_std(x, mean, dim, keepdim))
-        else:
-            out.append(x.amax(dim, keepdim=keepdim))
-    return out
+    return ((mean_sq - mean.square()).clamp_min(0.) * (count / (count - 1))).sqrt()
 
 
 def _product(values: List[torch.Tensor]) -> torch.Tensor:
@@ -230,14 +210,31 @@ class MRAP(nn.Module):
         w_s = self.spatial_bn(conv).to(z.dtype) + torch.sigmoid(_product(stats_s))
         return w_c, w_s
 
-    def statistics(self, x: torch.Tensor, one_pass: bool = False) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    def statistics(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """Float32 channel squeezes (B x C) and spatial squeezes (B x 1 x H x W) of ``x``, one per pool type.
 
         Float64 inputs keep float64 throughout (for gradient checks).
         """
         x = x if x.dtype == torch.float64 else x.float()
-        return (pool_statistics(x, self.pool_types, [2, 3], False, one_pass),
-                pool_statistics(x, self.pool_types, [1], True, one_pass))
+        return ([pool_statistic(x, p, [2, 3]) for p in self.pool_types],
+                [pool_statistic(x, p, [1], keepdim=True) for p in self.pool_types])
+
+    def statistics_for_export(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """``statistics`` in ops that onnxruntime runs fast in its blocked conv layout: means over (H, W) by global
+        average pooling, means over C by a 1x1 convolution, and the std in one pass from the means of ``x`` and
+        ``x * x`` (no full-size ``x - mean``; about 1e-7 of the squared mean less exact than two passes)."""
+        x = x if x.dtype == torch.float64 else x.float()
+        channels = self.fc1.in_features
+        x_sq = x * x
+        average = torch.full((1, channels, 1, 1), 1. / channels, dtype=x.dtype, device=x.device)
+        mean_c, mean_sq_c = F.adaptive_avg_pool2d(x, 1).flatten(1), F.adaptive_avg_pool2d(x_sq, 1).flatten(1)
+        mean_s, mean_sq_s = F.conv2d(x, average), F.conv2d(x_sq, average)
+        channel = {'avg': mean_c, 'std': _std_from_moments(mean_c, mean_sq_c, x.shape[2] * x.shape[3])}
+        spatial = {'avg': mean_s, 'std': _std_from_moments(mean_s, mean_sq_s, channels)}
+        if 'max' in self.pool_types:
+            channel['max'] = x.amax((2, 3))
+            spatial['max'] = x.amax(1, keepdim=True)
+        return [channel[p] for p in self.pool_types], [spatial[p] for p in self.pool_types]
 
     def channel_weight(self, x: torch.Tensor) -> torch.Tensor:
         """Channel weight ``w_c`` (B x C, float32) of ``x``."""
@@ -248,8 +245,9 @@ class MRAP(nn.Module):
         return self.weights_from_statistics(*self.statistics(x))[1]
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The math in standard ops. Exported graphs take the std in one pass (fewer full-size operations)."""
-        w_c, w_s = self.weights_from_statistics(*self.statistics(x, one_pass=_exporting()))
+        """The math in standard ops (exported graphs take ``statistics_for_export``)."""
+        stats = self.statistics_for_export(x) if _exporting() else self.statistics(x)
+        w_c, w_s = self.weights_from_statistics(*stats)
         scale = 1. + torch.sigmoid(w_c[:, :, None, None] * w_s)
         return x * scale.to(x.dtype)
 
