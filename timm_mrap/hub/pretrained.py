@@ -36,6 +36,14 @@ def unpublished_weights_message(model_name: str, hub_id: str, error: BaseExcepti
     else:
         reason = 'the repository has no weights file (model.safetensors): the weights are not published yet'
     architecture = model_name.split('.')[0]
+    if hub_id.startswith('timm/'):
+        where = ('they are not in the local Hub cache and the Hub could not be asked (HF_HUB_OFFLINE=1 or no '
+                 'connection)' if isinstance(error, LocalEntryNotFoundError) else 'the Hub did not have them')
+        return (
+            f'No pretrained weights for {model_name}: this tag loads timm\'s own ImageNet-1k weights from Hugging '
+            f'Face Hub repo {hub_id!r}, and {where} ({type(error).__name__}). Download them once with a connection '
+            f'(or copy that repo into the Hub cache, HF_HUB_CACHE), or use pretrained=False for random '
+            f'initialisation.')
     return (
         f'No pretrained weights for {model_name} at Hugging Face Hub repo {hub_id!r}: {reason} '
         f'({type(error).__name__}). Train them (./train.sh --model {architecture} ..., see the README section '
