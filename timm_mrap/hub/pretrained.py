@@ -3,7 +3,8 @@
 timm loads our default tags from their Hugging Face Hub repos (``timm-mrap/<architecture>.<tag>``). Until a tag is
 published, huggingface_hub answers with a repository / entry not found error, or, with ``HF_HUB_OFFLINE=1``, a
 cache miss; neither says what to do. ``explain_unpublished_weights`` wraps a model entrypoint and re-raises those
-errors as ``WeightsNotPublishedError``, naming the repo and pointing to training and conversion. Every other path
+errors as ``WeightsNotPublishedError``, naming the repo and pointing to training and conversion (for the
+``in1k_backbone`` tags, which load timm's own ``timm/`` repos, it says how to get those instead). Every other path
 (``local-dir:``, ``hf-hub:``, ``pretrained_cfg_overlay=dict(file=...)``, ``pretrained=False``) is timm's own and
 is untouched.
 """
