@@ -80,7 +80,7 @@ def assert_matches_fixture_train(module: torch.nn.Module, t: Dict[str, torch.Ten
 
 
 def fill_hub_cache(hub_cache: Path, repo_id: str, folder: Path, revision: str = 'a' * 40) -> Path:
-    """Lay ``folder`` out as Hub repo ``repo_id`` in a huggingface_hub cache (snapshot + refs/main), as a download does."""
+    """Lay ``folder`` out as Hub repo ``repo_id`` in a huggingface_hub cache (snapshot + refs/main), as downloads do."""
     snapshot = hub_cache / f"models--{repo_id.replace('/', '--')}" / 'snapshots' / revision
     shutil.copytree(folder, snapshot)
     refs = snapshot.parents[1] / 'refs'

@@ -18,7 +18,7 @@ MobileNet. They are ImageNet backbones with untrained attention, meant for fine-
 
 A state dict already in our layout (one of our own checkpoints) passes through unchanged.
 """
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import torch
 from torch import nn
@@ -42,8 +42,9 @@ _ATTN = '.se.'
 _FIRST_BLOCK = {'conv_dw': 'conv_dw', 'bn1': 'bn2', 'conv_pw': 'conv_pwl', 'bn2': 'bn3'}
 
 
-def backbone_cfg(architecture: str, make_cfg, **kwargs) -> Dict[str, Any]:
-    """The pretrained cfg of ``architecture.in1k_backbone``: timm's Hub repo and data config of the source weights."""
+def backbone_cfg(architecture: str, make_cfg: Callable[..., Dict[str, Any]], **kwargs) -> Dict[str, Any]:
+    """The pretrained cfg of ``architecture.in1k_backbone`` (made by ``make_cfg``): timm's Hub repo and the data
+    config of the weights there."""
     source = TIMM_BACKBONES[architecture]
     src = get_pretrained_cfg(source)
     if src is None:
@@ -109,7 +110,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
     if not is_timm_layout(state_dict, model):
         return state_dict
     target = model.state_dict()
-    is_classifier = hasattr(model, 'classifier')  # a features_only model has no head: head tensors are skipped
+    has_head = hasattr(model, 'classifier')  # a features_only model has no head: head tensors are skipped
     first_block = _has_ds_first_block(model)
     out = {k: v for k, v in target.items()}  # attention (and whatever is new) at the model's initialisation
     copied, no_place, bad_shape = set(), [], []
@@ -118,7 +119,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
             continue  # timm's SE (MobileNetV3): attention starts untrained
         ours = _rename(key) if first_block else key
         if ours not in target:
-            if key == 'conv_head.bias' or not is_classifier:
+            if key == 'conv_head.bias' or not has_head:
                 continue  # our V3 head conv has no bias
             no_place.append(key)
             continue
