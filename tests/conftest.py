@@ -1,6 +1,7 @@
 """Shared test helpers: the reference fixtures live in ../shared/fixtures/reference (read in place, never copied)."""
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -81,3 +82,26 @@ def assert_matches_fixture_train(module: torch.nn.Module, t: Dict[str, torch.Ten
     assert set(grads) == set(ref_grads)
     for n, g in grads.items():
         torch.testing.assert_close(g, ref_grads[n], atol=1e-4, rtol=1e-4, msg=f'gradient of {n}')
+
+
+def fill_hub_cache(hub_cache: Path, repo_id: str, folder: Path, revision: str = 'a' * 40) -> Path:
+    """Lay ``folder`` out as Hub repo ``repo_id`` in a huggingface_hub cache (snapshot + refs/main), as downloads do."""
+    snapshot = hub_cache / f"models--{repo_id.replace('/', '--')}" / 'snapshots' / revision
+    shutil.copytree(folder, snapshot)
+    refs = snapshot.parents[1] / 'refs'
+    refs.mkdir(exist_ok=True)
+    (refs / 'main').write_text(revision)
+    return snapshot
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch) -> Path:
+    """An empty Hub cache that huggingface_hub reads in this process, with HF_HUB_OFFLINE=1 (nothing is downloaded)."""
+    import huggingface_hub.constants
+    hub_cache = tmp_path / 'hf_home' / 'hub'
+    hub_cache.mkdir(parents=True)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HUB_CACHE', str(hub_cache))
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)  # read once at import: patch it too
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(hub_cache))
+    return hub_cache

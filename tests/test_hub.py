@@ -24,6 +24,8 @@ from timm_mrap.hub import (
 from timm_mrap.hub.__main__ import main as hub_main
 from timm_mrap.hub.cards import card_values, placeholders
 
+from conftest import fill_hub_cache
+
 ROOT = Path(__file__).resolve().parents[1]
 IMG = 64
 POOL_KWARGS = {'pool_types': ('avg', 'std', 'max'), 'rate': (0.3, 0.5, 0.2)}
@@ -232,11 +234,7 @@ def published_v2(tmp_path_factory):
 def test_pretrained_true_from_offline_hub_cache(published_v2):
     """pretrained=True resolves the default tag's repo in a pre-filled cache with HF_HUB_OFFLINE=1."""
     hub_cache = published_v2.root / 'hf_home' / 'hub'
-    revision = 'a' * 40
-    snapshot = hub_cache / 'models--timm-mrap--mobilenetv2_mrap.rein100' / 'snapshots' / revision
-    shutil.copytree(published_v2.folder, snapshot)
-    (snapshot.parents[1] / 'refs').mkdir()
-    (snapshot.parents[1] / 'refs' / 'main').write_text(revision)
+    fill_hub_cache(hub_cache, 'timm-mrap/mobilenetv2_mrap.rein100', published_v2.folder)
     script = textwrap.dedent(f'''
         import json, torch, timm, timm_mrap
         from timm_mrap.hub import WeightsNotPublishedError

@@ -20,7 +20,8 @@ def _input(size: int = IMG, batch: int = 2) -> torch.Tensor:
 
 
 def test_registry_lists_the_models():
-    assert set(timm.list_models('*mrap*')) >= {'mobilenetv1_mrap', 'mobilenetv2_mrap', 'mobilenetv3_mrap'}
+    assert set(timm.list_models('*mrap*')) >= {
+        'mobilenetv1_mrap', 'mobilenetv2_mrap', 'mobilenetv3_mrap', 'mobilenetv3_small_mrap'}
     assert 'mobilenetv2_mrap.rein100' in timm.list_pretrained('*mrap*')
 
 
@@ -162,7 +163,8 @@ def test_parameter_count_matches_reference(name, num_classes):
 
 
 @pytest.mark.parametrize('name, count, first_chs', [
-    ('mobilenetv1_mrap', 13, 32), ('mobilenetv2_mrap', 17, 32), ('mobilenetv3_mrap', 8, 72)])
+    ('mobilenetv1_mrap', 13, 32), ('mobilenetv2_mrap', 17, 32), ('mobilenetv3_mrap', 8, 72),
+    ('mobilenetv3_small_mrap', 9, 16)])
 def test_mrap_placement(name, count, first_chs):
     """MRAP sits in the blocks' `se` slot, on the depthwise (expanded) channels, and nowhere else."""
     model = timm.create_model(name)
@@ -207,6 +209,22 @@ def test_se_on_v3_is_timms_mobilenetv3_se():
     assert n(ours) - n(timm_v3) == extra_first_block - head_bias
     mrap = timm.create_model('mobilenetv3_mrap', num_classes=1000)
     assert 1.0e6 < n(ours) - n(mrap) < 1.3e6  # spec: V3 + MRAP is ~1.13 M smaller than V3 + SE
+
+
+def test_se_on_v3_small_is_timms_mobilenetv3_small_se():
+    """mobilenetv3_small_mrap is timm's MobileNetV3-Small built the way mobilenetv3_mrap builds Large."""
+    ours = timm.create_model('mobilenetv3_small_mrap', attn='se', num_classes=1000)
+    timm_v3 = timm.create_model('mobilenetv3_small_100')
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(ours) - n(timm_v3) == 16 * 16 + 2 * 16 - 1024  # first-unit 1x1 expansion + BN; no head bias
+    ours_se = [(n, m.conv_reduce.in_channels, m.conv_reduce.out_channels) for n, m in ours.named_modules()
+               if hasattr(m, 'conv_reduce')]
+    timm_se = [(n, m.conv_reduce.in_channels, m.conv_reduce.out_channels) for n, m in timm_v3.named_modules()
+               if hasattr(m, 'conv_reduce')]
+    assert ours_se == timm_se and len(ours_se) == 9
+    assert [b.conv_dw.stride for s in ours.blocks[:-1] for b in s] == [
+        b.conv_dw.stride for s in timm_v3.blocks[:-1] for b in s]
+    assert ours.blocks[0][0].conv_pw.weight.shape == (16, 16, 1, 1) and ours.conv_head.bias is None
 
 
 def test_mrap_model_arguments():

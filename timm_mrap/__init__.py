@@ -5,3 +5,4 @@
 from .version import __version__
 from .layers import MAFC, MRAP
 from .models import ATTN_CHOICES
+from .swap import find_attention, swap_attention

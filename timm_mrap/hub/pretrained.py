@@ -3,7 +3,8 @@
 timm loads our default tags from their Hugging Face Hub repos (``timm-mrap/<architecture>.<tag>``). Until a tag is
 published, huggingface_hub answers with a repository / entry not found error, or, with ``HF_HUB_OFFLINE=1``, a
 cache miss; neither says what to do. ``explain_unpublished_weights`` wraps a model entrypoint and re-raises those
-errors as ``WeightsNotPublishedError``, naming the repo and pointing to training and conversion. Every other path
+errors as ``WeightsNotPublishedError``, naming the repo and pointing to training and conversion (for the
+``in1k_backbone`` tags, which load timm's own ``timm/`` repos, it says how to get those instead). Every other path
 (``local-dir:``, ``hf-hub:``, ``pretrained_cfg_overlay=dict(file=...)``, ``pretrained=False``) is timm's own and
 is untouched.
 """
@@ -36,6 +37,14 @@ def unpublished_weights_message(model_name: str, hub_id: str, error: BaseExcepti
     else:
         reason = 'the repository has no weights file (model.safetensors): the weights are not published yet'
     architecture = model_name.split('.')[0]
+    if hub_id.startswith('timm/'):
+        where = ('they are not in the local Hub cache and the Hub could not be asked (HF_HUB_OFFLINE=1 or no '
+                 'connection)' if isinstance(error, LocalEntryNotFoundError) else 'the Hub did not have them')
+        return (
+            f'No pretrained weights for {model_name}: this tag loads timm\'s own ImageNet-1k weights from Hugging '
+            f'Face Hub repo {hub_id!r}, and {where} ({type(error).__name__}). Download them once with a connection '
+            f'(or copy that repo into the Hub cache, HF_HUB_CACHE), or use pretrained=False for random '
+            f'initialisation.')
     return (
         f'No pretrained weights for {model_name} at Hugging Face Hub repo {hub_id!r}: {reason} '
         f'({type(error).__name__}). Train them (./train.sh --model {architecture} ..., see the README section '

@@ -26,6 +26,7 @@ from timm.models.mobilenetv3 import MobileNetV3, _create_mnv3
 from ..hub.pretrained import explain_unpublished_weights
 from ..layers import MAFC, MRAP
 from ..layers.config import check_mrap_impl, get_mrap_impl
+from .timm_backbones import BACKBONE_TAG, backbone_cfg, checkpoint_filter_fn
 
 __all__ = ['ATTN_CHOICES', 'resolve_attn']
 
@@ -176,21 +177,37 @@ def _gen_mobilenetv3_mrap(
         create_fn: Callable[..., nn.Module] = _create_mnv3,
         **kwargs,
 ) -> MobileNetV3:
-    """MobileNetV3-Large of the reference: attention replaces SE in its 8 SE units; first unit has a 1x1 expansion."""
-    arch_def = [
-        ['ir_r1_k3_s1_e1_c16_nre'],  # relu
-        ['ir_r1_k3_s2_e4_c24_nre', 'ir_r1_k3_s1_e3_c24_nre'],  # relu
-        ['ir_r3_k5_s2_e3_c40_se0.25_nre'],  # relu
-        ['ir_r1_k3_s2_e6_c80', 'ir_r1_k3_s1_e2.5_c80', 'ir_r2_k3_s1_e2.3_c80'],  # hard-swish
-        ['ir_r2_k3_s1_e6_c112_se0.25'],  # hard-swish
-        ['ir_r3_k5_s2_e6_c160_se0.25'],  # hard-swish
-        ['cn_r1_k1_s1_c960'],  # hard-swish
-    ]
+    """MobileNetV3 with attention in place of SE; the first unit is an inverted residual with a 1x1 expansion (e1).
+
+    Large (the reference): attention in its 8 SE units. Small (``'small'`` in ``variant``; the reference's small
+    variant does not run): attention in its 9 SE units, built the same way as Large.
+    """
+    if 'small' in variant:
+        num_features = 1024
+        arch_def = [
+            ['ir_r1_k3_s2_e1_c16_se0.25_nre'],  # relu
+            ['ir_r1_k3_s2_e4.5_c24_nre', 'ir_r1_k3_s1_e3.67_c24_nre'],  # relu
+            ['ir_r1_k5_s2_e4_c40_se0.25', 'ir_r2_k5_s1_e6_c40_se0.25'],  # hard-swish
+            ['ir_r2_k5_s1_e3_c48_se0.25'],  # hard-swish
+            ['ir_r3_k5_s2_e6_c96_se0.25'],  # hard-swish
+            ['cn_r1_k1_s1_c576'],  # hard-swish
+        ]
+    else:
+        num_features = 1280
+        arch_def = [
+            ['ir_r1_k3_s1_e1_c16_nre'],  # relu
+            ['ir_r1_k3_s2_e4_c24_nre', 'ir_r1_k3_s1_e3_c24_nre'],  # relu
+            ['ir_r3_k5_s2_e3_c40_se0.25_nre'],  # relu
+            ['ir_r1_k3_s2_e6_c80', 'ir_r1_k3_s1_e2.5_c80', 'ir_r2_k3_s1_e2.3_c80'],  # hard-swish
+            ['ir_r2_k3_s1_e6_c112_se0.25'],  # hard-swish
+            ['ir_r3_k5_s2_e6_c160_se0.25'],  # hard-swish
+            ['cn_r1_k1_s1_c960'],  # hard-swish
+        ]
     block_args, se_layer = _decode_with_attn(
         arch_def, attn, pool_types, rate, se_from_exp=True, v3_style=True, mrap_impl=mrap_impl)
     model_kwargs = dict(
         block_args=block_args,
-        num_features=1280,
+        num_features=num_features,
         stem_size=16,
         head_bias=False,
         se_from_exp=True,
@@ -224,10 +241,17 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
 
 # Hub weights: one repo per architecture and tag, named '<org>/<architecture>.<tag>' as timm names its own (timm
 # completes only 'timm/' ids, so ours are spelled out). The tag names the training data; the first tag is the default.
+# The in1k_backbone tags (never the default) load timm's ImageNet-1k weights of the plain backbone, with attention
+# untrained, for fine-tuning (see timm_backbones).
 default_cfgs = generate_default_cfgs({
     'mobilenetv1_mrap.rein100': _cfg(hf_hub_id='timm-mrap/mobilenetv1_mrap.rein100', num_classes=100),
+    f'mobilenetv1_mrap.{BACKBONE_TAG}': backbone_cfg('mobilenetv1_mrap', _cfg),
     'mobilenetv2_mrap.rein100': _cfg(hf_hub_id='timm-mrap/mobilenetv2_mrap.rein100', num_classes=100),
+    f'mobilenetv2_mrap.{BACKBONE_TAG}': backbone_cfg('mobilenetv2_mrap', _cfg),
     'mobilenetv3_mrap.rein100': _cfg(hf_hub_id='timm-mrap/mobilenetv3_mrap.rein100', num_classes=100),
+    f'mobilenetv3_mrap.{BACKBONE_TAG}': backbone_cfg('mobilenetv3_mrap', _cfg),
+    'mobilenetv3_small_mrap.rein100': _cfg(hf_hub_id='timm-mrap/mobilenetv3_small_mrap.rein100', num_classes=100),
+    f'mobilenetv3_small_mrap.{BACKBONE_TAG}': backbone_cfg('mobilenetv3_small_mrap', _cfg),
 })
 
 
@@ -235,18 +259,29 @@ default_cfgs = generate_default_cfgs({
 @explain_unpublished_weights
 def mobilenetv1_mrap(pretrained: bool = False, **kwargs) -> EfficientNet:
     """MobileNetV1 with MRAP after every depthwise conv (reference topology)."""
-    return _gen_mobilenetv1_mrap('mobilenetv1_mrap', pretrained=pretrained, **kwargs)
+    return _gen_mobilenetv1_mrap(
+        'mobilenetv1_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 @register_model
 @explain_unpublished_weights
 def mobilenetv2_mrap(pretrained: bool = False, **kwargs) -> EfficientNet:
     """MobileNetV2 with MRAP in all 17 bottlenecks (reference topology)."""
-    return _gen_mobilenetv2_mrap('mobilenetv2_mrap', pretrained=pretrained, **kwargs)
+    return _gen_mobilenetv2_mrap(
+        'mobilenetv2_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 @register_model
 @explain_unpublished_weights
 def mobilenetv3_mrap(pretrained: bool = False, **kwargs) -> MobileNetV3:
     """MobileNetV3-Large with MRAP in place of SE (reference topology)."""
-    return _gen_mobilenetv3_mrap('mobilenetv3_mrap', pretrained=pretrained, **kwargs)
+    return _gen_mobilenetv3_mrap(
+        'mobilenetv3_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+
+
+@register_model
+@explain_unpublished_weights
+def mobilenetv3_small_mrap(pretrained: bool = False, **kwargs) -> MobileNetV3:
+    """MobileNetV3-Small with MRAP in place of SE, built as mobilenetv3_mrap (its first unit has a 1x1 expansion)."""
+    return _gen_mobilenetv3_mrap(
+        'mobilenetv3_small_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
