@@ -139,6 +139,28 @@ def test_train_arguments(data, tmp_path, capsys, monkeypatch):
     assert rc == 2 and 'has no class folders' in err
 
 
+def test_demo_runs_the_recipe(tmp_path, capsys, monkeypatch):
+    """train.sh alone: digits written once, then train and validate with the digits_demo recipe's model and size."""
+    import yaml
+    from timm_mrap.training.recipes import recipe_path
+    recipe = yaml.safe_load(recipe_path('digits_demo').read_text())
+    assert recipe['model'] in timm.list_models('*_mrap')  # the demo shows an MRAP model
+    monkeypatch.setenv('TIMM_MRAP_DEMO_DIR', str(tmp_path / 'demo'))
+    rc, lines, err = _dry(['train', '--dry-run'], capsys)
+    assert rc == 0 and len(lines) == 2
+    assert f"training {recipe['model']} from scratch, {recipe['epochs']} epochs at {recipe['img_size']} px" in err
+    assert "(1437 train / 360 held-out images)" in err
+    data = tmp_path / 'demo' / 'digits'
+    assert sum(1 for _ in (data / 'validation').glob('*/*.png')) == 360
+    train_cmd, validate_cmd = lines
+    assert f' -m timm_mrap.training.train --data-dir {data} --model {recipe["model"]} --config ' in train_cmd
+    assert f'--output {tmp_path / "demo" / "train"} --experiment digits-{recipe["model"]}-' in train_cmd
+    experiment = train_cmd.split('--experiment ')[1].split()[0]
+    assert validate_cmd == (f'validate.sh {recipe["model"]} {data} --checkpoint {tmp_path}/demo/train/{experiment}/'
+                            f'model_best.pth.tar --img-size {recipe["img_size"]} --results-file '
+                            f'{tmp_path}/demo/{experiment} --workers {recipe["workers"]}')
+
+
 def test_checkpoint_kinds(tmp_path):
     model = timm.create_model('mobilenetv2_mrap', num_classes=5)
     train_ckpt = tmp_path / 'model_best.pth.tar'  # what timm's train.py saves (args is a Namespace)

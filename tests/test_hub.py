@@ -18,15 +18,17 @@ import torch
 import timm
 import timm_mrap
 from timm_mrap.hub import (
-    CARD_DIR, CardError, ExportError, PushError, WeightsNotPublishedError, export_model, measure_model, push_folder,
-    read_label_names, render_card,
+    CardError, ExportError, PushError, WeightsNotPublishedError, architecture_card, export_model, measure_model,
+    push_folder, read_label_names, render_card, stale_cards, write_cards,
 )
 from timm_mrap.hub.__main__ import main as hub_main
-from timm_mrap.hub.cards import card_values, placeholders
+from timm_mrap.hub.card_facts import CARD_FACTS
+from timm_mrap.hub.cards import FACT_KEYS, card_template, card_values, placeholders
 
 from conftest import fill_hub_cache
 
 ROOT = Path(__file__).resolve().parents[1]
+CARD_DIR = ROOT / 'hf_cards'
 IMG = 64
 POOL_KWARGS = {'pool_types': ('avg', 'std', 'max'), 'rate': (0.3, 0.5, 0.2)}
 
@@ -185,7 +187,59 @@ OUR_MODELS = sorted(timm.list_models('*_mrap') + timm.list_models('*_mafc'))
 
 
 def test_every_registered_model_has_a_card():
-    assert OUR_MODELS and sorted(p.stem for p in CARD_DIR.glob('*.md')) == OUR_MODELS
+    assert OUR_MODELS and sorted(CARD_FACTS) == OUR_MODELS, 'add a CARD_FACTS entry in timm_mrap/hub/card_facts.py'
+    assert sorted(p.stem for p in CARD_DIR.glob('*.md') if p.name != 'README.md') == OUR_MODELS
+
+
+def test_hf_cards_are_generated_from_the_packaged_source():
+    stale = stale_cards(CARD_DIR)
+    assert stale == [], f'{stale}: rewrite them with python -m timm_mrap.hub cards hf_cards'
+
+
+def test_one_template_makes_every_card():
+    template = card_template()
+    assert set(FACT_KEYS) <= set(placeholders(template))
+    for model_name in OUR_MODELS:
+        card = architecture_card(model_name)
+        assert placeholders(card) == sorted(set(placeholders(template)) - set(FACT_KEYS))
+        assert f'registers {model_name} with timm' in card
+        attention = CARD_FACTS[model_name].attention
+        assert f'- {attention}\n' in card.split('---\n')[1]  # front-matter tag
+    # a fix in the template reaches every card
+    fixed = template.replace('## Model Details', '## Model Details\n- **Fixed:** once')
+    assert all('- **Fixed:** once' in architecture_card(m, fixed) for m in OUR_MODELS)
+    with pytest.raises(CardError, match='no .*papers'):
+        architecture_card('mobilenetv2_mrap', template.replace('{{ papers }}', ''))
+    with pytest.raises(CardError, match='add a CARD_FACTS entry'):
+        architecture_card('resnet50')
+
+
+def test_cards_command_writes_and_checks(tmp_path, capsys):
+    folder = tmp_path / 'cards'
+    hub_main(['cards', str(folder)])
+    assert sorted(p.stem for p in folder.glob('*.md')) == sorted(CARD_FACTS)
+    hub_main(['cards', str(folder), '--check'])
+    assert 'every card matches' in capsys.readouterr().out
+    card = folder / 'mobilenetv1_mafc.md'
+    card.write_text(card.read_text().replace('MAFC', 'MAFX'))
+    (folder / 'mobilenetv9_mrap.md').write_text('old')
+    with pytest.raises(SystemExit) as e:
+        hub_main(['cards', str(folder), '--check'])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and 'mobilenetv1_mafc.md (differs' in err and 'mobilenetv9_mrap.md (no such' in err
+    assert write_cards(folder) and stale_cards(folder) == [f'{folder / "mobilenetv9_mrap.md"} (no such architecture '
+                                                           f'in card_facts.py)']
+
+
+def test_export_with_a_card_folder(training_run, tmp_path):
+    cards = tmp_path / 'cards'
+    write_cards(cards)
+    custom = cards / 'mobilenetv2_mrap.md'
+    custom.write_text(custom.read_text().replace('## Model Usage', 'Trained for the demo.\n\n## Model Usage'))
+    _export_digits(training_run, tmp_path / 'out', card_dir=cards)
+    assert 'Trained for the demo.' in (tmp_path / 'out' / 'README.md').read_text()
+    with pytest.raises(CardError, match='No model card .*drop --card-dir'):
+        _export_digits(training_run, tmp_path / 'out2', card_dir=tmp_path)
 
 
 @pytest.mark.parametrize('model_name', OUR_MODELS)
@@ -196,7 +250,7 @@ def test_card_renders_completely(model_name):
     values = card_values(model_name=f'{model_name}.demo', repo_id=f'someone/{model_name}.demo',
                          create_name=f'hf-hub:someone/{model_name}.demo', stats=stats, num_classes=7,
                          dataset='demo data', dataset_id='demo', license='apache-2.0', weights_source='a test')
-    card = render_card((CARD_DIR / f'{model_name}.md').read_text(), values)
+    card = render_card(architecture_card(model_name), values)
     assert placeholders(card) == [] and '{{' not in card
     front, body = card.split('---\n')[1], card.split('---\n', 2)[2]
     assert 'library_name: timm' in front and 'license: apache-2.0' in front and 'datasets:\n- demo' in front
@@ -208,6 +262,7 @@ def test_card_renders_completely(model_name):
     assert '### Feature Map Extraction' in usage and '### Image Embeddings' in usage
     assert f'# {tuple(stats.feature_shapes[-1])}' in usage and str(tuple(stats.embedding_shape)) in usage
     assert 'not yet measured' in card
+    assert f'- **Package:** timm-mrap {timm_mrap.__version__} ' in card
     assert _readme_bibtex() in card
     with pytest.raises(CardError, match='needs values'):
         render_card('{{ params }} {{ surprise }}', {'params': '1'})

@@ -1,8 +1,9 @@
-""" Command line: ``python -m timm_mrap.hub export ...`` (offline dry run) and ``... push ...`` (upload)
+""" Command line: ``python -m timm_mrap.hub export ...`` (offline dry run), ``... push ...`` (upload), ``... cards``
 
     python -m timm_mrap.hub export output/train/RUN/model_best.pth.tar --out hub/mobilenetv2_mrap.rein100 \\
         --label-names DATA/validation --results output/validate.json
     python -m timm_mrap.hub push hub/mobilenetv2_mrap.rein100 --repo-id timm-mrap/mobilenetv2_mrap.rein100
+    python -m timm_mrap.hub cards hf_cards [--check]
 """
 import argparse
 import sys
@@ -11,13 +12,15 @@ from typing import List, Optional
 from timm.utils import ParseKwargs
 
 from ..convert import ConversionError
-from .cards import CardError
+from ..version import __version__
+from .cards import CardError, stale_cards, write_cards
 from .export import WEIGHT_FORMATS, ExportError, export_model, read_label_names
 from .push import PushError, push_folder
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='python -m timm_mrap.hub', description=__doc__.split('\n\n')[0])
+    parser.add_argument('--version', action='version', version=f'timm-mrap {__version__}')
     sub = parser.add_subparsers(dest='command', required=True)
 
     ex = sub.add_parser('export', help='write a Hub folder (model.safetensors, config.json, README.md); no upload')
@@ -44,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument('--license', default=None, help='weights licence (default: apache-2.0)')
     ex.add_argument('--results', default=None, help='validate.py results file of these weights (JSON / CSV)')
     ex.add_argument('--compare', nargs='*', default=(), help='results files of other models for the comparison')
-    ex.add_argument('--card-dir', default=None, help='card templates (default: hf_cards/ of this checkout)')
+    ex.add_argument('--card-dir', default=None,
+                    help='folder of architecture cards to use instead of the packaged template (e.g. an edited copy '
+                         'of hf_cards/)')
     ex.add_argument('--overwrite', action='store_true', help='replace an earlier export in --out')
 
     push = sub.add_parser('push', help='upload an exported folder to the Hugging Face Hub')
@@ -55,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument('--create-pr', action='store_true', help='open a pull request instead of committing')
     push.add_argument('--overwrite', action='store_true', help='replace README.md / model.safetensors already there')
     push.add_argument('--commit-message', default=None, help='commit title')
+
+    cards = sub.add_parser('cards', help='write the architecture cards (hf_cards/) from the packaged template + facts')
+    cards.add_argument('folder', help='folder to write, usually hf_cards')
+    cards.add_argument('--check', action='store_true', help='write nothing; exit 1 when a card differs from the source')
     return parser
 
 
@@ -79,6 +88,16 @@ def main(argv: Optional[List[str]] = None) -> None:
                   f'{stats.macs / 1e9:.3f} GMACs at {stats.image_size}, {accuracy}')
             print(f"Check it: timm.create_model('local-dir:{result.out_dir}', pretrained=True); "
                   f'publish it: python -m timm_mrap.hub push {result.out_dir} --repo-id {result.repo_id}')
+        elif args.command == 'cards':
+            if args.check:
+                stale = stale_cards(args.folder)
+                if stale:
+                    parser.exit(1, 'Out of date (python -m timm_mrap.hub cards ' + args.folder + ' rewrites them):\n'
+                                + ''.join(f'  {s}\n' for s in stale))
+                print(f'{args.folder}: every card matches the packaged template and facts.')
+            else:
+                paths = write_cards(args.folder)
+                print(f'Wrote {len(paths)} cards to {args.folder}: {", ".join(p.stem for p in paths)}')
         else:
             info = push_folder(args.folder, args.repo_id, revision=args.revision, private=args.private,
                                create_pr=args.create_pr, overwrite=args.overwrite, commit_message=args.commit_message)

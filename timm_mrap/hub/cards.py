@@ -1,15 +1,22 @@
-""" Model cards: the templates in ``hf_cards/`` filled with numbers measured at export time
+""" Model cards: one template for every architecture, its facts, and numbers measured at export time
 
-A card is timm's card layout (front matter, Model Details, Model Usage, Model Comparison, Citation) with
-``{{ name }}`` placeholders. Every value comes from the exported model or from a validation results file: params
-are counted, MACs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2, convolutions and
-matrix products only), feature shapes come from a forward pass, and accuracy comes only from timm's ``validate.py``
-results (JSON or CSV). Without results the card says the accuracy is not yet measured.
+A card is timm's card layout (front matter, Model Details, Model Usage, Model Comparison, Citation). The package
+holds one template (``card_template.md``) and each architecture's facts (``card_facts.py``: description, papers,
+authors' code); ``architecture_card`` fills the facts in, ``render_card`` the ``{{ name }}`` placeholders left for
+export. Every value there comes from the exported model or from a validation results file: params are counted, MACs
+are counted by ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2, convolutions and matrix products
+only), feature shapes come from a forward pass, and accuracy comes only from timm's ``validate.py`` results (JSON or
+CSV). Without results the card says the accuracy is not yet measured.
+
+``hf_cards/<architecture>.md`` in the source tree are the architecture cards written by ``write_cards``
+(``python -m timm_mrap.hub cards hf_cards``); a test keeps them equal to what the package renders.
 """
 import csv
 import json
 import re
+import textwrap
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -17,13 +24,17 @@ import torch
 from torch import nn
 
 from ..complexity import MAC_COUNTER, count_macs, count_params
+from ..version import __version__
+from .card_facts import ATTENTIONS, BACKBONES, CARD_FACTS
 
 __all__ = [
-    'CARD_DIR', 'ModelStats', 'CardError', 'card_path', 'measure_model', 'read_results', 'comparison_section',
-    'render_card', 'placeholders',
+    'FACT_KEYS', 'ModelStats', 'CardError', 'card_template', 'architecture_facts', 'architecture_card', 'card_path',
+    'card_source', 'write_cards', 'stale_cards', 'measure_model', 'read_results', 'comparison_section',
+    'render_card', 'placeholders', 'card_values',
 ]
 
-CARD_DIR = Path(__file__).resolve().parents[2] / 'hf_cards'
+# placeholders filled from card_facts.py (the rest are filled at export)
+FACT_KEYS = ('architecture', 'attention_tag', 'description', 'papers', 'original')
 
 _PLACEHOLDER_RE = re.compile(r'{{\s*(\w+)\s*}}')
 
@@ -47,15 +58,80 @@ class ModelStats:
         return f'{self.input_size[1]} x {self.input_size[2]}'
 
 
-def card_path(architecture: str, card_dir: Optional[Union[str, Path]] = None) -> Path:
-    """The card template of a registered architecture (``hf_cards/<architecture>.md``)."""
-    card_dir = Path(card_dir) if card_dir is not None else CARD_DIR
-    path = card_dir / f'{architecture}.md'
+def card_template() -> str:
+    """The card template shared by every architecture (``timm_mrap/hub/card_template.md``)."""
+    return (resources.files(__package__) / 'card_template.md').read_text(encoding='utf-8')
+
+
+def architecture_facts(architecture: str) -> Dict[str, str]:
+    """The values of ``FACT_KEYS`` for a registered architecture, from ``card_facts.CARD_FACTS``."""
+    if architecture not in CARD_FACTS:
+        raise CardError(f'No card facts for {architecture!r}; add a CARD_FACTS entry in timm_mrap/hub/card_facts.py '
+                        f'(known: {sorted(CARD_FACTS)}).')
+    facts = CARD_FACTS[architecture]
+    attention, backbone = ATTENTIONS[facts.attention], BACKBONES[facts.backbone]
+    description = (f'{backbone.about} with {attention.name} {facts.placement}: {facts.topology}. '
+                   f'Attention: {attention.about}')
+    return {
+        'architecture': architecture,
+        'attention_tag': facts.attention,
+        'description': textwrap.fill(description, width=120, break_long_words=False, break_on_hyphens=False),
+        'papers': '\n'.join(f'  - {paper}' for paper in (*attention.papers, backbone.paper)),
+        'original': attention.original,
+    }
+
+
+def architecture_card(architecture: str, template: Optional[str] = None) -> str:
+    """The card of ``architecture``: the template with its facts filled in and the export placeholders left."""
+    template = card_template() if template is None else template
+    facts = architecture_facts(architecture)
+    missing = [key for key in FACT_KEYS if key not in placeholders(template)]
+    if missing:
+        raise CardError(f'The card template has no {missing} placeholders; every card states these facts.')
+    return _PLACEHOLDER_RE.sub(lambda m: facts.get(m.group(1), m.group(0)), template)
+
+
+def card_path(architecture: str, card_dir: Union[str, Path]) -> Path:
+    """An architecture card in a folder of cards (``<card_dir>/<architecture>.md``, e.g. an edited ``hf_cards``)."""
+    path = Path(card_dir) / f'{architecture}.md'
     if not path.is_file():
-        raise CardError(
-            f'No model card template {path} for {architecture}; add hf_cards/{architecture}.md '
-            f'(or pass --card-dir where the hf_cards folder of a timm-mrap checkout lives).')
+        raise CardError(f'No model card {path} for {architecture}; drop --card-dir to use the packaged template, or '
+                        f'write the folder with python -m timm_mrap.hub cards {card_dir}.')
     return path
+
+
+def card_source(architecture: str, card_dir: Optional[Union[str, Path]] = None) -> str:
+    """The card to render at export: from ``card_dir`` when given, else the packaged template and facts."""
+    if card_dir is not None:
+        return card_path(architecture, card_dir).read_text(encoding='utf-8')
+    return architecture_card(architecture)
+
+
+def write_cards(card_dir: Union[str, Path]) -> List[Path]:
+    """Write ``<card_dir>/<architecture>.md`` for every architecture in ``CARD_FACTS``; returns the files."""
+    card_dir = Path(card_dir)
+    card_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for architecture in sorted(CARD_FACTS):
+        path = card_dir / f'{architecture}.md'
+        path.write_text(architecture_card(architecture), encoding='utf-8')
+        paths.append(path)
+    return paths
+
+
+def stale_cards(card_dir: Union[str, Path]) -> List[str]:
+    """Cards in ``card_dir`` that differ from the packaged source, are missing, or belong to no architecture."""
+    card_dir = Path(card_dir)
+    stale = []
+    for architecture in sorted(CARD_FACTS):
+        path = card_dir / f'{architecture}.md'
+        if not path.is_file():
+            stale.append(f'{path} (missing)')
+        elif path.read_text(encoding='utf-8') != architecture_card(architecture):
+            stale.append(f'{path} (differs from card_template.md + card_facts.py)')
+    extra = sorted(p.name for p in card_dir.glob('*.md') if p.stem not in CARD_FACTS and p.name != 'README.md')
+    stale += [f'{card_dir / name} (no such architecture in card_facts.py)' for name in extra]
+    return stale
 
 
 @torch.no_grad()
@@ -205,5 +281,6 @@ def card_values(
         'unpooled_shape': str(tuple(stats.unpooled_shape)),
         'embedding_shape': str(tuple(stats.embedding_shape)),
         'comparison': comparison_section(model_name, stats, results, compare),
+        'package_version': __version__,
     }
 

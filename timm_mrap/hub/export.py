@@ -5,8 +5,8 @@ Inputs: a timm training checkpoint (``train.py``'s ``*.pth.tar``: ``state_dict``
 ``timm_mrap.convert``). The registered model is rebuilt with the checkpoint's number of classes and model arguments,
 the weights are loaded strictly, and timm's ``save_for_hf`` writes ``model.safetensors`` (no pickle) and
 ``config.json`` (architecture, model_args, pretrained_cfg with the data config used, label names). ``README.md`` is
-the architecture's card from ``hf_cards/`` filled with numbers measured here. The folder is written beside the target
-and moved into place when complete.
+the architecture's card (the packaged template and facts, see ``cards``) filled with numbers measured here. The folder
+is written beside the target and moved into place when complete.
 """
 import argparse
 import os
@@ -24,7 +24,7 @@ import timm
 from timm.models import clean_state_dict, get_pretrained_cfg, is_model, save_for_hf
 from timm.models._hub import load_model_config_from_path
 
-from .cards import CardError, ModelStats, card_path, card_values, measure_model, read_results, render_card
+from .cards import CardError, ModelStats, card_source, card_values, measure_model, read_results, render_card
 
 __all__ = [
     'EXPORT_FILES', 'WEIGHT_FORMATS', 'ExportError', 'Checkpoint', 'ExportResult', 'read_checkpoint',
@@ -242,7 +242,8 @@ def export_model(
         license: Weights licence; default the architecture's (apache-2.0).
         results: timm ``validate.py`` results file of these weights (top-1 / top-5 in the card).
         compare: Results files of other models evaluated the same way (rows of the comparison table).
-        card_dir: Folder of card templates (default: the checkout's ``hf_cards``).
+        card_dir: Folder of architecture cards to use instead of the packaged template (e.g. an edited
+            ``hf_cards``).
         overwrite: Replace an earlier export in ``out_dir``.
     """
     out_dir = Path(out_dir)
@@ -257,7 +258,7 @@ def export_model(
         raise ExportError(f'{architecture!r} is not a registered model; see timm.list_models("*mrap*") / "*mafc*".')
     if checkpoint.arch and checkpoint.arch.split('.')[0] != architecture:
         raise ExportError(f'{src} was trained as {checkpoint.arch!r}, not {architecture!r}; fix --model.')
-    template = card_path(architecture, card_dir).read_text()
+    template = card_source(architecture, card_dir)
     tag = tag or name_tag or (get_pretrained_cfg(architecture) and get_pretrained_cfg(architecture).tag)
     if not tag:
         raise ExportError(f'{architecture} has no default tag; pass --tag naming the training data (e.g. digits).')
