@@ -77,6 +77,11 @@ BACKBONES: Dict[str, Backbone] = {
               '1280, the last without BN or bias)',
         paper='Searching for MobileNetV3: https://arxiv.org/abs/1905.02244',
     ),
+    'mobilenetv3_small': Backbone(
+        about='A MobileNetV3-Small image classifier (hard-swish after the second stage, the first unit an inverted '
+              'residual with a 1x1 expansion, heads 576 and 1024, the last without BN or bias)',
+        paper='Searching for MobileNetV3: https://arxiv.org/abs/1905.02244',
+    ),
 }
 
 CARD_FACTS: Dict[str, CardFacts] = {
@@ -86,6 +91,11 @@ CARD_FACTS: Dict[str, CardFacts] = {
     'mobilenetv3_mrap': CardFacts(
         'mobilenetv3_large', 'mrap',
         'in place of squeeze-and-excitation in the 8 units that have SE, on the expanded channels'),
+    'mobilenetv3_small_mrap': CardFacts(
+        'mobilenetv3_small', 'mrap',
+        'in place of squeeze-and-excitation in the 9 units that have SE, on the expanded channels',
+        topology="built on timm's own MobileNet builder the way the authors' code builds MobileNetV3-Large (their "
+                 "small variant does not run)"),
     'mobilenetv1_mafc': CardFacts('mobilenetv1', 'mafc', 'after the pointwise convolution of all 13 units'),
     'mobilenetv2_mafc': CardFacts(
         'mobilenetv2', 'mafc', 'after the projection convolution of all 17 bottlenecks, before the residual add'),

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 # placeholders filled from card_facts.py (the rest are filled at export)
-FACT_KEYS = ('architecture', 'attention_tag', 'description', 'papers', 'original')
+FACT_KEYS = ('architecture', 'attention_tag', 'description', 'papers', 'original', 'warm_start')
 
 _PLACEHOLDER_RE = re.compile(r'{{\s*(\w+)\s*}}')
 
@@ -74,11 +74,24 @@ def architecture_facts(architecture: str) -> Dict[str, str]:
                    f'Attention: {attention.about}')
     return {
         'architecture': architecture,
+        'warm_start': _warm_start(architecture),
         'attention_tag': facts.attention,
         'description': textwrap.fill(description, width=120, break_long_words=False, break_on_hyphens=False),
         'papers': '\n'.join(f'  - {paper}' for paper in (*attention.papers, backbone.paper)),
         'original': attention.original,
     }
+
+
+def _warm_start(architecture: str) -> str:
+    """The paragraph on the ``in1k_backbone`` tag, for architectures that have one (else empty)."""
+    from ..models.timm_backbones import BACKBONE_TAG, TIMM_BACKBONES
+    if architecture not in TIMM_BACKBONES:
+        return ''
+    text = (f'To fine-tune from ImageNet instead, the `{architecture}.{BACKBONE_TAG}` tag loads timm\'s ImageNet-1k '
+            f'weights of `{TIMM_BACKBONES[architecture]}` into this architecture. That is an ImageNet backbone with '
+            f'**untrained attention**, meant for fine-tuning; it is not the paper\'s weights and has no accuracy of '
+            f'its own (`timm.create_model(\'{architecture}.{BACKBONE_TAG}\', pretrained=True, num_classes=10)`).')
+    return '\n' + textwrap.fill(text, width=120, break_long_words=False, break_on_hyphens=False) + '\n'
 
 
 def architecture_card(architecture: str, template: Optional[str] = None) -> str:
