@@ -129,7 +129,7 @@ def test_train_arguments(data, tmp_path, capsys, monkeypatch):
             ([], 'MODEL and DATA_DIR are required'),
             ([str(data), '--recipe', 'nope'], 'No recipe'),
     ):
-        rc, _, err = _dry(['train', '--dry-run', '--epochs', '1'] if not argv else
+        rc, _, err = _dry(['train', 'mobilenetv2_mrap', '--dry-run', '--epochs', '1'] if not argv else
                           ['train', 'mobilenetv2_mrap', *argv, '--dry-run'], capsys)
         assert rc == 2 and 'Traceback' not in err
         assert __import__('re').search(msg, err), (msg, err)
@@ -159,6 +159,10 @@ def test_demo_runs_the_recipe(tmp_path, capsys, monkeypatch):
     assert validate_cmd == (f'validate.sh {recipe["model"]} {data} --checkpoint {tmp_path}/demo/train/{experiment}/'
                             f'model_best.pth.tar --img-size {recipe["img_size"]} --results-file '
                             f'{tmp_path}/demo/{experiment} --workers {recipe["workers"]}')
+
+    # timm flags after no model / data: a shorter (or GPU) demo; --device reaches validation too
+    rc, lines, _ = _dry(['train', '--epochs', '1', '--device', 'cuda', '--dry-run'], capsys)
+    assert rc == 0 and lines[0].endswith('--epochs 1 --device cuda') and lines[1].endswith('--device cuda')
 
 
 def test_checkpoint_kinds(tmp_path):

@@ -495,6 +495,16 @@ def validate(argv: Sequence[str]) -> Tuple[int, Optional[Dict[str, Any]]]:
     return 0, result
 
 
+def _device_flag(args: Sequence[str]) -> List[str]:
+    """``['--device', X]`` when ``args`` set one (``--device X`` or ``--device=X``), else ``[]``."""
+    for i, a in enumerate(args):
+        if a == '--device' and i + 1 < len(args):
+            return ['--device', args[i + 1]]
+        if a.startswith('--device='):
+            return [a]
+    return []
+
+
 def demo(argv: Sequence[str]) -> int:
     """``train.sh`` with no arguments: digits as an ImageFolder, train, validate on the held-out split, top-1.
 
@@ -503,7 +513,7 @@ def demo(argv: Sequence[str]) -> int:
     """
     from .datasets import write_digits_imagefolder
     from .recipes import recipe_path
-    opts, _ = split_layer_options(argv)
+    opts, extra = split_layer_options(argv)  # extra: timm flags that override the recipe, e.g. --epochs 1 --device cuda
     start = time.time()
     recipe = recipe_path('digits_demo')
     cfg = _read_config(str(recipe))
@@ -520,12 +530,12 @@ def demo(argv: Sequence[str]) -> int:
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     layer = [f'--runner={opts.runner}', f'--nproc={opts.nproc}'] + (['--dry-run'] if opts.dry_run else [])
     rc = train([model, str(data), '--config', str(recipe), '--output', str(root / 'train'), '--experiment', experiment,
-                *layer])
+                *extra, *layer])
     if rc != 0:
         return rc
     checkpoint = run_dir / 'model_best.pth.tar'
     validate_args = [model, str(data), '--checkpoint', str(checkpoint), '--img-size', img_size, '--results-file',
-                     str(root / experiment), '--workers', str(cfg.get('workers', 2))]
+                     str(root / experiment), '--workers', str(cfg.get('workers', 2)), *_device_flag(extra)]
     if opts.dry_run:
         print(shlex.join(['validate.sh', *validate_args]))
         return 0
@@ -550,7 +560,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         if command == 'train':
-            return train(args) if split_layer_options(args)[1] else demo(args)
+            rest = split_layer_options(args)[1]
+            return train(args) if rest and not rest[0].startswith('-') else demo(args)
         return validate(args)[0]
     except CliError as e:
         print(f'error: {e}', file=sys.stderr)
