@@ -47,8 +47,8 @@ def unpublished_weights_message(model_name: str, hub_id: str, error: BaseExcepti
             f'initialisation.')
     return (
         f'No pretrained weights for {model_name} at Hugging Face Hub repo {hub_id!r}: {reason} '
-        f'({type(error).__name__}). Train them (./train.sh --model {architecture} ..., see the README section '
-        f'"Training and validation"), or convert the authors\' checkpoint '
+        f'({type(error).__name__}). Train them (./train.sh {architecture} DATA_DIR ..., see docs/training.md), '
+        f'or convert the authors\' checkpoint '
         f'(python -m timm_mrap.convert CKPT --model {architecture} --out DIR), then load the folder with '
         f"timm.create_model('local-dir:DIR', pretrained=True) or publish it (python -m timm_mrap.hub export / push). "
         f'Use pretrained=False for random initialisation.')

@@ -3,8 +3,9 @@
 The flag names, defaults and ``--config`` handling follow timm's ``train.py`` / ``validate.py`` so the same command
 line (or recipe YAML) runs with either timm's scripts or the built-in fallback. A flag of timm's scripts that the
 fallback does not implement is rejected with a message that names it and points at timm's real scripts, instead of
-being silently ignored. Deviations, all documented in the README: ``--device`` defaults to CUDA when available (timm:
-always ``cuda``), ``--overwrite`` guards an existing experiment folder, and ``--progress`` picks bar or log lines.
+being silently ignored. Deviations, all documented in docs/training.md: ``--device`` defaults to CUDA when
+available (timm: always ``cuda``), ``--overwrite`` guards an existing experiment folder, and ``--progress`` picks
+bar or log lines.
 """
 import argparse
 import logging
