@@ -151,11 +151,11 @@ def test_statistics_match_torch_std_mean_through_chunks(monkeypatch, dtype):
 def test_direct_statistics_match_torch_std_mean():
     """The whole-tensor reductions the fused path uses on GPU (exercised here on CPU)."""
     x = torch.randn(3, 10, 4, 6) * 2 + 1
-    mean_c, var_c, mean_s, var_s = mrap_fused._mean_var_direct(x)
+    mean_c, std_c, mean_s, std_s = mrap_fused._mean_std_direct(x)
     torch.testing.assert_close(mean_c, x.mean((2, 3)))
-    torch.testing.assert_close(var_c, x.var((2, 3)), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(mean_s, x.mean(1))
-    torch.testing.assert_close(var_s, x.var(1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(std_c, x.std((2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(mean_s, x.mean(1, keepdim=True))
+    torch.testing.assert_close(std_s, x.std(1, keepdim=True), rtol=1e-4, atol=1e-5)
 
 
 def test_constant_inputs_give_exact_zero_std_and_finite_gradients():
@@ -211,6 +211,7 @@ def test_auto_picks_torch_kernels_on_cpu():
 
 
 def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    import timm_mrap.layers.mrap_triton  # noqa: F401  defined under the interpreter (conftest), before it is unset
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
     m = MRAP(16, impl='triton')
     with pytest.raises(RuntimeError, match="impl='triton' runs on CUDA tensors.*impl='auto' or 'fused'"):

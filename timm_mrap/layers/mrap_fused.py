@@ -18,6 +18,7 @@ The input gradient of the mean / std statistics is ``dx = a * x + b`` per reduct
 ``a = g_std / ((n - 1) * std)`` (0 where std is 0, the zero gradient ``torch.std`` gives there) and
 ``b = g_mean / n - a * mean``.
 """
+import math
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -30,10 +31,12 @@ Stats = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 # elements per chunk when the statistics are taken on CPU (two float32 buffers of this size stay in cache)
 _CPU_CHUNK_NUMEL = 1 << 18
+# largest map the spatial conv runs through PyTorch's direct CPU kernel at batch 1 (its im2col buffer grows with H * W)
+_DIRECT_CONV_MAX_HW = 56 * 56
 
 
-def _mean_var(x: torch.Tensor) -> Stats:
-    """Float32 mean and unbiased variance over (H, W) (B x C) and over C (B x H x W), two-pass (exact for constant rows).
+def _mean_std(x: torch.Tensor) -> Stats:
+    """Float32 mean and unbiased std over (H, W) (B x C) and over C (B x 1 x H x W), two-pass (exact for constant rows).
 
     On CPU a few samples at a time go through one reused float32 buffer (the deviations from the mean), so no
     full-size temporary is made and each chunk is read from cache by both passes; bf16 / fp16 chunks are converted on
@@ -41,33 +44,34 @@ def _mean_var(x: torch.Tensor) -> Stats:
     """
     b, c, h, w = x.shape
     if x.device.type != 'cpu' or b == 0:
-        return _mean_var_direct(x)
+        return _mean_std_direct(x)
     rows = max(1, _CPU_CHUNK_NUMEL // max(1, c * h * w))
     memory_format = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
     shape = (min(rows, b), c, h, w)
     buf = torch.empty(shape, dtype=_stats_dtype(x), memory_format=memory_format)
     convert = torch.empty_like(buf) if x.dtype != buf.dtype else None
+    scale_c, scale_s = 1. / math.sqrt(max(h * w - 1, 1)), 1. / max(c - 1, 1)
     parts = []
-    for chunk in x.split(rows):
+    for chunk in x.split(rows) if rows < b else (x,):
         n = chunk.shape[0]
         f = convert[:n].copy_(chunk) if convert is not None else chunk
-        mean_c, mean_s = f.mean((2, 3), keepdim=True), f.mean(1, keepdim=True)
-        dev = torch.sub(f, mean_c, out=buf[:n])
-        sq_c = torch.linalg.vector_norm(dev, 2, (2, 3)).square_()  # fused square-sum over the contiguous axes
-        sq_s = torch.sub(f, mean_s, out=dev).square_().sum(1)
-        parts.append((mean_c.view(n, c), sq_c, mean_s.view(n, h, w), sq_s))
-    mean_c, sq_c, mean_s, sq_s = parts[0] if len(parts) == 1 else [torch.cat(p) for p in zip(*parts)]
-    return mean_c, sq_c.div_(max(h * w - 1, 1)), mean_s, sq_s.div_(max(c - 1, 1))
+        mean_c, mean_s = f.mean((2, 3)), f.mean(1, keepdim=True)
+        dev = torch.sub(f, mean_c.view(n, c, 1, 1), out=buf[:n])
+        std_c = torch.linalg.vector_norm(dev, 2, (2, 3)).mul_(scale_c)  # fused square-sum over the contiguous axes
+        std_s = torch.sub(f, mean_s, out=dev).square_().sum(1, keepdim=True).mul_(scale_s).sqrt_()
+        parts.append((mean_c, std_c, mean_s, std_s))
+    return parts[0] if len(parts) == 1 else tuple(torch.cat(p) for p in zip(*parts))
 
 
-def _mean_var_direct(x: torch.Tensor) -> Stats:
-    """``_mean_var`` through float32-accumulating reductions of the whole tensor (GPU reductions read bf16 / fp16
+def _mean_std_direct(x: torch.Tensor) -> Stats:
+    """``_mean_std`` through float32-accumulating reductions of the whole tensor (GPU reductions read bf16 / fp16
     directly; one pass: var = (sum of squares - n * mean^2) / (n - 1))."""
     out = []
     for dim, count in (([2, 3], x.shape[2] * x.shape[3]), ([1], x.shape[1])):
-        mean = x.mean(dim, dtype=_stats_dtype(x))
-        sum_sq = torch.linalg.vector_norm(x, 2, dim, dtype=_stats_dtype(x)).square()
-        out += [mean, (sum_sq - count * mean.square()).clamp_min_(0.) / max(count - 1, 1)]
+        keepdim = dim == [1]
+        mean = x.mean(dim, keepdim=keepdim, dtype=_stats_dtype(x))
+        sum_sq = torch.linalg.vector_norm(x, 2, dim, keepdim=keepdim, dtype=_stats_dtype(x)).square()
+        out += [mean, ((sum_sq - count * mean.square()).clamp_min_(0.) / max(count - 1, 1)).sqrt()]
     return tuple(out)
 
 
@@ -101,8 +105,7 @@ class TorchKernels:
     def statistics(x: torch.Tensor) -> Stats:
         """``mean_c, std_c`` (B x C) and ``mean_s, std_s`` (B x 1 x H x W), float32; the std is unbiased, 0 for one
         element."""
-        mean_c, var_c, mean_s, var_s = _mean_var(x)
-        return mean_c, var_c.sqrt_(), mean_s.unsqueeze(1), var_s.sqrt_().unsqueeze(1)
+        return _mean_std(x)
 
     @staticmethod
     def gate(x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor, save: bool) -> Tuple[torch.Tensor, Any]:
@@ -240,12 +243,14 @@ def mrap_fused(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run ``module`` (an ``MRAP``) on ``x`` (B x C x H x W) with the kernels its ``impl`` selects."""
     kernels = select_kernels(module.impl, x)
     max_c, max_s = _max_statistics(module, x)
-    params = tuple(module.parameters())
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        return _MRAPFunction.apply(x, max_c, max_s, module, kernels, *params)
+    if torch.is_grad_enabled():
+        params = tuple(module.parameters())
+        if x.requires_grad or any(p.requires_grad for p in params):
+            return _MRAPFunction.apply(x, max_c, max_s, module, kernels, *params)
     stats = kernels.statistics(x)
-    # batch 1 on CPU: PyTorch's direct conv kernel beats oneDNN's; not under dispatch modes (FLOP counters), which
-    # know only the standard conv op
-    small_batch_conv = x.device.type == 'cpu' and x.shape[0] == 1 and _get_current_dispatch_mode() is None
+    # batch 1 on CPU: PyTorch's direct conv kernel beats oneDNN's up to mid-size maps; not under dispatch modes (FLOP
+    # counters), which know only the standard conv op
+    small_batch_conv = x.device.type == 'cpu' and x.shape[0] == 1 and x.shape[2] * x.shape[3] <= _DIRECT_CONV_MAX_HW \
+        and _get_current_dispatch_mode() is None
     w_c, w_s = module.weights_from_statistics(*_named_statistics(module, stats, max_c, max_s), small_batch_conv)
     return kernels.gate(x, w_c, w_s, save=False)[0]
