@@ -85,10 +85,13 @@ def pool_statistic(x: torch.Tensor, pool_type: str, dim: List[int], keepdim: boo
 
 
 def _std_from_moments(mean: torch.Tensor, mean_sq: torch.Tensor, count: int) -> torch.Tensor:
-    """Unbiased std from the means of ``x`` and ``x * x`` over ``count`` elements (0 for one element)."""
+    """Unbiased std from the means of ``x`` and ``x * x`` over ``count`` elements (0 for one element), with a zero
+    (not NaN) gradient where the variance is 0."""
     if count <= 1:
         return torch.zeros_like(mean)
-    return ((mean_sq - mean.square()).clamp_min(0.) * (count / (count - 1))).sqrt()
+    var = (mean_sq - mean.square()) * (count / (count - 1))
+    positive = var > 0
+    return torch.where(positive, var.clamp_min(1e-30).sqrt(), torch.zeros_like(var))
 
 
 def _product(values: List[torch.Tensor]) -> torch.Tensor:
@@ -219,16 +222,26 @@ class MRAP(nn.Module):
         return ([pool_statistic(x, p, [2, 3]) for p in self.pool_types],
                 [pool_statistic(x, p, [1], keepdim=True) for p in self.pool_types])
 
-    def statistics_for_export(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """``statistics`` in ops that onnxruntime runs fast in its blocked conv layout: means over (H, W) by global
-        average pooling, means over C by a 1x1 convolution, and the std in one pass from the means of ``x`` and
-        ``x * x`` (no full-size ``x - mean``; about 1e-7 of the squared mean less exact than two passes)."""
+    def statistics_one_pass(self, x: torch.Tensor, pooled: bool = False) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """``statistics`` with the std in one pass from the means of ``x`` and ``x * x`` (no full-size ``x - mean``;
+        about 1e-7 of the squared mean less exact than two passes), for recorded graphs.
+
+        Args:
+            x: The input.
+            pooled: Take the means over (H, W) by global average pooling and over C by a 1x1 convolution, ops that
+                onnxruntime runs in its blocked conv layout (exported graphs); else plain reductions, which Inductor
+                fuses with ``x * x`` into one read per reduction (``torch.compile``).
+        """
         x = x if x.dtype == torch.float64 else x.float()
         channels = self.fc1.in_features
         x_sq = x * x
-        average = torch.full((1, channels, 1, 1), 1. / channels, dtype=x.dtype, device=x.device)
-        mean_c, mean_sq_c = F.adaptive_avg_pool2d(x, 1).flatten(1), F.adaptive_avg_pool2d(x_sq, 1).flatten(1)
-        mean_s, mean_sq_s = F.conv2d(x, average), F.conv2d(x_sq, average)
+        if pooled:
+            average = torch.full((1, channels, 1, 1), 1. / channels, dtype=x.dtype, device=x.device)
+            mean_c, mean_sq_c = F.adaptive_avg_pool2d(x, 1).flatten(1), F.adaptive_avg_pool2d(x_sq, 1).flatten(1)
+            mean_s, mean_sq_s = F.conv2d(x, average), F.conv2d(x_sq, average)
+        else:
+            mean_c, mean_sq_c = x.mean((2, 3)), x_sq.mean((2, 3))
+            mean_s, mean_sq_s = x.mean(1, keepdim=True), x_sq.mean(1, keepdim=True)
         channel = {'avg': mean_c, 'std': _std_from_moments(mean_c, mean_sq_c, x.shape[2] * x.shape[3])}
         spatial = {'avg': mean_s, 'std': _std_from_moments(mean_s, mean_sq_s, channels)}
         if 'max' in self.pool_types:
@@ -245,8 +258,13 @@ class MRAP(nn.Module):
         return self.weights_from_statistics(*self.statistics(x))[1]
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The math in standard ops (exported graphs take ``statistics_for_export``)."""
-        stats = self.statistics_for_export(x) if _exporting() else self.statistics(x)
+        """The math in standard ops (recorded graphs take ``statistics_one_pass``)."""
+        if _exporting():
+            stats = self.statistics_one_pass(x, pooled=True)
+        elif torch.compiler.is_compiling():
+            stats = self.statistics_one_pass(x)
+        else:
+            stats = self.statistics(x)
         w_c, w_s = self.weights_from_statistics(*stats)
         scale = 1. + torch.sigmoid(w_c[:, :, None, None] * w_s)
         return x * scale.to(x.dtype)

@@ -29,7 +29,7 @@ __all__ = ['TorchKernels', 'mrap_fused', 'select_kernels', 'std_grad_terms']
 
 Stats = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
-# elements per chunk when the statistics are taken on CPU (two float32 buffers of this size stay in cache)
+# elements per chunk of the CPU reductions (their float32 work buffers of this size stay in cache)
 _CPU_CHUNK_NUMEL = 1 << 18
 # largest map the spatial conv runs through PyTorch's direct CPU kernel at batch 1 (its im2col buffer grows with H * W)
 _DIRECT_CONV_MAX_HW = 56 * 56
@@ -45,10 +45,7 @@ def _mean_std(x: torch.Tensor) -> Stats:
     b, c, h, w = x.shape
     if x.device.type != 'cpu' or b == 0:
         return _mean_std_direct(x)
-    rows = max(1, _CPU_CHUNK_NUMEL // max(1, c * h * w))
-    memory_format = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
-    shape = (min(rows, b), c, h, w)
-    buf = torch.empty(shape, dtype=_stats_dtype(x), memory_format=memory_format)
+    rows, buf = _chunk_buffer(x)
     convert = torch.empty_like(buf) if x.dtype != buf.dtype else None
     scale_c, scale_s = 1. / math.sqrt(max(h * w - 1, 1)), 1. / max(c - 1, 1)
     parts = []
@@ -73,6 +70,15 @@ def _mean_std_direct(x: torch.Tensor) -> Stats:
         sum_sq = torch.linalg.vector_norm(x, 2, dim, keepdim=keepdim, dtype=_stats_dtype(x)).square()
         out += [mean, ((sum_sq - count * mean.square()).clamp_min_(0.) / max(count - 1, 1)).sqrt()]
     return tuple(out)
+
+
+def _chunk_buffer(x: torch.Tensor) -> Tuple[int, torch.Tensor]:
+    """Samples per chunk (cache-sized on CPU, the whole batch on GPU) and a float32 work buffer in ``x``'s layout."""
+    b, c, h, w = x.shape
+    rows = max(1, _CPU_CHUNK_NUMEL // max(1, c * h * w)) if x.device.type == 'cpu' else b
+    memory_format = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    buf = torch.empty((min(rows, b), c, h, w), device=x.device, dtype=_stats_dtype(x), memory_format=memory_format)
+    return rows, buf
 
 
 def _stats_dtype(x: torch.Tensor) -> torch.dtype:
@@ -128,9 +134,7 @@ class TorchKernels:
         """
         b, c, h, w = x.shape
         channels_last = _is_channels_last(x)
-        rows = max(1, _CPU_CHUNK_NUMEL // max(1, c * h * w)) if x.device.type == 'cpu' else b
-        buf = torch.empty((min(rows, b), c, h, w), device=x.device, dtype=_stats_dtype(x),
-                          memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        rows, buf = _chunk_buffer(x)
         grad_c, grad_s = [], []
         for start in range(0, b, rows):
             sl = slice(start, start + rows)
