@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side cost of attention variants (params, GMACs, latency, throughput); see --help.
-#   ./tools/benchmark.sh --threads 2 --output docs/benchmark_cpu            # fp32 eager, CPU (+ CUDA when present)
-#   ./tools/benchmark.sh --compile --precision fp32 bf16 --output out/bench  # + torch.compile and bf16 autocast
+#   ./tools/benchmark.sh --standard --threads 2 --output docs/benchmark   # the README cost table's settings
+#   ./tools/benchmark.sh --runtimes eager compile --precision fp32 bf16 --output out/bench   # any product of settings
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"

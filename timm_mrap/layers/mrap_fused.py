@@ -117,7 +117,8 @@ class TorchKernels:
     def gate(x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor, save: bool) -> Tuple[torch.Tensor, Any]:
         """``x * (1 + sigmoid(w_c * w_s))`` in ``x``'s dtype and layout; with ``save``, also the sigmoid."""
         gate = torch.empty_like(x)
-        torch.mul(w_c[:, :, None, None], w_s, out=gate)  # float32 product, stored in x's dtype
+        # in x's dtype: a float32 product written to a bf16 / fp16 buffer takes a slow unvectorized path on CPU
+        torch.mul(w_c.to(x.dtype)[:, :, None, None], w_s.to(x.dtype), out=gate)
         gate.sigmoid_()
         if not save:
             return torch.addcmul(x, x, gate, out=gate), None
