@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train an MRAP / MAFC MobileNet with timm's train.py (or the built-in trainer when timm's scripts are unavailable).
 #
-#   ./train.sh                                  demo: digits ImageFolder, train, validate, print top-1 (CPU, ~2.5 min)
+#   ./train.sh                                  demo: digits ImageFolder, train, validate, print top-1 (CPU, ~2 min)
 #   ./train.sh MODEL DATA_DIR [timm flags...]   e.g. ./train.sh mobilenetv2_mrap data/imagenet100 --recipe rein100_paper
 #
 # Options of this wrapper (anywhere): --recipe NAME|FILE, --nproc N (env NPROC), --nnodes N (env NNODES; with
@@ -12,7 +12,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 usage() {
     cat <<'USAGE'
-usage: ./train.sh                                 the demo (digits, about two and a half minutes on 2 CPU cores)
+usage: ./train.sh                                 the demo (digits, about two minutes on 2 CPU cores)
        ./train.sh MODEL DATA_DIR [--recipe NAME] [--nproc N] [--nnodes N] [timm train.py flags...]
 
   MODEL      a registered model, e.g. mobilenetv2_mrap, mobilenetv3_mrap, mobilenetv2_mafc
