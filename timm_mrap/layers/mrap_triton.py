@@ -86,17 +86,24 @@ if _HAS_TRITON:
         tl.store(var_s_ptr + out, m2_s / tl.maximum(C - 1, 1).to(tl.float32), mask=hw_mask)
 
     @triton.jit
-    def _gate_kernel(
-            x_ptr, w_c_ptr, w_s_ptr, out_ptr,
-            C, HW, stride_b, stride_c, stride_hw,
-            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
-    ):
+    def _elementwise_tile(C, HW, stride_b, stride_c, stride_hw, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+        """This program's BLOCK_C x BLOCK_HW tile of a (B, C, HW) grid: sample, channels, positions, masks, offsets."""
         pid_b = tl.program_id(0)
         hw = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
         c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_mask, hw_mask = c < C, hw < HW
         mask = c_mask[:, None] & hw_mask[None, :]
         offsets = pid_b.to(tl.int64) * stride_b + c[:, None] * stride_c + hw[None, :] * stride_hw
+        return pid_b, c, hw, c_mask, hw_mask, mask, offsets
+
+    @triton.jit
+    def _gate_kernel(
+            x_ptr, w_c_ptr, w_s_ptr, out_ptr,
+            C, HW, stride_b, stride_c, stride_hw,
+            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):
+        pid_b, c, hw, c_mask, hw_mask, mask, offsets = _elementwise_tile(
+            C, HW, stride_b, stride_c, stride_hw, BLOCK_C, BLOCK_HW)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.)
         w_c = tl.load(w_c_ptr + pid_b * C + c, mask=c_mask, other=0.)
         w_s = tl.load(w_s_ptr + pid_b * HW + hw, mask=hw_mask, other=0.)
@@ -138,12 +145,8 @@ if _HAS_TRITON:
             C, HW, stride_b, stride_c, stride_hw,
             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
-        pid_b = tl.program_id(0)
-        hw = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-        c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-        c_mask, hw_mask = c < C, hw < HW
-        mask = c_mask[:, None] & hw_mask[None, :]
-        offsets = pid_b.to(tl.int64) * stride_b + c[:, None] * stride_c + hw[None, :] * stride_hw
+        pid_b, c, hw, c_mask, hw_mask, mask, offsets = _elementwise_tile(
+            C, HW, stride_b, stride_c, stride_hw, BLOCK_C, BLOCK_HW)
         grad = tl.load(grad_ptr + offsets, mask=mask, other=0.)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.).to(tl.float32)
         per_c = pid_b * C + c
