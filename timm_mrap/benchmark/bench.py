@@ -44,9 +44,9 @@ DEFAULT_VARIANTS = (
     'mobilenetv1_100', 'mobilenetv2_100', 'mobilenetv3_large_100',
 )
 CSV_COLUMNS = (
-    'variant', 'model', 'attn', 'mrap_impl', 'device', 'precision', 'runtime', 'mode', 'batch_size', 'img_size', 'params_m',
-    'gmacs', 'median_ms', 'q25_ms', 'q75_ms', 'min_ms', 'max_ms', 'repeats', 'throughput', 'relative', 'baseline',
-    'error',
+    'variant', 'model', 'attn', 'mrap_impl', 'device', 'precision', 'runtime', 'mode', 'batch_size', 'img_size',
+    'params_m', 'gmacs', 'median_ms', 'q25_ms', 'q75_ms', 'min_ms', 'max_ms', 'repeats', 'throughput', 'relative',
+    'baseline', 'error',
 )
 MODES = ('infer', 'train')
 PRECISIONS = ('fp32', 'bf16', 'fp16')
@@ -88,7 +88,8 @@ def parse_variants(specs: Sequence[str]) -> List[Variant]:
         model, _, rest = spec.partition(':')
         attn, _, impl = rest.partition(':')
         if not timm.is_model(model):
-            raise ValueError(f'Unknown model {model!r} in variant {spec!r}; see timm.list_models() (e.g. mobilenetv2_100).')
+            raise ValueError(
+                f'Unknown model {model!r} in variant {spec!r}; see timm.list_models() (e.g. mobilenetv2_100).')
         if attn and attn not in ATTN_CHOICES:
             raise ValueError(f'Unknown attn {attn!r} in variant {spec!r}; choose one of {ATTN_CHOICES}.')
         if impl and (impl not in MRAP_IMPLS or attn != 'mrap'):

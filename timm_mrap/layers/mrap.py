@@ -222,7 +222,8 @@ class MRAP(nn.Module):
         return ([pool_statistic(x, p, [2, 3]) for p in self.pool_types],
                 [pool_statistic(x, p, [1], keepdim=True) for p in self.pool_types])
 
-    def statistics_one_pass(self, x: torch.Tensor, pooled: bool = False) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    def statistics_one_pass(
+            self, x: torch.Tensor, pooled: bool = False) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """``statistics`` with the std in one pass from the means of ``x`` and ``x * x`` (no full-size ``x - mean``;
         about 1e-7 of the squared mean less exact than two passes), for recorded graphs.
 
