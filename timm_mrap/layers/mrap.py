@@ -12,8 +12,9 @@ statistics across channels, a 7x7 conv + BN, plus a residual sigmoid of their pr
 Deviations from the reference: the unbiased std of a single element is 0 (the reference gives NaN), and statistics
 are computed in float32 under autocast.
 
-This file is the math, written with standard ops (the ``'reference'`` implementation, which TorchScript, tracing,
-ONNX export and ``torch.compile`` use). The full-size work (statistics, gate and their gradients) has faster
+This file is the math, written with standard ops: the ``'reference'`` implementation, which TorchScript runs as it is
+and recorded graphs (tracing, ONNX export, ``torch.compile``) run with one-pass statistics (``statistics_one_pass``).
+The full-size work (statistics, gate and their gradients) has faster
 implementations in ``mrap_fused`` (eager ops, one hand-written backward) and ``mrap_triton`` (GPU kernels); see
 ``timm_mrap.layers.config`` for how one is chosen. All of them share ``MRAP.weights_from_statistics``, the small
 per-sample part (top-n, perceptron, spatial conv).
