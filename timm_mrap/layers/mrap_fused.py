@@ -172,12 +172,13 @@ def _triton_kernels():
 
 
 def select_kernels(impl: str, x: torch.Tensor):
-    """The kernels ``impl`` stands for on ``x``'s device: Triton for CUDA tensors under ``'auto'``, else PyTorch ops."""
+    """The kernels ``impl`` stands for on ``x``: under ``'auto'`` Triton for CUDA float32 / bf16 / fp16 tensors, else
+    PyTorch ops."""
     if impl == 'triton':
         kernels = _triton_kernels()
         kernels.check_input(x)
         return kernels
-    if impl == 'auto' and x.is_cuda:
+    if impl == 'auto' and x.is_cuda and x.dtype in (torch.float32, torch.bfloat16, torch.float16):
         from .mrap_triton import triton_available
         if triton_available():
             return _triton_kernels()
