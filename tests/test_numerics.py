@@ -63,7 +63,7 @@ def test_bf16_autocast_network_close_to_float32_with_finite_gradients():
         with torch.autocast('cpu', dtype=torch.bfloat16):
             out = model(x)
     assert torch.isfinite(out).all()
-    # relative L2 error of the logits; measured 0.015 (random init; the attn='none' backbone gives 0.029)
+    # relative L2 error of the logits; measured 0.022 (random init; the attn='none' backbone gives 0.033)
     assert (out.float() - ref).norm() / ref.norm() < 0.05
 
     model = timm.create_model('mobilenetv2_mrap', num_classes=10).train()
