@@ -46,24 +46,34 @@ def triton_available() -> bool:
 
 if _HAS_TRITON:
     @triton.jit
+    def _position_block(HW, BLOCK_HW: tl.constexpr):
+        """This program's sample and block of positions in a (B, HW blocks) grid that loops over channels."""
+        pid_b = tl.program_id(0)
+        pid_hw = tl.program_id(1)
+        hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        return pid_b, pid_hw, hw, hw < HW
+
+    @triton.jit
+    def _channel_chunk(c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C: tl.constexpr):
+        """Channels ``c0 .. c0 + BLOCK_C`` of a position block: channels, their mask, the tile mask, tile offsets."""
+        c = c0 + tl.arange(0, BLOCK_C)
+        c_mask = c < C
+        return c, c_mask, c_mask[:, None] & hw_mask[None, :], c[:, None] * stride_c + hw[None, :] * stride_hw
+
+    @triton.jit
     def _statistics_kernel(
             x_ptr, mean_s_ptr, var_s_ptr, part_mean_ptr, part_m2_ptr,
             C, HW, n_blocks, stride_b, stride_c, stride_hw,
             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
-        pid_b = tl.program_id(0)
-        pid_hw = tl.program_id(1)
-        hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
-        hw_mask = hw < HW
+        pid_b, pid_hw, hw, hw_mask = _position_block(HW, BLOCK_HW)
         n_hw = tl.minimum(HW - pid_hw * BLOCK_HW, BLOCK_HW).to(tl.float32)
         mean_s = tl.zeros([BLOCK_HW], dtype=tl.float32)
         m2_s = tl.zeros([BLOCK_HW], dtype=tl.float32)
         base = x_ptr + pid_b.to(tl.int64) * stride_b
         for c0 in range(0, C, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
-            c_mask = c < C
-            mask = c_mask[:, None] & hw_mask[None, :]
-            tile = tl.load(base + c[:, None] * stride_c + hw[None, :] * stride_hw, mask=mask, other=0.).to(tl.float32)
+            c, c_mask, mask, offsets = _channel_chunk(c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C)
+            tile = tl.load(base + offsets, mask=mask, other=0.).to(tl.float32)
             # channel partials over this block of positions (two-pass in registers)
             tile_mean_c = tl.sum(tile, axis=1) / n_hw
             dev_c = tl.where(mask, tile - tile_mean_c[:, None], 0.)
@@ -117,18 +127,13 @@ if _HAS_TRITON:
             C, HW, n_blocks, stride_b, stride_c, stride_hw,
             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
-        pid_b = tl.program_id(0)
-        pid_hw = tl.program_id(1)
-        hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
-        hw_mask = hw < HW
+        pid_b, pid_hw, hw, hw_mask = _position_block(HW, BLOCK_HW)
         w_s = tl.load(w_s_ptr + pid_b * HW + hw, mask=hw_mask, other=0.)
         grad_s = tl.zeros([BLOCK_HW], dtype=tl.float32)
         base = pid_b.to(tl.int64) * stride_b
         for c0 in range(0, C, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
-            c_mask = c < C
-            mask = c_mask[:, None] & hw_mask[None, :]
-            offsets = base + c[:, None] * stride_c + hw[None, :] * stride_hw
+            c, c_mask, mask, offsets = _channel_chunk(c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C)
+            offsets += base
             grad = tl.load(grad_ptr + offsets, mask=mask, other=0.).to(tl.float32)
             x = tl.load(x_ptr + offsets, mask=mask, other=0.).to(tl.float32)
             w_c = tl.load(w_c_ptr + pid_b * C + c, mask=c_mask, other=0.)
