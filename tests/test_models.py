@@ -94,6 +94,22 @@ def test_forward_intermediates(name):
             torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize('name', MODELS)
+def test_meta_device_build_matches_normal_build(name):
+    """Built as transformers and accelerate build timm models: on 'meta', ``to_empty``, weights, non-persistent
+    buffers from ``init_non_persistent_buffers()``."""
+    model = timm.create_model(name, num_classes=NUM_CLASSES).eval()
+    with torch.device('meta'):
+        meta_model = timm.create_model(name, num_classes=NUM_CLASSES)
+    meta_model = meta_model.to_empty(device='cpu').eval()
+    meta_model.load_state_dict(model.state_dict())
+    for module in meta_model.modules():
+        if hasattr(module, 'init_non_persistent_buffers'):
+            module.init_non_persistent_buffers()
+    with torch.no_grad():
+        torch.testing.assert_close(meta_model(_input()), model(_input()), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize('name', MRAP_MODELS)
 def test_in_chans_and_grad_checkpointing(name):
     model = timm.create_model(name, in_chans=1, num_classes=NUM_CLASSES).train()

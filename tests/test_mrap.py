@@ -42,6 +42,22 @@ def test_hidden_size_and_top_n_follow_the_spec():
     assert MRAP(8, rd_ratio=1.0).fc1.out_features == 8  # timm's builder probe
 
 
+@pytest.mark.parametrize('impl', IMPLS)
+def test_meta_device_build_restores_the_top_n_index(impl):
+    """timm's meta-device convention: build on 'meta', ``to_empty``, load weights, ``init_non_persistent_buffers``."""
+    kwargs = dict(pool_types=('avg', 'std', 'max'), rate=(0.3, 0.5, 0.2), impl=impl)
+    ref = MRAP(50, **kwargs).eval()
+    with torch.device('meta'):
+        meta = MRAP(50, **kwargs)
+    model = meta.to_empty(device='cpu').eval()
+    model.load_state_dict(ref.state_dict())
+    model.init_non_persistent_buffers()
+    assert torch.equal(model.top_n_index, ref.top_n_index)
+    x = torch.randn(2, 50, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize('shape', [(2, 16, 1, 1), (2, 1, 5, 5), (2, 1, 1, 1), (3, 24, 1, 7)])
 def test_single_element_reductions_are_finite(shape):
     """1 x 1 maps and single channels: the reference gives NaN (unbiased std of one value), we give std 0."""

@@ -188,7 +188,16 @@ class MRAP(nn.Module):
             len(pool_types), 1, spatial_kernel_size, padding=spatial_kernel_size // 2, bias=False, **dd)
         self.spatial_bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **dd)
         # derived from the hyper-parameters, so not part of the state dict
-        self.register_buffer('top_n_index', interleave_index(top_n).to(device=device), persistent=False)
+        self.register_buffer('top_n_index', torch.empty(channels, device=device, dtype=torch.long), persistent=False)
+        self._init_buffers()
+
+    def _init_buffers(self) -> None:
+        """Compute and fill non-persistent buffer values."""
+        self.top_n_index.copy_(interleave_index(self.top_n))
+
+    def init_non_persistent_buffers(self) -> None:
+        """Initialize non-persistent buffers (after ``to_empty`` of a model built on the meta device)."""
+        self._init_buffers()
 
     def weights_from_statistics(
             self, stats_c: List[torch.Tensor], stats_s: List[torch.Tensor], small_batch_conv: bool = False,
