@@ -7,6 +7,7 @@ import torch
 import timm
 from timm_mrap import MRAP
 from timm_mrap.convert import ConversionError, convert_checkpoint, fold_data_bn, load_reference_state_dict, main
+from timm_mrap.layers.config import get_mrap_impl
 
 from conftest import fixture_state_dict, load_fixture
 
@@ -43,6 +44,7 @@ def test_converted_checkpoint_reproduces_reference_logits(reference_network, lay
     assert sorted(p.name for p in out.iterdir()) == ['config.json', 'model.safetensors']
     config = json.loads((out / 'config.json').read_text())
     assert config['architecture'] == name and config['num_classes'] == int(meta['num_classes'])
+    assert 'model_args' not in config  # timm's shape: classes top-level, no architecture argument to pass
 
     model = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
     cfg = model.pretrained_cfg
@@ -116,6 +118,15 @@ def test_cli_writes_folder_and_refuses_to_overwrite(v2_checkpoint, tmp_path, cap
     assert '--overwrite' in capsys.readouterr().err
     assert (out / 'model.safetensors').stat().st_mtime_ns == before
     main([str(v2_checkpoint), '--model', 'mobilenetv2_mrap', '--out', str(out), '--overwrite'])
+
+
+def test_runtime_choice_never_reaches_the_config(v2_checkpoint, tmp_path):
+    """Converted with mrap_impl='triton' (how the kernels run, not what they compute): the config loads anywhere."""
+    out = tmp_path / 'converted'
+    convert_checkpoint(str(v2_checkpoint), 'mobilenetv2_mrap', str(out), mrap_impl='triton')
+    assert 'model_args' not in json.loads((out / 'config.json').read_text())
+    model = timm.create_model(f'local-dir:{out}', pretrained=True)
+    assert {m.impl for m in model.modules() if isinstance(m, MRAP)} == {get_mrap_impl()}
 
 
 def test_num_classes_is_inferred_and_checked(v2_checkpoint):

@@ -24,7 +24,8 @@ import torch
 
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import save_for_hf
+
+from .hub.config import save_hub_folder
 
 __all__ = [
     'ConversionError', 'load_reference_state_dict', 'convert_state_dict', 'fold_data_bn', 'convert_checkpoint',
@@ -313,7 +314,7 @@ def convert_checkpoint(
         mean, std = tuple(input_mean), tuple(input_std)
     model.pretrained_cfg = {**model.pretrained_cfg, 'mean': mean, 'std': std, 'num_classes': found_classes}
     if out_dir is not None:
-        save_for_hf(model, out_dir, safe_serialization=True, data_config={'mean': mean, 'std': std})
+        save_hub_folder(model, out_dir, data_config={'mean': mean, 'std': std})
     return model
 
 

@@ -4,7 +4,8 @@ Inputs: a timm training checkpoint (``train.py``'s ``*.pth.tar``: ``state_dict``
 ``arch``, ``args``), a safetensors state dict, or an authors' reference checkpoint (converted by
 ``timm_mrap.convert``). The registered model is rebuilt with the checkpoint's number of classes and model arguments,
 the weights are loaded strictly, and timm's ``save_for_hf`` writes ``model.safetensors`` (no pickle) and
-``config.json`` (architecture, model_args, pretrained_cfg with the data config used, label names). ``README.md`` is
+``config.json`` (architecture, classes, architecture ``model_args``, pretrained_cfg with the data config used, label
+names; in timm's shape, see ``config``). ``README.md`` is
 the architecture's card (the packaged template and facts, see ``cards``) filled with numbers measured here. The folder
 is written beside the target and moved into place when complete.
 """
@@ -21,10 +22,11 @@ import torch
 from torch import nn
 
 import timm
-from timm.models import clean_state_dict, get_pretrained_cfg, is_model, save_for_hf
+from timm.models import clean_state_dict, get_pretrained_cfg, is_model
 from timm.models._hub import load_model_config_from_path
 
 from .cards import CardError, ModelStats, card_source, card_values, measure_model, read_results, render_card
+from .config import RUNTIME_ARGS, save_hub_folder
 
 __all__ = [
     'EXPORT_FILES', 'WEIGHT_FORMATS', 'ExportError', 'Checkpoint', 'ExportResult', 'read_checkpoint',
@@ -235,7 +237,8 @@ def export_model(
         label_names: Class names in classifier order (see ``read_label_names``).
         use_ema: Export a training checkpoint's EMA weights instead of its raw weights.
         weights_format: ``'auto'``, ``'timm'`` or ``'reference'``.
-        model_kwargs: Model arguments used at training (``attn``, ``pool_types``...), over the checkpoint's own.
+        model_kwargs: Model arguments used at training (``attn``, ``pool_types``...), over the checkpoint's own;
+            runtime choices (``mrap_impl``) are dropped.
         data_config: Preprocessing of these weights (``img_size``, ``crop_pct``, ``mean``...), over the checkpoint's.
         dataset: Training data for the card; default from known tags (``rein100``, ``in100``, ``in1k``).
         dataset_id: Hub dataset id for the card's front matter; default from the tag or ``dataset``.
@@ -278,6 +281,8 @@ def export_model(
     if checkpoint.train_args.get('in_chans') is not None:
         kwargs['in_chans'] = checkpoint.train_args['in_chans']
     kwargs.update(model_kwargs or {})
+    for key in RUNTIME_ARGS:  # e.g. mrap_impl='triton' of a GPU run: the model is built and measured here, on this
+        kwargs.pop(key, None)  # machine's default implementation, and the choice is not the weights'
     data_args = {k: checkpoint.train_args[k] for k in DATA_CONFIG_KEYS if checkpoint.train_args.get(k) is not None}
     data_args.update({k: v for k, v in (data_config or {}).items() if v is not None})
 
@@ -325,7 +330,7 @@ def export_model(
     tmp_dir = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
     tmp_dir.chmod(0o755)  # mkdtemp's 0o700 would follow the folder into place
     try:
-        save_for_hf(model, str(tmp_dir), model_config=model_config, safe_serialization=True, data_config=data_args)
+        save_hub_folder(model, tmp_dir, model_config=model_config, data_config=data_args)
         input_size = load_model_config_from_path(tmp_dir)[0]['input_size']
         stats = measure_model(model, input_size)
         registered = default_repo_id(architecture, tag) == repo_id

@@ -2,18 +2,24 @@
 
 ``push_folder`` checks the folder (``config.json``, ``model.safetensors``, ``README.md``; no pickle), creates the
 repo if needed (``HfApi.create_repo(exist_ok=True)``), refuses to replace a README or weights already there unless
-``overwrite``, and uploads with ``HfApi.upload_folder``. The token comes from huggingface_hub's usual places
-(``HF_TOKEN``, ``hf auth login``); it is never printed or written here.
+``overwrite``, and uploads with ``HfApi.upload_folder``. A ``config.json`` of an older export, with the classes
+repeated in ``model_args``, is first rewritten in timm's shape (``config.tidy_config``), so transformers loads the
+pushed repo. The token comes from huggingface_hub's usual places (``HF_TOKEN``, ``hf auth login``); it is never
+printed or written here.
 """
+import logging
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
+from .config import tidy_config
 from .export import EXPORT_FILES
 
 __all__ = ['PushError', 'check_export_folder', 'push_folder']
 
 PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.tar', '.pkl', '.pickle', '.ckpt')
 PROTECTED_FILES = ('README.md', 'model.safetensors')
+
+_logger = logging.getLogger(__name__)
 
 
 class PushError(ValueError):
@@ -63,6 +69,9 @@ def push_folder(
         api: An ``HfApi``-compatible client; default ``HfApi()`` with the token from the usual places.
     """
     files = check_export_folder(folder, repo_id)
+    dropped = tidy_config(Path(folder) / 'config.json')
+    if dropped:
+        _logger.warning(f'Rewrote {Path(folder) / "config.json"} in timm\'s shape: dropped {dropped} from model_args.')
     if api is None:
         from huggingface_hub import HfApi
         from ..version import __version__
