@@ -24,6 +24,7 @@ from timm_mrap.hub import (
 from timm_mrap.hub.__main__ import main as hub_main
 from timm_mrap.hub.card_facts import CARD_FACTS
 from timm_mrap.hub.cards import FACT_KEYS, card_template, card_values, placeholders
+from timm_mrap.layers.config import get_mrap_impl
 
 from conftest import fill_hub_cache
 
@@ -96,7 +97,7 @@ def test_export_training_checkpoint_loads_back_identically(training_run, ema_exp
     assert config['label_names'] == ['zero', 'one', 'two']
     assert config['pretrained_cfg']['input_size'] == [3, IMG, IMG] and config['pretrained_cfg']['crop_pct'] == 1.0
     assert config['pretrained_cfg']['tag'] == 'digits'
-    assert config['model_args']['pool_types'] == ['avg', 'std', 'max']
+    assert config['model_args'] == {'pool_types': ['avg', 'std', 'max'], 'rate': [0.3, 0.5, 0.2]}  # architecture only
 
     loaded = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
     with torch.no_grad():
@@ -164,6 +165,71 @@ def test_export_overwrite_protection_cli(training_run, tmp_path, capsys):
         hub_main(argv + ['--overwrite'])
     assert "also holds ['notes.txt']" in capsys.readouterr().err
     assert (out / 'notes.txt').read_text() == 'keep me'
+
+
+def _old_style_config(config: dict) -> dict:
+    """config.json as earlier exports wrote it: classes, channels and pooling repeated in model_args."""
+    return {**config, 'model_args': {'num_classes': config['num_classes'], **config.get('model_args', {}),
+                                     'in_chans': 3, 'global_pool': 'avg'}}
+
+
+def test_runtime_choice_never_reaches_the_config(training_run, tmp_path):
+    """A run trained with mrap_impl='triton' (a GPU choice) exports a config that builds and loads on CPU."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = torch.load(training_run.checkpoint, weights_only=True)
+    checkpoint['args'].model_kwargs = {**POOL_KWARGS, 'mrap_impl': 'triton'}
+    torch.save(checkpoint, tmp_path / 'triton_run.pth.tar')
+    out = tmp_path / 'export'
+    export_model(tmp_path / 'triton_run.pth.tar', out, tag='digits', repo_id='someone/mobilenetv2_mrap.digits',
+                 dataset='scikit-learn digits', use_ema=True)
+    config = json.loads((out / 'config.json').read_text())
+    assert config['model_args'] == {'pool_types': ['avg', 'std', 'max'], 'rate': [0.3, 0.5, 0.2]}
+
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    assert {m.impl for m in loaded.modules() if isinstance(m, timm_mrap.MRAP)} == {get_mrap_impl()}
+    with torch.no_grad():
+        assert torch.equal(loaded(_inputs()), training_run.logits['ema'])
+
+
+def test_non_default_channels_stay_in_model_args(tmp_path):
+    """in_chans changes the stem: kept in model_args when it is not 3, so clients that pass only model_args build it."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForImageClassification
+    torch.manual_seed(0)
+    model = timm.create_model('mobilenetv3_small_mrap', num_classes=2, in_chans=1).eval()
+    save_file(model.state_dict(), tmp_path / 'gray.safetensors')
+    export_model(tmp_path / 'gray.safetensors', tmp_path / 'export', model_name='mobilenetv3_small_mrap', tag='gray',
+                 repo_id='someone/gray', dataset='grey images', model_kwargs={'in_chans': 1},
+                 data_config={'img_size': IMG})
+    config = json.loads((tmp_path / 'export' / 'config.json').read_text())
+    assert config['model_args'] == {'in_chans': 1} and config['pretrained_cfg']['input_size'][0] == 1
+    x = torch.randn(2, 1, IMG, IMG, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(timm.create_model(f'local-dir:{tmp_path / "export"}', pretrained=True).eval()(x), expected)
+        hf_model = AutoModelForImageClassification.from_pretrained(tmp_path / 'export').eval()
+        torch.testing.assert_close(hf_model(pixel_values=x).logits, expected, rtol=0, atol=1e-5)
+
+
+def test_old_style_config_loads_and_is_pushed_in_timms_shape(training_run, ema_export, tmp_path):
+    from transformers import AutoModelForImageClassification
+    folder = tmp_path / 'old_export'
+    shutil.copytree(ema_export.out_dir, folder)
+    config = json.loads((folder / 'config.json').read_text())
+    (folder / 'config.json').write_text(json.dumps(_old_style_config(config), indent=2))
+    with torch.no_grad():
+        assert torch.equal(timm.create_model(f'local-dir:{folder}', pretrained=True).eval()(_inputs()),
+                           training_run.logits['ema'])
+
+    api = RecordingHubApi(tmp_path / 'remote')
+    push_folder(folder, 'someone/mobilenetv2_mrap.digits', api=api)
+    uploaded = tmp_path / 'remote' / 'someone' / 'mobilenetv2_mrap.digits' / 'main'
+    assert json.loads((uploaded / 'config.json').read_text()) == config
+    assert json.loads((folder / 'config.json').read_text()) == config
+    hf_model = AutoModelForImageClassification.from_pretrained(uploaded).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(pixel_values=_inputs()).logits, training_run.logits['ema'],
+                                   rtol=0, atol=1e-5)
 
 
 def test_label_names_follow_timm_image_folder_order(tmp_path):
