@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = [
-    'CliError', 'LayerOptions', 'split_layer_options', 'model_kwargs_of', 'resolve_runner', 'build_command', 'detect_checkpoint_kind',
-    'prepare_checkpoint', 'parse_result', 'write_results', 'train', 'validate', 'demo', 'main',
+    'CliError', 'LayerOptions', 'split_layer_options', 'model_kwargs_of', 'resolve_runner', 'build_command',
+    'detect_checkpoint_kind', 'prepare_checkpoint', 'parse_result', 'write_results', 'train', 'validate', 'demo',
+    'main',
 ]
 
 _TRAIN_SYNONYMS = ('train', 'training')

@@ -58,14 +58,15 @@ def summary_markdown(plan, summary: Sequence[Dict[str, Any]]) -> str:
             f'| {s["attn"]} | {len(s["seeds"])} | {s["top1_mean"]:.2f} ± {s["top1_std"]:.2f} | {delta} | '
             f'{s["top5_mean"]:.2f} | {s["params"] / 1e6:.3f} | {s["gmacs"]:.3f} | {s["latency_ratio"]:.2f}x |')
     recipe = f'recipe {cfg.recipe}' if cfg.recipe else "timm's default recipe"
-    flags = ' '.join(cfg.train_args)
+    epochs = f'{plan.epochs} epoch{"s" if plan.epochs > 1 else ""}'
+    flags = f', flags `{" ".join(cfg.train_args)}`' if cfg.train_args else ''
     lines += ['', (
         f'Top-1 / top-5: the best checkpoint of each run validated on the validation split of {cfg.data_dir}, mean ± '
         f'sample standard deviation over seeds {seeds}; "vs none" is the difference of the means. Training: '
-        f'{recipe}, {plan.epochs} epoch{"s" if plan.epochs > 1 else ""}' + (f', flags `{flags}`' if flags else '') + '. '
-        f'Params and GMACs: {plan.num_classes} classes, {plan.img_size} px (timm_mrap.complexity). Latency: eager '
-        f'fp32 inference at batch {cfg.latency_batch}, {plan.img_size} px on {plan.device}, median time relative to '
-        f"attn='none' (timm_mrap.benchmark; latency/results.csv). Every run: results.csv.")]
+        f'{recipe}, {epochs}{flags}. Params and GMACs: {plan.num_classes} classes, {plan.img_size} px '
+        f'(timm_mrap.complexity). Latency: eager fp32 inference at batch {cfg.latency_batch}, {plan.img_size} px on '
+        f"{plan.device}, median time relative to attn='none' (timm_mrap.benchmark; latency/results.csv). Every run: "
+        f'results.csv.')]
     return '\n'.join(lines) + '\n'
 
 
