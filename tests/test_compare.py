@@ -33,7 +33,9 @@ def digits(tmp_path_factory) -> Path:
 
 
 def _compare(args, cwd=ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, 'TIMM_SCRIPTS_OFFLINE': '1', 'OMP_NUM_THREADS': str(torch.get_num_threads())}
+    # PYTHONPATH: the trainer, validator and benchmark processes import this checkout's timm_mrap too
+    env = {**os.environ, 'TIMM_SCRIPTS_OFFLINE': '1', 'OMP_NUM_THREADS': str(torch.get_num_threads()),
+           'PYTHONPATH': str(ROOT)}
     return subprocess.run([sys.executable, '-m', 'timm_mrap.compare', *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True)
 

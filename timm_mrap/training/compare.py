@@ -18,9 +18,13 @@ A run with ``run.json`` is finished and skipped; one with ``last.pth.tar`` is re
 its last epoch is done), so a rerun of the same command continues a grid after a crash.
 """
 import argparse
+import csv
 import json
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,19 +355,33 @@ def _duration(seconds: float) -> str:
 # ------------------------------------------------------------------------------------------------------- latency
 
 def measure_latency(plan: Plan, log: Callable[[str], None]) -> Dict[str, Dict[str, float]]:
-    """Eager fp32 inference time of every attention relative to ``attn='none'`` (the project's benchmark), on the
-    training device; also written to ``OUTPUT/latency/``. Returns ``{attn: {'relative', 'median_ms'}}``."""
-    from timm_mrap.benchmark import BenchmarkConfig, run_benchmark, write_results
+    """Eager fp32 inference time of every attention relative to ``attn='none'``, measured by the project's benchmark
+    (``python -m timm_mrap.benchmark``) on the training device, into ``OUTPUT/latency/``.
+
+    It runs in a fresh process, with ``OMP_WAIT_POLICY=PASSIVE`` unless set (as the demo): OpenMP reads the policy when
+    it starts, and with spinning waits, on 2 cores shared with other jobs, a 64 px batch-1 forward of mobilenetv3_mrap
+    took 243 to 405 ms instead of 8.6 ms.
+
+    Returns:
+        ``{attn: {'relative': ..., 'median_ms': ...}}``.
+    """
     attns = ['none'] + [a for a in plan.cfg.attns if a != 'none']
-    cuda = plan.device.startswith('cuda')
-    bench = BenchmarkConfig(
-        variants=[f'{plan.model}:{a}' for a in attns], devices=[plan.device], img_size=plan.img_size,
-        num_classes=plan.num_classes, settings=[f'fp32:eager:infer:{plan.cfg.latency_batch}'], warmup=3, repeats=9,
-        iters=10 if cuda else 1)
-    rows = run_benchmark(bench, log=log)
-    write_results(rows, str(Path(plan.cfg.output) / 'latency'), bench, overwrite=True, plot=False,
-                  command='python -m timm_mrap.compare (latency of the grid)')
-    return {r['attn']: dict(relative=r['relative'], median_ms=r['median_ms']) for r in rows}
+    out = Path(plan.cfg.output) / 'latency'
+    cmd = [sys.executable, '-m', 'timm_mrap.benchmark', '--variants', *[f'{plan.model}:{a}' for a in attns],
+           '--device', plan.device, '--settings', f'fp32:eager:infer:{plan.cfg.latency_batch}',
+           '--img-size', str(plan.img_size), '--num-classes', str(plan.num_classes), '--warmup', '3', '--repeats', '9',
+           '--iters', '10' if plan.device.startswith('cuda') else '1', '--output', str(out), '--overwrite', '--no-plot']
+    log(shlex.join(cmd))
+    env = {'OMP_WAIT_POLICY': 'PASSIVE', **os.environ, 'PYTHONSAFEPATH': '1'}  # as train.sh: no cwd timm/ shadowing
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout.splitlines():
+        log(line)
+    if proc.returncode != 0:
+        raise CompareError(f'The latency benchmark failed (exit status {proc.returncode}; its output is above). The '
+                           f'runs are done: rerun the same command to measure it again.')
+    with open(out / 'results.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    return {r['attn']: dict(relative=float(r['relative']), median_ms=float(r['median_ms'])) for r in rows}
 
 
 # ---------------------------------------------------------------------------------------------------------- driver
