@@ -182,3 +182,26 @@ def test_output_of_another_model_needs_overwrite(small_data, tmp_path, capsys):
     (out / 'compare.json').unlink()
     (out / 'notes.txt').write_text('mine')
     assert main(argv) == 2 and 'is not empty and holds no compare.json' in capsys.readouterr().err
+
+
+def test_reports_without_matplotlib_skip_the_plot(small_data, tmp_path, monkeypatch):
+    from timm_mrap.training.compare_report import summarize, write_reports
+    plan = make_plan(CompareConfig(str(small_data), MODEL, ['none', 'eca'], [0, 1, 2], epochs=1,
+                                   output=str(tmp_path / 'out'), train_args=['--img-size', '32']))
+    (tmp_path / 'out').mkdir()
+    top1 = {'none': [50., 60., 70.], 'eca': [80., 80., 83.]}
+    rows = [dict(attn=a, seed=s, top1=top1[a][s], top5=100., epochs=1, best_epoch=0, params=plan.complexity[a][0],
+                 gmacs=plan.complexity[a][1], wall_s=1., run_dir='') for s in (0, 1, 2) for a in ('none', 'eca')]
+    summary = summarize(rows, ['eca', 'none'], {'none': dict(relative=1., median_ms=2.),
+                                                'eca': dict(relative=1.25, median_ms=2.5)})
+    assert [s['attn'] for s in summary] == ['eca', 'none']
+    assert summary[0]['top1_std'] == pytest.approx(statistics.stdev([80., 80., 83.]))
+    assert summary[0]['delta_none'] == pytest.approx(81. - 60.) and summary[1]['top1_std'] == pytest.approx(10.)
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)  # import matplotlib raises ImportError
+    notes = []
+    paths = write_reports(plan, rows, summary, log=notes.append)
+    assert set(paths) == {'csv', 'summary'} and not (tmp_path / 'out' / 'top1_vs_latency.png').exists()
+    assert notes == ['[compare] no plot: matplotlib is not installed (pip install "timm-mrap[plot]")']
+    text = paths['summary'].read_text()
+    assert _summary_cells(text, 'eca') == (3, 81.0, 1.73, '+21.00') and '| 1.25x |' in text
+    assert len(_rows(paths['csv'])) == 6
