@@ -30,9 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .cli import CliError, _flag_value, _read_config, check_data_dir, model_kwargs_of, split_layer_options
+from .cli import (
+    _EVAL_SYNONYMS, _TRAIN_SYNONYMS, CliError, _flag_value, _read_config, check_data_dir, model_kwargs_of,
+    split_layer_options)
 
-__all__ = ['CompareError', 'CompareConfig', 'Run', 'Plan', 'make_plan', 'run_state', 'run_compare', 'RESULT_COLUMNS']
+__all__ = [
+    'CompareError', 'CompareConfig', 'Run', 'Plan', 'make_plan', 'run_state', 'measure_latency', 'run_compare',
+    'RESULT_COLUMNS',
+]
 
 RESULT_COLUMNS = ('attn', 'seed', 'top1', 'top5', 'epochs', 'best_epoch', 'params', 'gmacs', 'wall_s', 'run_dir')
 # flags the tool sets per run or replaces with its own options
@@ -43,8 +48,6 @@ _RESERVED = {
     '-c': 'pass the recipe as --recipe NAME|FILE', '--dry-run': 'the grid has no dry run',
     '--model': 'one model per grid, given as --model',
 }
-_TRAIN_SYNONYMS = ('train', 'training')
-_EVAL_SYNONYMS = ('validation', 'val', 'valid', 'eval', 'evaluation')
 
 
 class CompareError(ValueError):
