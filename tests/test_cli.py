@@ -190,6 +190,20 @@ def test_checkpoint_kinds(tmp_path):
         detect_checkpoint_kind(str(tmp_path / 'missing.pth'))
 
 
+def test_checkpoint_of_another_attention_is_checked_with_model_kwargs(tmp_path):
+    """validate.sh MODEL D --checkpoint F --model-kwargs attn=cbam: the checkpoint is checked against the CBAM model."""
+    cbam = timm.create_model('mobilenetv3_mrap', num_classes=3, attn='cbam')
+    path = tmp_path / 'cbam.pth.tar'
+    torch.save({'arch': 'mobilenetv3_mrap', 'state_dict': cbam.state_dict()}, path)
+    argv = ['--img-size', '32', '--model-kwargs', 'attn=cbam', 'rate=(0.3, 0.7)', '--device', 'cpu']
+    assert cli.model_kwargs_of(argv) == {'attn': 'cbam', 'rate': (0.3, 0.7)}
+    assert cli.model_kwargs_of(['--img-size', '32']) == {}
+    assert prepare_checkpoint('mobilenetv3_mrap', str(path), str(tmp_path), model_kwargs={'attn': 'cbam'})[1] == [
+        '--checkpoint', str(path), '--num-classes', '3']
+    with pytest.raises(CliError, match='--model-kwargs, e.g. attn=cbam'):
+        prepare_checkpoint('mobilenetv3_mrap', str(path), str(tmp_path))
+
+
 def _reference_checkpoint(tmp_path):
     tensors, _ = load_fixture('mobilenetv2_mrap_reference')
     path = tmp_path / 'MRAP_V2.pth'  # the authors' layout: {'model_state_dict': {'module.backbone...': ...}}

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = [
-    'CliError', 'LayerOptions', 'split_layer_options', 'resolve_runner', 'build_command', 'detect_checkpoint_kind',
-    'prepare_checkpoint', 'parse_result', 'write_results', 'train', 'validate', 'demo', 'main',
+    'CliError', 'LayerOptions', 'split_layer_options', 'model_kwargs_of', 'resolve_runner', 'build_command',
+    'detect_checkpoint_kind', 'prepare_checkpoint', 'parse_result', 'write_results', 'train', 'validate', 'demo',
+    'main',
 ]
 
 _TRAIN_SYNONYMS = ('train', 'training')
@@ -91,6 +92,23 @@ def _flag_value(args: Sequence[str], *names: str) -> Optional[str]:
         if name in names:
             found = value if eq else (args[i + 1] if i + 1 < len(args) else None)
     return found
+
+
+def model_kwargs_of(args: Sequence[str]) -> Dict[str, Any]:
+    """The ``--model-kwargs k=v ...`` of timm's command line as a dict (values parsed as timm's ``ParseKwargs``)."""
+    import argparse
+    from timm.utils import ParseKwargs
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs)
+    values: List[str] = []
+    for i, arg in enumerate(args):
+        if arg == '--model-kwargs':
+            values = ['--model-kwargs']
+            for value in args[i + 1:]:
+                if value.startswith('-'):
+                    break
+                values.append(value)
+    return vars(parser.parse_args(values))['model_kwargs'] if values else {}
 
 
 def _pop_flag(args: List[str], *names: str) -> Optional[str]:
@@ -334,15 +352,17 @@ def _checkpoint_state_dict(path: Path) -> Dict[str, Any]:
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
 
 
-def _check_fits(model_name: str, path: Path, num_classes: Optional[int]) -> int:
-    """Check that a timm-layout checkpoint fits ``model_name``; return its number of classes."""
+def _check_fits(
+        model_name: str, path: Path, num_classes: Optional[int], model_kwargs: Optional[Dict[str, Any]] = None,
+) -> int:
+    """Check that a timm-layout checkpoint fits ``model_name`` built with ``model_kwargs``; return its classes."""
     import timm
     import timm_mrap  # noqa: F401
     import torch
     state_dict = _checkpoint_state_dict(path)
     arch = state_dict.pop('__arch__', None)
     state_dict = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    model = timm.create_model(model_name, pretrained=False, num_classes=0)
+    model = timm.create_model(model_name, pretrained=False, num_classes=0, **(model_kwargs or {}))
     classifier = model.pretrained_cfg.get('classifier', 'classifier')
     found = state_dict.get(f'{classifier}.weight')
     found_classes = int(found.shape[0]) if found is not None else 0
@@ -356,7 +376,7 @@ def _check_fits(model_name: str, path: Path, num_classes: Optional[int]) -> int:
         raise CliError(
             f'{path} does not fit {model_name}{trained}: {len(missing)} weights missing {missing[:3]}, '
             f'{len(unknown)} unexpected {unknown[:3]}, {len(shapes)} of another shape {shapes[:3]}. '
-            f'Pass the MODEL the checkpoint was trained with.')
+            f'Pass the MODEL (and --model-kwargs, e.g. attn=cbam) the checkpoint was trained with.')
     if num_classes is not None and found_classes and num_classes != found_classes:
         raise CliError(f'--num-classes {num_classes} does not match the checkpoint classifier '
                        f'({found_classes} classes); drop --num-classes to take it from the checkpoint.')
@@ -368,6 +388,7 @@ def prepare_checkpoint(
         checkpoint: str,
         work_dir: str,
         num_classes: Optional[int] = None,
+        model_kwargs: Optional[Dict[str, Any]] = None,
 ) -> Tuple[str, List[str], str]:
     """Turn any supported checkpoint into arguments for timm's validate.py.
 
@@ -393,7 +414,7 @@ def prepare_checkpoint(
         extra = ['--checkpoint', str(out / 'model.safetensors'), '--num-classes', str(model.num_classes),
                  '--mean', *map(str, cfg['mean']), '--std', *map(str, cfg['std'])]
         return model_name, extra, kind
-    found = _check_fits(model_name, Path(checkpoint), num_classes)
+    found = _check_fits(model_name, Path(checkpoint), num_classes, model_kwargs)
     extra = ['--checkpoint', checkpoint]
     if num_classes is None and found:
         extra += ['--num-classes', str(found)]
@@ -470,7 +491,8 @@ def validate(argv: Sequence[str]) -> Tuple[int, Optional[Dict[str, Any]]]:
     with tempfile.TemporaryDirectory(prefix='timm_mrap_validate_') as work_dir:
         kind = 'pretrained'
         if checkpoint is not None:
-            model_arg, extra, kind = prepare_checkpoint(model, checkpoint, work_dir, num_classes)
+            model_arg, extra, kind = prepare_checkpoint(model, checkpoint, work_dir, num_classes,
+                                                        model_kwargs_of(args))
             _pop_flag(args, '--model')
             args = ['--model', model_arg] + args + extra
         if _flag_value(args, '--num-classes') is None and found and checkpoint is not None:
