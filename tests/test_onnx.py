@@ -81,8 +81,9 @@ def test_export_rejects_inputs_too_small_for_the_exported_graph(tmp_path):
 
 
 def test_exported_mrap_has_few_full_size_operations(tmp_path):
-    """The exported module reads the activation through pooling / 1x1 conv means of x and x * x (no x - mean, no
-    L2-norm reduction) and gates it in four full-size element-wise ops: x * x, the outer product, sigmoid, scale."""
+    """The exported module takes its statistics by pooling / 1x1 conv means of x and of the squared deviations (two
+    full-size subtractions and squares, no L2-norm reduction) and gates it in four full-size element-wise ops: the
+    outer product, sigmoid, 1 + and the scaling."""
     m = MRAP(32).eval()
     path = export_onnx(m, tmp_path / 'mrap.onnx', input_size=(32, 10, 10), exporter='torchscript',
                        dynamic_size=False, validate_input=False)
@@ -91,6 +92,6 @@ def test_exported_mrap_has_few_full_size_operations(tmp_path):
               for v in list(model.graph.value_info) + list(model.graph.output)}
     full_size = [n.op_type for n in model.graph.node  # Cast to the same type is a no-op onnxruntime removes
                  if shapes.get(n.output[0], [None])[1:] == [32, 10, 10] and n.op_type != 'Cast']
-    assert sorted(full_size) == ['Add', 'Mul', 'Mul', 'Mul', 'Sigmoid'], full_size
+    assert sorted(full_size) == ['Add', 'Mul', 'Mul', 'Mul', 'Mul', 'Sigmoid', 'Sub', 'Sub'], full_size
     assert 'ReduceL2' not in {n.op_type for n in model.graph.node}
     _assert_parity(onnx_parity(m, path, [(10, 10)], batch_size=2))

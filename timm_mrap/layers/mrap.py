@@ -12,8 +12,9 @@ statistics across channels, a 7x7 conv + BN, plus a residual sigmoid of their pr
 Deviations from the reference: the unbiased std of a single element is 0 (the reference gives NaN), and statistics
 are computed in float32 under autocast.
 
-This file is the math, written with standard ops: the ``'reference'`` implementation, which TorchScript runs as it is
-and recorded graphs (tracing, ONNX export, ``torch.compile``) run with one-pass statistics (``statistics_one_pass``).
+This file is the math, written with standard ops: the ``'reference'`` implementation, which TorchScript runs as it is,
+exported graphs (tracing, ONNX, ``torch.export``: ExecuTorch, Core ML, LiteRT) run with ``statistics_exported`` and
+``torch.compile`` with ``statistics_one_pass``.
 The full-size work (statistics, gate and their gradients) has faster
 implementations in ``mrap_fused`` (eager ops, one hand-written backward) and ``mrap_triton`` (GPU kernels); see
 ``timm_mrap.layers.config`` for how one is chosen. All of them share ``MRAP.weights_from_statistics``, the small
@@ -43,17 +44,19 @@ def split_top_n(channels: int, rate: Sequence[float]) -> List[int]:
     return sizes + [channels - sum(sizes)]
 
 
-def interleave(values: List[torch.Tensor], num_common: int) -> torch.Tensor:
+def interleave(values: List[torch.Tensor], num_common: int, sizes: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Interleave B x n_i tensors element by element, then append the leftovers of each in order.
 
     ``[a1, s1, a2, s2, ...]`` for the first ``num_common`` elements of every list, then ``a[num_common:]``,
-    ``s[num_common:]``, ...
+    ``s[num_common:]``, ... Static slices, a stack and a concatenation only (no gather, no empty slices), so exported
+    graphs keep it inside a delegate. ``sizes``, the lengths of ``values`` as Python ints, keeps traced graphs free of
+    shape reads.
     """
-    heads = [v[:, :num_common] for v in values]
+    sizes = [v.shape[1] for v in values] if sizes is None else sizes
+    heads = [v if n == num_common else v[:, :num_common] for v, n in zip(values, sizes)]
     out = [torch.stack(heads, dim=2).flatten(1)]
-    for v in values:
-        out.append(v[:, num_common:])
-    return torch.cat(out, dim=1)
+    out += [v[:, num_common:] for v, n in zip(values, sizes) if n > num_common]
+    return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 
 
 def interleave_index(top_n: Sequence[int]) -> torch.Tensor:
@@ -189,11 +192,14 @@ class MRAP(nn.Module):
         self.spatial_bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **dd)
         # derived from the hyper-parameters, so not part of the state dict
         self.register_buffer('top_n_index', torch.empty(channels, device=device, dtype=torch.long), persistent=False)
+        # 1x1 conv weights that take the mean over channels in exported graphs (a constant there, so delegates take it)
+        self.register_buffer('channel_average', torch.empty(1, channels, 1, 1, **dd), persistent=False)
         self._init_buffers()
 
     def _init_buffers(self) -> None:
         """Compute and fill non-persistent buffer values."""
         self.top_n_index.copy_(interleave_index(self.top_n))
+        self.channel_average.fill_(1. / self.channel_average.shape[1])
 
     def init_non_persistent_buffers(self) -> None:
         """Initialize non-persistent buffers (after ``to_empty`` of a model built on the meta device)."""
@@ -211,7 +217,10 @@ class MRAP(nn.Module):
                 (eager CPU inference only).
         """
         tops = [torch.topk(s, n, dim=1).values for s, n in zip(stats_c, self.top_n)]
-        z = torch.cat(tops, dim=1).index_select(1, self.top_n_index)  # top-n of each pool, interleaved
+        if _exporting():
+            z = interleave(tops, min(self.top_n), self.top_n)  # static reshapes: no gather in exported graphs
+        else:
+            z = torch.cat(tops, dim=1).index_select(1, self.top_n_index)  # top-n of each pool, interleaved
         excitation = self.fc2(self.act(self.fc1(z.to(self.fc1.weight.dtype))))
         w_c = F.relu(excitation.to(z.dtype) + torch.sigmoid(_product(stats_c)))
         squeezes = torch.cat(stats_s, dim=1).to(self.spatial_conv.weight.dtype)
@@ -232,29 +241,40 @@ class MRAP(nn.Module):
         return ([pool_statistic(x, p, [2, 3]) for p in self.pool_types],
                 [pool_statistic(x, p, [1], keepdim=True) for p in self.pool_types])
 
-    def statistics_one_pass(
-            self, x: torch.Tensor, pooled: bool = False) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """``statistics`` with the std in one pass from the means of ``x`` and ``x * x`` (no full-size ``x - mean``;
-        about 1e-7 of the squared mean less exact than two passes), for recorded graphs.
-
-        Args:
-            x: The input.
-            pooled: Take the means over (H, W) by global average pooling and over C by a 1x1 convolution, ops that
-                onnxruntime runs in its blocked conv layout (exported graphs); else plain reductions, which Inductor
-                fuses with ``x * x`` into one read per reduction (``torch.compile``).
-        """
+    def statistics_one_pass(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """``statistics`` with the std in one pass from the means of ``x`` and ``x * x`` (no full-size ``x - mean``),
+        for ``torch.compile``: Inductor fuses ``x * x`` into the mean reductions, one read per reduction."""
         x = x if x.dtype == torch.float64 else x.float()
-        channels = self.fc1.in_features
+        channels = x.shape[1]
         x_sq = x * x
-        if pooled:
-            average = torch.full((1, channels, 1, 1), 1. / channels, dtype=x.dtype, device=x.device)
-            mean_c, mean_sq_c = F.adaptive_avg_pool2d(x, 1).flatten(1), F.adaptive_avg_pool2d(x_sq, 1).flatten(1)
-            mean_s, mean_sq_s = F.conv2d(x, average), F.conv2d(x_sq, average)
-        else:
-            mean_c, mean_sq_c = x.mean((2, 3)), x_sq.mean((2, 3))
-            mean_s, mean_sq_s = x.mean(1, keepdim=True), x_sq.mean(1, keepdim=True)
+        mean_c, mean_sq_c = x.mean((2, 3)), x_sq.mean((2, 3))
+        mean_s, mean_sq_s = x.mean(1, keepdim=True), x_sq.mean(1, keepdim=True)
         channel = {'avg': mean_c, 'std': _std_from_moments(mean_c, mean_sq_c, x.shape[2] * x.shape[3])}
         spatial = {'avg': mean_s, 'std': _std_from_moments(mean_s, mean_sq_s, channels)}
+        if 'max' in self.pool_types:
+            channel['max'] = x.amax((2, 3))
+            spatial['max'] = x.amax(1, keepdim=True)
+        return [channel[p] for p in self.pool_types], [spatial[p] for p in self.pool_types]
+
+    def statistics_exported(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """``statistics`` in the ops inference runtimes run in their convolution layout, for exported graphs.
+
+        Means over (H, W) by global average pooling, means over C by a 1x1 convolution with the constant weights
+        ``channel_average``, the std in two passes (the mean of ``(x - mean) ** 2``: as exact as ``torch.std``, where
+        a one-pass ``E[x * x] - E[x] ** 2`` cancels) and no branch on the variance, so ONNX runtimes and the
+        ExecuTorch XNNPACK delegate take the whole module except the top-n sort.
+        """
+        x = x if x.dtype == torch.float64 else x.float()
+        average = self.channel_average.to(x.dtype)
+        mean_c, mean_s = F.adaptive_avg_pool2d(x, 1), F.conv2d(x, average)
+        channel, spatial = {'avg': mean_c.flatten(1)}, {'avg': mean_s}
+        if 'std' in self.pool_types:
+            count_c, count_s = x.shape[2] * x.shape[3], x.shape[1]
+            centred_c, centred_s = x - mean_c, x - mean_s
+            var_c = F.adaptive_avg_pool2d(centred_c * centred_c, 1).flatten(1)
+            var_s = F.conv2d(centred_s * centred_s, average)
+            channel['std'] = (var_c * (count_c / (count_c - 1))).sqrt() if count_c > 1 else torch.zeros_like(var_c)
+            spatial['std'] = (var_s * (count_s / (count_s - 1))).sqrt() if count_s > 1 else torch.zeros_like(var_s)
         if 'max' in self.pool_types:
             channel['max'] = x.amax((2, 3))
             spatial['max'] = x.amax(1, keepdim=True)
@@ -269,9 +289,10 @@ class MRAP(nn.Module):
         return self.weights_from_statistics(*self.statistics(x))[1]
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The math in standard ops (recorded graphs take ``statistics_one_pass``)."""
+        """The math in standard ops (exported graphs take ``statistics_exported``, compiled ones
+        ``statistics_one_pass``)."""
         if _exporting():
-            stats = self.statistics_one_pass(x, pooled=True)
+            stats = self.statistics_exported(x)
         elif torch.compiler.is_compiling():
             stats = self.statistics_one_pass(x)
         else:
