@@ -1,18 +1,24 @@
-""" Export an MRAP MobileNet to ONNX (dynamic batch, height and width) and check it against PyTorch
+""" Export an MRAP MobileNet for a runtime (ONNX, ExecuTorch, Core ML, LiteRT) and check it against PyTorch
 
 Usage::
 
-    python -m timm_mrap.export --model mobilenetv2_mrap --out mobilenetv2_mrap.onnx --check-sizes 160 224 256
-    python -m timm_mrap.export --model local-dir:converted/ --pretrained --out m.onnx --exporter torchscript
+    python -m timm_mrap.export --model mobilenetv2_mrap --out mobilenetv2_mrap.onnx
+    python -m timm_mrap.export --model mobilenetv3_mrap --format executorch --int8 --calibration-dir data/train
+    python -m timm_mrap.export --model local-dir:converted/ --pretrained --format coreml
 
-The library functions live in ``timm_mrap.deploy`` (``export_onnx``, ``onnx_parity``, ``load_model``).
+The library functions live in ``timm_mrap.deploy`` (``export_model``, ``check_export``, ``load_model``).
 """
 import argparse
+import re
+import warnings
 from typing import List, Optional
 
 from timm.utils import ParseKwargs
 
-from .deploy import EXPORTERS, CheckpointError, add_model_arguments, export_onnx, load_model, onnx_parity
+from .deploy import (
+    EXPORTERS, FORMATS, SUFFIXES, CheckpointError, MissingExtraError, add_model_arguments, calibration_batches,
+    check_export, export_model, load_model,
+)
 
 __all__ = ['main']
 
@@ -22,43 +28,96 @@ def _parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
                         help='extra create_model arguments, e.g. attn=cbam')
-    parser.add_argument('--out', required=True, help='output .onnx file')
-    parser.add_argument('--img-size', type=int, default=224, help='height = width of the traced example input')
-    parser.add_argument('--in-chans', type=int, default=3, help='channels of the example input')
-    parser.add_argument('--batch-size', type=int, default=2, help='batch of the traced example input (>= 2)')
+    parser.add_argument('--format', choices=FORMATS, default='onnx',
+                        help='onnx (dynamic batch and size), executorch (XNNPACK), coreml or litert (static size)')
+    parser.add_argument('--out', default=None,
+                        help='output file (default: MODEL[_int8] with the format\'s suffix, in the current folder)')
+    parser.add_argument('--img-size', type=int, default=224, help='height = width of the example / program input')
+    parser.add_argument('--in-chans', type=int, default=3, help='channels of the input')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='batch of the input (default: 1; ONNX traces with 2 and keeps the batch dynamic)')
+    parser.add_argument('--int8', action='store_true', help='ExecuTorch only: int8 quantization (PT2E, XNNPACK)')
+    parser.add_argument('--calibration-dir', default=None,
+                        help='int8: folder of images (e.g. a training split) to calibrate on, with the model\'s '
+                             'preprocessing; random inputs (with a warning) when not given')
+    parser.add_argument('--calibration-count', type=int, default=64, help='int8: images to calibrate on')
     parser.add_argument('--exporter', choices=EXPORTERS, default='dynamo',
-                        help='dynamo (torch default, slow) or torchscript (legacy tracer, fast)')
-    parser.add_argument('--static-size', action='store_true', help='fix height and width (batch stays dynamic)')
+                        help='ONNX: dynamo (torch default) or torchscript (legacy tracer, faster to export)')
+    parser.add_argument('--static-size', action='store_true', help='ONNX: fix height and width (batch stays dynamic)')
     parser.add_argument('--opset', type=int, default=None, help='ONNX opset (default: the exporter\'s)')
-    parser.add_argument('--check-sizes', type=int, nargs='*', default=[],
-                        help='image sizes at which to compare onnxruntime with PyTorch after export')
+    parser.add_argument('--check-sizes', type=int, nargs='*', default=None,
+                        help='ONNX: image sizes to compare onnxruntime with PyTorch at (default: --img-size and '
+                             '--img-size + 32; with --static-size, --img-size)')
+    parser.add_argument('--no-check', action='store_true', help='skip the comparison with PyTorch')
     parser.add_argument('--tolerance', type=float, default=1e-4,
-                        help='max |onnx - torch| allowed, relative to max(1, max |torch|) (default 1e-4)')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing --out file')
+                        help='max |runtime - torch| allowed, relative to max(1, max |torch|) (default 1e-4; '
+                             'int8 programs are reported, not judged)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
     return parser
+
+
+def _default_out(args: argparse.Namespace) -> str:
+    name = re.sub(r'[^A-Za-z0-9._-]+', '_', args.model.split(':')[-1].rstrip('/')).strip('_') or 'model'
+    return f'{name}{"_int8" if args.int8 else ""}{SUFFIXES[args.format]}'
+
+
+def _onnx_check_sizes(args: argparse.Namespace) -> List[int]:
+    if args.check_sizes is not None:
+        return args.check_sizes
+    return [args.img_size] if args.static_size else [args.img_size, args.img_size + 32]
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.format != 'onnx' and (args.static_size or args.check_sizes or args.opset or args.exporter != 'dynamo'):
+        parser.error('--exporter, --static-size, --opset and --check-sizes are ONNX options; the phone formats '
+                     'have a static input of --batch-size x --in-chans x --img-size x --img-size.')
+    if args.format != 'executorch' and (args.int8 or args.calibration_dir):
+        parser.error('--int8 and --calibration-dir are for --format executorch (XNNPACK int8).')
+    out = args.out or _default_out(args)
+    batch_size = args.batch_size or (2 if args.format == 'onnx' else 1)
+    input_size = (args.in_chans, args.img_size, args.img_size)
+    onnx_kwargs = dict(exporter=args.exporter, dynamic_size=not args.static_size, opset=args.opset)
     try:
         model = load_model(args.model, args.checkpoint, args.pretrained, args.num_classes, **args.model_kwargs)
-        path = export_onnx(
-            model, args.out, (args.in_chans, args.img_size, args.img_size), args.batch_size, args.exporter,
-            dynamic_size=not args.static_size, opset=args.opset, overwrite=args.overwrite)
-    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+        calibration = None
+        if args.int8 and args.calibration_dir:
+            calibration = calibration_batches(
+                model, args.calibration_dir, args.calibration_count, batch_size, img_size=args.img_size)
+            print(f'Calibrating on {sum(len(b) for b in calibration)} images of {args.calibration_dir}')
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always', UserWarning)
+            path = export_model(model, args.format, out, input_size, batch_size, int8=args.int8,
+                                calibration=calibration, overwrite=args.overwrite,
+                                **(onnx_kwargs if args.format == 'onnx' else {}))
+        for w in caught:
+            if 'calibration' in str(w.message):
+                print(f'warning: {w.message}')
+    except (CheckpointError, FileExistsError, FileNotFoundError, MissingExtraError, ValueError) as e:
         parser.exit(2, f'error: {e}\n')
-    print(f'Wrote {path} ({args.exporter} exporter, input input0: '
-          f'batch x {args.in_chans} x {"H x W" if not args.static_size else f"{args.img_size} x {args.img_size}"})')
-    if args.check_sizes:
-        sizes = [(s, s) for s in args.check_sizes]
-        failed = False
-        for (h, w), (diff, scale) in onnx_parity(model, str(path), sizes).items():
-            ok = diff <= args.tolerance * max(1., scale)
-            failed |= not ok
-            print(f'{h} x {w}: max |onnx - torch| = {diff:.3g} (max |torch| = {scale:.3g}) {"ok" if ok else "FAIL"}')
-        if failed:
-            parser.exit(1, f'error: onnxruntime differs from PyTorch by more than {args.tolerance} (relative)\n')
+    shape = 'batch x {} x {}'.format(args.in_chans, 'H x W' if args.format == 'onnx' and not args.static_size
+                                     else f'{args.img_size} x {args.img_size}')
+    if args.format != 'onnx':
+        shape = f'{batch_size} x {args.in_chans} x {args.img_size} x {args.img_size}'
+    print(f'Wrote {path} ({args.format}{" int8" if args.int8 else ""}, input {shape})')
+    if args.no_check:
+        return
+    sizes = [(s, s) for s in _onnx_check_sizes(args)] if args.format == 'onnx' else ()
+    results = check_export(model, args.format, str(path), (batch_size,) + input_size, onnx_sizes=sizes)
+    if results is None:
+        print('Not checked: Core ML models run on Apple platforms only (the conversion and the saved package were '
+              'checked here).')
+        return
+    failed = False
+    for (h, w), (diff, scale) in results.items():
+        ok = args.int8 or diff <= args.tolerance * max(1., scale)
+        failed |= not ok
+        verdict = 'int8, reported' if args.int8 else ('ok' if ok else 'FAIL')
+        print(f'{h} x {w}: max |{args.format} - torch| = {diff:.3g} (max |torch| = {scale:.3g}, '
+              f'relative {diff / max(1., scale):.2g}) {verdict}')
+    if failed:
+        parser.exit(1, f'error: {args.format} differs from PyTorch by more than {args.tolerance} (relative)\n')
 
 
 if __name__ == '__main__':

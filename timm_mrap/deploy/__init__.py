@@ -1,5 +1,9 @@
-"""Deployment helpers: input / checkpoint checks and ONNX export (optional deps imported lazily)."""
+"""Deployment: input / checkpoint checks and export to ONNX, ExecuTorch, Core ML and LiteRT (optional deps imported
+lazily)."""
+from .calibration import calibration_batches
 from .checks import (
     CheckpointError, add_model_arguments, check_input, load_model, min_input_size, model_in_chans, model_stride,
 )
+from .extras import MissingExtraError, require
+from .formats import FORMATS, SUFFIXES, check_export, export_model
 from .onnx import EXPORTERS, export_onnx, onnx_parity
