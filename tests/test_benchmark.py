@@ -85,7 +85,8 @@ def test_bad_baseline_and_device_are_clear_errors():
 def test_explicit_settings_onnxruntime_and_impl_variants():
     """One run measures eager and onnxruntime side by side, and MRAP implementations as variants."""
     cfg = BenchmarkConfig(
-        variants=['mobilenetv2_mrap:none', 'mobilenetv2_mrap:mrap:reference', 'mobilenetv2_mrap:mrap:fused'],
+        variants=['mobilenetv3_small_mrap:none', 'mobilenetv3_small_mrap:mrap:reference',
+                  'mobilenetv3_small_mrap:mrap:fused'],
         settings=['fp32:eager:infer:2', 'fp32:onnxruntime:infer:2', 'fp16:eager:infer:2'], img_size=64,
         num_classes=10, warmup=0, repeats=1, threads=1)
     rows = run_benchmark(cfg, log=None)
@@ -94,6 +95,22 @@ def test_explicit_settings_onnxruntime_and_impl_variants():
         ('eager', ''), ('eager', 'reference'), ('eager', 'fused'),
         ('onnxruntime', ''), ('onnxruntime', 'reference'), ('onnxruntime', 'fused')]
     assert all(r['error'] == '' and r['median_ms'] > 0 for r in rows)
+
+
+@pytest.mark.slow  # two ExecuTorch lowerings of a small network, about a minute
+def test_executorch_rows_fp32_and_int8():
+    """ExecuTorch fp32 and int8 programs are measured side by side with eager PyTorch; int8 is ExecuTorch only."""
+    pytest.importorskip('executorch', reason='the mobile extra is not installed')
+    cfg = BenchmarkConfig(
+        variants=['mobilenetv3_small_mrap:none', 'mobilenetv3_small_mrap:mrap'],
+        settings=['fp32:eager:infer:1', 'fp32:executorch:infer:1', 'int8:executorch:infer:1', 'int8:eager:infer:1'],
+        img_size=64, num_classes=10, warmup=0, repeats=2, threads=1)
+    rows = run_benchmark(cfg, log=None)
+    assert [(r['precision'], r['runtime'], r['attn']) for r in rows] == [
+        ('fp32', 'eager', 'none'), ('fp32', 'eager', 'mrap'), ('fp32', 'executorch', 'none'),
+        ('fp32', 'executorch', 'mrap'), ('int8', 'executorch', 'none'), ('int8', 'executorch', 'mrap')]
+    assert all(r['error'] == '' and r['median_ms'] > 0 for r in rows)
+    assert [r['relative'] for r in rows if r['attn'] == 'none'] == [1.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize('spec', ['fp32:eager:infer', 'fp64:eager:infer:1', 'fp32:jit:infer:1', 'fp32:eager:infer:0'])

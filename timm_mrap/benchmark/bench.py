@@ -5,9 +5,12 @@ in round-robin order: repeat ``r`` of variant ``A``, then of ``B``, ..., then re
 processes hits every variant alike. Each repeat times ``iters`` steps after ``warmup`` untimed steps; the summary is
 the median over repeats with the inter-quartile range and min / max.
 
-Runtimes: ``eager`` PyTorch, ``compile`` (``torch.compile``) and ``onnxruntime`` (the model exported by
-``timm_mrap.deploy.export_onnx`` and run by onnxruntime's CPU provider; fp32 inference only). Precisions: ``fp32``,
-and ``bf16`` / ``fp16`` autocast (the ``--amp`` paths of timm's scripts).
+Runtimes: ``eager`` PyTorch, ``compile`` (``torch.compile``), ``onnxruntime`` (the export users get by default,
+``timm_mrap.deploy.export_onnx``: dynamo, dynamic batch and size, run by onnxruntime's CPU provider; fp32 inference
+only) and ``executorch`` (the ``.pte`` program of ``timm_mrap.deploy.export_executorch``, XNNPACK delegate, run by
+ExecuTorch's runtime; fp32 or ``int8`` inference, int8 calibrated on random inputs, which sets the scales but not the
+speed). Precisions: ``fp32``, ``bf16`` / ``fp16`` autocast (the ``--amp`` paths of timm's scripts) and ``int8``
+(ExecuTorch only).
 
 MACs come from ``torch.utils.flop_counter.FlopCounterMode`` at batch 1 (MACs = FLOPs / 2). That counter sees
 convolutions, linear layers and matrix products only: pooling, reductions, normalisation and element-wise work (most of
@@ -49,12 +52,13 @@ CSV_COLUMNS = (
     'baseline', 'error',
 )
 MODES = ('infer', 'train')
-PRECISIONS = ('fp32', 'bf16', 'fp16')
-RUNTIMES = ('eager', 'compile', 'onnxruntime')
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
+RUNTIMES = ('eager', 'compile', 'onnxruntime', 'executorch')
 # the rows of the cost table in the README (docs/performance.md): device-independent settings
 STANDARD_SETTINGS = (
     'fp32:eager:infer:1', 'fp32:eager:infer:32', 'fp32:eager:train:32', 'bf16:eager:infer:32', 'bf16:eager:train:32',
-    'fp32:compile:infer:32', 'fp32:onnxruntime:infer:1', 'fp32:onnxruntime:infer:32',
+    'fp32:compile:infer:32', 'fp32:onnxruntime:infer:1', 'fp32:onnxruntime:infer:32', 'fp32:executorch:infer:1',
+    'int8:executorch:infer:1',
 )
 
 
@@ -164,6 +168,10 @@ def _unsupported(device: torch.device, precision: str, runtime: str, mode: str) 
     """Why a setting cannot run here, or None."""
     if runtime == 'onnxruntime' and (device.type != 'cpu' or precision != 'fp32' or mode != 'infer'):
         return 'onnxruntime is measured for fp32 CPU inference'
+    if runtime == 'executorch' and (device.type != 'cpu' or precision not in ('fp32', 'int8') or mode != 'infer'):
+        return 'ExecuTorch is measured for fp32 and int8 CPU inference'
+    if precision == 'int8' and runtime != 'executorch':
+        return 'int8 is measured with ExecuTorch'
     if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         return 'bf16 not supported on this GPU'
     if precision == 'fp16' and device.type != 'cuda':
@@ -177,8 +185,7 @@ def _make_onnx_step(model: nn.Module, batch_size: int, cfg: BenchmarkConfig, wor
     import onnxruntime
     from ..deploy import export_onnx
     path = Path(workdir) / f'model_{id(model)}.onnx'
-    export_onnx(model.eval(), str(path), (3, cfg.img_size, cfg.img_size), batch_size=2, exporter='torchscript',
-                dynamic_size=False, overwrite=True)
+    export_onnx(model.eval(), str(path), (3, cfg.img_size, cfg.img_size), batch_size=2, overwrite=True)
     options = onnxruntime.SessionOptions()
     if cfg.threads:
         options.intra_op_num_threads = cfg.threads
@@ -191,6 +198,22 @@ def _make_onnx_step(model: nn.Module, batch_size: int, cfg: BenchmarkConfig, wor
     return step
 
 
+def _make_executorch_step(
+        model: nn.Module, batch_size: int, cfg: BenchmarkConfig, precision: str) -> Callable[[], None]:
+    """A closure running one inference of ``model``'s ExecuTorch program (XNNPACK; fp32 or int8)."""
+    from executorch.runtime import Runtime
+    from ..deploy.executorch import lower_executorch
+    x = torch.randn(batch_size, 3, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(cfg.seed))
+    calibration = [torch.randn_like(x) for _ in range(4)] if precision == 'int8' else None
+    program = lower_executorch(model.eval(), x, int8=precision == 'int8', calibration=calibration)
+    buffer = program.to_executorch().buffer
+    method = Runtime.get().load_program(buffer).load_method('forward')
+
+    def step(buffer=buffer):  # the loaded program reads the buffer's memory: the closure keeps it alive
+        method.execute([x])
+    return step
+
+
 def _make_step(
         model: nn.Module, mode: str, batch_size: int, cfg: BenchmarkConfig, device: torch.device, precision: str,
         runtime: str, workdir: str,
@@ -198,6 +221,8 @@ def _make_step(
     """A closure running one inference forward or one training step (forward, loss, backward, SGD update)."""
     if runtime == 'onnxruntime':
         return _make_onnx_step(model, batch_size, cfg, workdir)
+    if runtime == 'executorch':
+        return _make_executorch_step(model, batch_size, cfg, precision)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     x = torch.randn(batch_size, 3, cfg.img_size, cfg.img_size, device=device).contiguous(memory_format=memory_format)
     fn = torch.compile(model) if runtime == 'compile' else model

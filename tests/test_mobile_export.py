@@ -1,0 +1,166 @@
+"""Phone runtimes: ExecuTorch (XNNPACK, fp32 and int8), Core ML and LiteRT through ``python -m timm_mrap.export``.
+
+The networks are V3-Small at 64 px (the smallest registered model; a lowering takes 10-40 s on 2 CPU cores). The
+ExecuTorch programs run in ExecuTorch's own runtime here; Core ML converts only (its runtime is Apple-only); LiteRT
+runs where litert-torch installs (its own environment: it pins typing-extensions below this project's constraints).
+"""
+import importlib.util
+
+import pytest
+import torch
+
+import timm
+import timm_mrap  # noqa: F401  registers the models
+from timm_mrap import MRAP
+from timm_mrap.deploy import MissingExtraError, calibration_batches, export_model
+from timm_mrap.export import main as export_main
+
+pytest.importorskip('executorch', reason='the mobile extra (executorch) is part of the test extra')
+
+MODEL_ARGS = ['--model', 'mobilenetv3_small_mrap', '--num-classes', '10', '--img-size', '64']
+
+
+def _non_delegated(module: torch.nn.Module, x: torch.Tensor, **kwargs):
+    """(op name, output shape) of every node the XNNPACK delegate did not take."""
+    from executorch.devtools.backend_debug import get_delegation_info  # noqa: F401  the report users read
+    from timm_mrap.deploy.executorch import lower_executorch
+    graph = lower_executorch(module, x, **kwargs).exported_program().graph_module.graph
+    out = []
+    for node in graph.nodes:
+        if node.op == 'call_function' and 'executorch_call_delegate' not in str(node.target) \
+                and node.target.__name__ != 'getitem':
+            val = node.meta.get('val')
+            out.append((str(node.target).split('.')[-2] if '.' in str(node.target) else str(node.target),
+                        tuple(val.shape) if isinstance(val, torch.Tensor) else None))
+    return out
+
+
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_exported_mrap_leaves_the_delegate_only_for_the_sort(channels_last):
+    """Every full-size op of MRAP runs in XNNPACK; only the top-n sort of the C-length statistics (and, channels-last,
+    views of those B x C vectors) stays outside: no where / gt guard, no gather, no conv with computed weights."""
+    m = MRAP(32).eval()
+    x = torch.randn(1, 32, 10, 10)
+    outside = _non_delegated(m, x, channels_last=channels_last)
+    ops = {op for op, _ in outside}
+    assert 'topk' in ops
+    assert ops <= {'topk', 'as_strided_copy', '_clone_dim_order'}, outside
+    assert all(shape is None or shape[-2:] != (10, 10) or op == '_clone_dim_order' for op, shape in outside), outside
+
+
+def test_exported_mrap_with_max_pool_keeps_only_the_maxima_outside():
+    """With the max statistic, the maxima (amax over H x W and over C) are the full-size reductions XNNPACK does not
+    take; everything else stays in the delegate."""
+    m = MRAP(32, pool_types=('avg', 'std', 'max')).eval()
+    ops = {op for op, _ in _non_delegated(m, torch.randn(1, 32, 10, 10), channels_last=False)}
+    assert ops <= {'topk', 'amax'}, ops
+
+
+@pytest.mark.slow  # one lowering of a small network, ~30 s
+def test_executorch_fp32_command_matches_pytorch(tmp_path, capsys):
+    out = tmp_path / 'm.pte'
+    export_main(MODEL_ARGS + ['--format', 'executorch', '--out', str(out)])
+    printed = capsys.readouterr().out
+    assert out.stat().st_size > 1e6
+    assert 'Wrote' in printed and '64 x 64: max |executorch - torch|' in printed and ' ok' in printed
+
+
+@pytest.mark.slow  # quantization, calibration and lowering of a small network, ~60 s
+def test_executorch_int8_calibrated_on_images(tmp_path, capsys):
+    """int8 from real images with the model's preprocessing: the program is a fraction of the fp32 size, runs in
+    ExecuTorch's runtime and stays close to the float network on the calibration images."""
+    from timm_mrap.deploy.executorch import export_executorch, load_executorch
+    from timm_mrap.training.datasets import write_digits_imagefolder
+    write_digits_imagefolder(str(tmp_path / 'digits'), size=32)
+    torch.manual_seed(0)
+    model = timm.create_model('mobilenetv3_small_mrap', num_classes=10).eval()
+    batches = calibration_batches(model, str(tmp_path / 'digits' / 'train'), count=16, img_size=64)
+    assert len(batches) == 16 and batches[0].shape == (1, 3, 64, 64)
+    fp32 = export_executorch(model, tmp_path / 'fp32.pte', (3, 64, 64))
+    int8 = export_executorch(model, tmp_path / 'int8.pte', (3, 64, 64), int8=True, calibration=batches)
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size
+    method = load_executorch(str(int8))
+    with torch.no_grad():
+        expected = torch.cat([model(b) for b in batches[:4]])
+    got = torch.cat([method.execute([b])[0] for b in batches[:4]])
+    assert torch.isfinite(got).all()
+    assert (got - expected).norm() / expected.norm() < 0.3
+
+    export_main(MODEL_ARGS + ['--format', 'executorch', '--int8', '--calibration-dir', str(tmp_path / 'digits'),
+                              '--calibration-count', '8', '--out', str(tmp_path / 'cmd.pte')])
+    printed = capsys.readouterr().out
+    assert 'Calibrating on 8 images' in printed and 'int8, reported' in printed
+
+
+@pytest.mark.slow  # conversion of a small network, ~25 s
+def test_coreml_conversion(tmp_path, capsys):
+    pytest.importorskip('coremltools')
+    import coremltools as ct
+    out = tmp_path / 'm.mlpackage'
+    export_main(MODEL_ARGS + ['--format', 'coreml', '--out', str(out)])
+    spec = ct.models.MLModel(str(out), skip_model_load=True).get_spec()
+    assert [i.name for i in spec.description.input] == ['input0']
+    assert tuple(spec.description.input[0].type.multiArrayType.shape) == (1, 3, 64, 64)
+    assert 'Not checked: Core ML models run on Apple platforms only' in capsys.readouterr().out
+
+
+def test_litert_export_or_a_clear_missing_extra_error(tmp_path, capsys):
+    out = tmp_path / 'm.tflite'
+    if importlib.util.find_spec('litert_torch') is None:
+        with pytest.raises(SystemExit) as e:
+            export_main(MODEL_ARGS + ['--format', 'litert', '--out', str(out)])
+        assert e.value.code == 2
+        assert 'pip install "timm-mrap[litert]"' in capsys.readouterr().err
+        assert not out.exists()
+    else:
+        export_main(MODEL_ARGS + ['--format', 'litert', '--out', str(out)])
+        assert ' ok' in capsys.readouterr().out
+
+
+def test_missing_executorch_names_the_extra(monkeypatch, tmp_path):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'executorch'
+                        else real_find_spec(name, *a))
+    model = timm.create_model('mobilenetv3_small_mrap', num_classes=10)
+    with pytest.raises(MissingExtraError, match=r'pip install "timm-mrap\[mobile\]"'):
+        export_model(model, 'executorch', str(tmp_path / 'm.pte'), (3, 64, 64))
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--format', 'tensorrt'], 'invalid choice'),
+    (['--format', 'onnx', '--int8'], '--int8 and --calibration-dir are for --format executorch'),
+    (['--format', 'coreml', '--static-size'], 'are ONNX options'),
+    (['--format', 'executorch', '--img-size', '32'], 'too small'),
+    (['--format', 'coreml', '--out', 'm.onnx'], 'writes an .mlpackage folder'),
+    (['--format', 'executorch', '--int8', '--calibration-dir', 'no/such/folder'], 'does not exist'),
+])
+def test_bad_input_is_a_clear_error(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        export_main(['--model', 'mobilenetv3_small_mrap', '--num-classes', '10', '--img-size', '64'] + argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path, capsys):
+    out = tmp_path / 'm.pte'
+    out.write_bytes(b'user data')
+    with pytest.raises(SystemExit):
+        export_main(MODEL_ARGS + ['--format', 'executorch', '--out', str(out)])
+    assert 'pass --overwrite' in capsys.readouterr().err
+    assert out.read_bytes() == b'user data'
+
+
+def test_calibration_folder_without_images(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    model = timm.create_model('mobilenetv3_small_mrap', num_classes=10)
+    with pytest.raises(ValueError, match='holds no images'):
+        calibration_batches(model, str(tmp_path / 'empty'))
+
+
+def test_int8_without_calibration_warns(tmp_path):
+    """Random calibration is allowed for a quick look, with a warning that accuracy needs real images."""
+    from timm_mrap.deploy.executorch import lower_executorch
+    with pytest.warns(UserWarning, match='accuracy needs real images'):
+        lower_executorch(MRAP(16).eval(), torch.randn(1, 16, 8, 8), int8=True)
