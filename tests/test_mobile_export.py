@@ -5,6 +5,7 @@ ExecuTorch programs run in ExecuTorch's own runtime here; Core ML converts only 
 runs where litert-torch installs (its own environment: it pins typing-extensions below this project's constraints).
 """
 import importlib.util
+import re
 
 import pytest
 import torch
@@ -87,9 +88,13 @@ def test_executorch_int8_calibrated_on_images(tmp_path, capsys):
     assert (got - expected).norm() / expected.norm() < 0.3
 
     export_main(MODEL_ARGS + ['--format', 'executorch', '--int8', '--calibration-dir', str(tmp_path / 'digits'),
-                              '--calibration-count', '8', '--out', str(tmp_path / 'cmd.pte')])
+                              '--calibration-count', '8', '--out', str(tmp_path / 'cmd.pte'),
+                              '--eval-dir', str(tmp_path / 'digits' / 'validation')])
     printed = capsys.readouterr().out
     assert 'Calibrating on 8 images' in printed and 'int8, reported' in printed
+    top1 = re.search(r'Top-1 on .*: pytorch ([\d.]+)%, executorch int8 ([\d.]+)%', printed)
+    assert top1, printed
+    assert all(0 <= float(v) <= 100 for v in top1.groups())
 
 
 @pytest.mark.slow  # conversion of a small network, ~25 s

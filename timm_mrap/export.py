@@ -17,7 +17,7 @@ from timm.utils import ParseKwargs
 
 from .deploy import (
     EXPORTERS, FORMATS, SUFFIXES, CheckpointError, MissingExtraError, add_model_arguments, calibration_batches,
-    check_export, export_model, load_model,
+    check_export, export_model, load_model, runtime_predictor, top1_accuracy,
 )
 
 __all__ = ['main']
@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--tolerance', type=float, default=1e-4,
                         help='max |runtime - torch| allowed, relative to max(1, max |torch|) (default 1e-4; '
                              'int8 programs are reported, not judged)')
+    parser.add_argument('--eval-dir', default=None,
+                        help='ImageFolder split (<class>/*) to report the top-1 of PyTorch and of the exported '
+                             'program on, with the model\'s preprocessing at --img-size')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
     return parser
 
@@ -101,6 +104,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.format != 'onnx':
         shape = f'{batch_size} x {args.in_chans} x {args.img_size} x {args.img_size}'
     print(f'Wrote {path} ({args.format}{" int8" if args.int8 else ""}, input {shape})')
+    if args.eval_dir:
+        _report_top1(args, model, str(path))
     if args.no_check:
         return
     sizes = [(s, s) for s in _onnx_check_sizes(args)] if args.format == 'onnx' else ()
@@ -118,6 +123,16 @@ def main(argv: Optional[List[str]] = None) -> None:
               f'relative {diff / max(1., scale):.2g}) {verdict}')
     if failed:
         parser.exit(1, f'error: {args.format} differs from PyTorch by more than {args.tolerance} (relative)\n')
+
+
+def _report_top1(args: argparse.Namespace, model, path: str) -> None:
+    if args.format == 'coreml':
+        print('Top-1 not measured: Core ML models run on Apple platforms only.')
+        return
+    runtime = f'{args.format}{" int8" if args.int8 else ""}'
+    top1 = top1_accuracy(model, args.eval_dir, {'pytorch': model, runtime: runtime_predictor(args.format, path)},
+                         img_size=args.img_size)
+    print(f'Top-1 on {args.eval_dir}: ' + ', '.join(f'{name} {acc:.2f}%' for name, acc in top1.items()))
 
 
 if __name__ == '__main__':

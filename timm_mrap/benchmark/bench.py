@@ -202,11 +202,10 @@ def _make_executorch_step(
         model: nn.Module, batch_size: int, cfg: BenchmarkConfig, precision: str) -> Callable[[], None]:
     """A closure running one inference of ``model``'s ExecuTorch program (XNNPACK; fp32 or int8)."""
     from executorch.runtime import Runtime
-    from ..deploy.executorch import lower_executorch
+    from ..deploy.executorch import executorch_program
     x = torch.randn(batch_size, 3, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(cfg.seed))
     calibration = [torch.randn_like(x) for _ in range(4)] if precision == 'int8' else None
-    program = lower_executorch(model.eval(), x, int8=precision == 'int8', calibration=calibration)
-    buffer = program.to_executorch().buffer
+    buffer = executorch_program(model.eval(), x, int8=precision == 'int8', calibration=calibration)
     method = Runtime.get().load_program(buffer).load_method('forward')
 
     def step(buffer=buffer):  # the loaded program reads the buffer's memory: the closure keeps it alive

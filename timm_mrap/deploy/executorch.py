@@ -21,7 +21,10 @@ from ..layers import MRAP
 from .checks import check_input
 from .extras import require
 
-__all__ = ['FLOAT_MODULES', 'ChannelsLastInput', 'export_executorch', 'lower_executorch', 'executorch_parity', 'load_executorch']
+__all__ = [
+    'FLOAT_MODULES', 'ChannelsLastInput', 'executorch_program', 'export_executorch', 'lower_executorch',
+    'executorch_parity', 'load_executorch',
+]
 
 
 # Attention kept in float32 inside int8 programs (still in the XNNPACK delegate): its statistics (means of squared
@@ -93,6 +96,39 @@ def lower_executorch(
     return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
 
 
+def executorch_program(
+        model: nn.Module,
+        example: torch.Tensor,
+        int8: bool = False,
+        calibration: Optional[Iterable[torch.Tensor]] = None,
+        channels_last: Optional[bool] = None,
+) -> bytes:
+    """The ``.pte`` program of ``model`` for inputs shaped like ``example``.
+
+    Args:
+        channels_last: Channels-last activations inside the program (see ``ChannelsLastInput``). None takes them
+            when the program then runs in ExecuTorch's runtime, else NCHW: some portable kernels outside the delegate
+            (e.g. the ``amax`` of timm's CBAM) take NCHW tensors only.
+        Others: as ``lower_executorch``.
+    """
+    if calibration is not None:
+        calibration = list(calibration)  # may be used twice
+    for layout in ([channels_last] if channels_last is not None else [True, False]):
+        buffer = lower_executorch(model, example, int8, calibration, layout).to_executorch().buffer
+        if channels_last is not None or _runs(buffer, example):
+            return buffer
+    return buffer
+
+
+def _runs(buffer: bytes, example: torch.Tensor) -> bool:
+    from executorch.runtime import Runtime
+    try:
+        Runtime.get().load_program(buffer).load_method('forward').execute([example])
+    except RuntimeError:
+        return False
+    return True
+
+
 def export_executorch(
         model: nn.Module,
         output_file: str,
@@ -100,7 +136,7 @@ def export_executorch(
         batch_size: int = 1,
         int8: bool = False,
         calibration: Optional[Iterable[torch.Tensor]] = None,
-        channels_last: bool = True,
+        channels_last: Optional[bool] = None,
         overwrite: bool = False,
         validate_input: bool = True,
 ) -> Path:
@@ -114,7 +150,8 @@ def export_executorch(
         int8: Quantize to int8 (PT2E, XNNPACK quantizer) before lowering.
         calibration: Batches (B x C x H x W float tensors, the model's preprocessing applied) for int8; random
             inputs with a warning when None.
-        channels_last: Run the activations channels-last inside the program (see ``ChannelsLastInput``).
+        channels_last: Channels-last activations inside the program; None: where the program runs so
+            (``executorch_program``).
         overwrite: Replace an existing ``output_file``.
         validate_input: Check ``input_size`` against the network's channels and strides (``check_input``).
 
@@ -126,8 +163,7 @@ def export_executorch(
     if validate_input:
         check_input(model, (batch_size,) + tuple(input_size), exported=True)
     example = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))
-    edge = lower_executorch(model, example, int8=int8, calibration=calibration, channels_last=channels_last)
-    buffer = edge.to_executorch().buffer
+    buffer = executorch_program(model, example, int8, calibration, channels_last)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buffer)
     return path

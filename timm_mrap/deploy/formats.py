@@ -1,11 +1,11 @@
 """One entry for every deployment format: export a model and check the result against PyTorch where it runs here."""
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ['FORMATS', 'SUFFIXES', 'export_model', 'check_export']
+__all__ = ['FORMATS', 'SUFFIXES', 'export_model', 'check_export', 'runtime_predictor']
 
 FORMATS = ('onnx', 'executorch', 'coreml', 'litert')
 SUFFIXES = {'onnx': '.onnx', 'executorch': '.pte', 'coreml': '.mlpackage', 'litert': '.tflite'}
@@ -74,3 +74,20 @@ def check_export(
         from .litert import litert_parity
         return litert_parity(model, path, input_shape)
     return None
+
+
+def runtime_predictor(fmt: str, path: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function from a batch to the logits of the exported file, run by its runtime on this machine."""
+    if fmt == 'onnx':
+        import onnxruntime
+        session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+        name = session.get_inputs()[0].name
+        return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+    if fmt == 'executorch':
+        from .executorch import load_executorch
+        method = load_executorch(path)
+        return lambda x: method.execute([x])[0]
+    if fmt == 'litert':
+        from .litert import load_litert
+        return load_litert(path)
+    raise ValueError(f'{fmt} programs do not run on this machine; evaluate them on their platform.')

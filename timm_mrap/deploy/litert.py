@@ -1,11 +1,14 @@
 """ LiteRT (TensorFlow Lite) export through litert-torch, with a parity check in LiteRT's interpreter
 
 ``litert_torch.convert`` records the network with ``torch.export`` (MRAP's exported statistics) and writes a
-``.tflite`` flat buffer; ``ai_edge_litert``'s interpreter runs it on Linux. litert-torch (0.10) declares torch < 2.15
+``.tflite`` flat buffer; ``ai_edge_litert``'s interpreter runs it on Linux. The conversion takes litert-torch's
+TFLite decompositions (``LITERT_TORCH_FULL_TFL_DECOMPS``), so MRAP's top-n sort becomes the ``TOPK_V2`` builtin
+instead of a StableHLO sort that LiteRT's interpreter cannot run. litert-torch (0.10) declares torch < 2.15
 and brings jax; it is the optional ``litert`` extra, imported lazily.
 """
+import os
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -13,7 +16,9 @@ from torch import nn
 from .checks import check_input
 from .extras import require
 
-__all__ = ['export_litert', 'litert_parity']
+__all__ = ['export_litert', 'litert_parity', 'load_litert']
+
+_TFL_DECOMPS = 'LITERT_TORCH_FULL_TFL_DECOMPS'
 
 
 def export_litert(
@@ -42,7 +47,15 @@ def export_litert(
     if validate_input:
         check_input(model, (batch_size,) + tuple(input_size), exported=True)
     example = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))
-    edge_model = litert_torch.convert(model.eval(), (example,))
+    previous = os.environ.get(_TFL_DECOMPS)
+    os.environ[_TFL_DECOMPS] = '1'
+    try:
+        edge_model = litert_torch.convert(model.eval(), (example,))
+    finally:
+        if previous is None:
+            del os.environ[_TFL_DECOMPS]
+        else:
+            os.environ[_TFL_DECOMPS] = previous
     path.parent.mkdir(parents=True, exist_ok=True)
     edge_model.export(str(path))
     return path
@@ -59,14 +72,24 @@ def litert_parity(
     Returns:
         ``{(H, W): (max |litert - torch|, max |torch|)}``, as ``onnx_parity`` does.
     """
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+    got = load_litert(tflite_file)(x)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    return {tuple(input_shape[-2:]): ((got - expected).abs().max().item(), expected.abs().max().item())}
+
+
+def load_litert(tflite_file: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function from a batch to the logits of the ``.tflite`` file, run by LiteRT's interpreter."""
     require('ai_edge_litert', 'litert', 'ai-edge-litert')
     from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_path=str(tflite_file))
     interpreter.allocate_tensors()
-    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
-    interpreter.set_tensor(interpreter.get_input_details()[0]['index'], x.numpy())
-    interpreter.invoke()
-    got = torch.from_numpy(interpreter.get_tensor(interpreter.get_output_details()[0]['index']))
-    with torch.no_grad():
-        expected = model.eval()(x)
-    return {tuple(input_shape[-2:]): ((got - expected).abs().max().item(), expected.abs().max().item())}
+    input_index = interpreter.get_input_details()[0]['index']
+    output_index = interpreter.get_output_details()[0]['index']
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        interpreter.set_tensor(input_index, x.numpy())
+        interpreter.invoke()
+        return torch.from_numpy(interpreter.get_tensor(output_index).copy())
+    return predict
