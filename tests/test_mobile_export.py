@@ -109,19 +109,6 @@ def test_coreml_conversion(tmp_path, capsys):
     assert 'Not checked: Core ML models run on Apple platforms only' in capsys.readouterr().out
 
 
-def test_litert_export_or_a_clear_missing_extra_error(tmp_path, capsys):
-    out = tmp_path / 'm.tflite'
-    if importlib.util.find_spec('litert_torch') is None:
-        with pytest.raises(SystemExit) as e:
-            export_main(MODEL_ARGS + ['--format', 'litert', '--out', str(out)])
-        assert e.value.code == 2
-        assert 'pip install "timm-mrap[litert]"' in capsys.readouterr().err
-        assert not out.exists()
-    else:
-        export_main(MODEL_ARGS + ['--format', 'litert', '--out', str(out)])
-        assert ' ok' in capsys.readouterr().out
-
-
 def test_missing_executorch_names_the_extra(monkeypatch, tmp_path):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'executorch'
