@@ -95,3 +95,37 @@ def test_exported_mrap_has_few_full_size_operations(tmp_path):
     assert sorted(full_size) == ['Add', 'Mul', 'Mul', 'Mul', 'Mul', 'Sigmoid', 'Sub', 'Sub'], full_size
     assert 'ReduceL2' not in {n.op_type for n in model.graph.node}
     _assert_parity(onnx_parity(m, path, [(10, 10)], batch_size=2))
+
+
+def test_command_checks_the_default_export_at_two_sizes(tmp_path, capsys, monkeypatch):
+    """Without flags the command compares onnxruntime with PyTorch at the export size and 32 px more; --no-check
+    skips that."""
+    monkeypatch.chdir(tmp_path)
+    args = ['--model', 'mobilenetv3_small_mrap', '--num-classes', '10', '--img-size', '64', '--exporter', 'torchscript']
+    export_main(args)
+    printed = capsys.readouterr().out
+    assert (tmp_path / 'mobilenetv3_small_mrap.onnx').exists()
+    assert '64 x 64: max |onnx - torch|' in printed and '96 x 96: max |onnx - torch|' in printed
+    assert printed.count(' ok') == 2
+    export_main(args + ['--out', 'other.onnx', '--no-check'])
+    assert 'max |onnx - torch|' not in capsys.readouterr().out
+
+
+def test_exported_std_does_not_cancel_on_large_means(tmp_path):
+    """Activations whose mean is large against their spread: the exported two-pass std stays at float32 noise, where a
+    one-pass E[x * x] - E[x] ** 2 loses most of its digits."""
+    import onnxruntime
+    torch.manual_seed(0)
+    m = MRAP(32).eval()
+    x = 50. + 0.1 * torch.randn(2, 32, 12, 12)
+    path = export_onnx(m, tmp_path / 'mrap.onnx', input_size=(32, 12, 12), exporter='torchscript',
+                       validate_input=False)
+    session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    got = torch.from_numpy(session.run(None, {'input0': x.numpy()})[0])
+    with torch.no_grad():
+        expected = m(x)
+        stats_c, stats_s = m.statistics_exported(x)
+        one_pass_std = (x.square().mean((2, 3)) - x.mean((2, 3)).square()).clamp_min(0).mul(144 / 143).sqrt()
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+    torch.testing.assert_close(stats_c[1], x.std((2, 3)), rtol=1e-4, atol=1e-6)
+    assert (one_pass_std - x.std((2, 3))).abs().max() > 100 * (stats_c[1] - x.std((2, 3))).abs().max()
