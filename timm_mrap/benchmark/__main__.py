@@ -25,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--precision', nargs='+', default=['fp32'], choices=PRECISIONS,
                    help='fp32, bf16 and / or fp16 (autocast; fp16 on CUDA); int8 (ExecuTorch)')
     p.add_argument('--runtimes', nargs='+', default=['eager'], choices=RUNTIMES,
-                   help='eager, compile (torch.compile; ~1 min per model on CPU), onnxruntime (the default ONNX export, '
-                        'fp32 CPU inference; needs timm-mrap[onnx]) and / or executorch (XNNPACK, fp32 / int8 CPU '
-                        'inference; needs timm-mrap[mobile])')
+                   help='eager, compile (torch.compile; ~1 min per model on CPU), onnxruntime (the default ONNX '
+                        'export, fp32 CPU inference; needs timm-mrap[onnx]) and / or executorch (XNNPACK, fp32 / int8 '
+                        'CPU inference; needs timm-mrap[mobile])')
     p.add_argument('--standard', action='store_true',
                    help='measure the settings of the README cost table instead of the product of '
                         '--precision / --runtimes / --modes / batch sizes: ' + ', '.join(STANDARD_SETTINGS))
