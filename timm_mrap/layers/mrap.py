@@ -44,7 +44,7 @@ def split_top_n(channels: int, rate: Sequence[float]) -> List[int]:
     return sizes + [channels - sum(sizes)]
 
 
-def interleave(values: List[torch.Tensor], num_common: int, sizes: Optional[Sequence[int]] = None) -> torch.Tensor:
+def interleave(values: List[torch.Tensor], num_common: int, sizes: Optional[List[int]] = None) -> torch.Tensor:
     """Interleave B x n_i tensors element by element, then append the leftovers of each in order.
 
     ``[a1, s1, a2, s2, ...]`` for the first ``num_common`` elements of every list, then ``a[num_common:]``,
@@ -52,11 +52,16 @@ def interleave(values: List[torch.Tensor], num_common: int, sizes: Optional[Sequ
     graphs keep it inside a delegate. ``sizes``, the lengths of ``values`` as Python ints, keeps traced graphs free of
     shape reads.
     """
-    sizes = [v.shape[1] for v in values] if sizes is None else sizes
-    heads = [v if n == num_common else v[:, :num_common] for v, n in zip(values, sizes)]
-    out = [torch.stack(heads, dim=2).flatten(1)]
-    out += [v[:, num_common:] for v, n in zip(values, sizes) if n > num_common]
-    return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+    if sizes is None:
+        sizes = [v.shape[1] for v in values]
+    heads: List[torch.Tensor] = []
+    leftovers: List[torch.Tensor] = []
+    for v, n in zip(values, sizes):
+        heads.append(v if n == num_common else v[:, :num_common])
+        if n > num_common:
+            leftovers.append(v[:, num_common:])
+    out = torch.stack(heads, dim=2).flatten(1)
+    return torch.cat([out] + leftovers, dim=1) if len(leftovers) > 0 else out
 
 
 def interleave_index(top_n: Sequence[int]) -> torch.Tensor:
