@@ -249,7 +249,8 @@ def test_network_fused_matches_reference_with_gradients(name):
     out_f.square().sum().backward()
     out_r.square().sum().backward()
     # float32 noise reorders near-tied statistics in the top-n sort, which moves the gradients of a random-init
-    # network by about 0.3% (measured); a wrong gradient term moves them by O(1)
+    # network by 0.3% to 1.7% (measured: V3 and V2 with the pinned versions of constraints.txt); a wrong gradient
+    # term moves them by O(1)
     grad_f = torch.cat([p.grad.flatten() for p in fused.parameters()])
     grad_r = torch.cat([p.grad.flatten() for p in ref.parameters()])
-    assert ((grad_f - grad_r).norm() / grad_r.norm()).item() < 1e-2
+    assert ((grad_f - grad_r).norm() / grad_r.norm()).item() < 5e-2
