@@ -16,12 +16,20 @@ from timm.models import load_checkpoint
 
 __all__ = [
     'CheckpointError', 'model_in_chans', 'model_stride', 'min_input_size', 'check_input', 'load_model',
-    'add_model_arguments',
+    'add_model_arguments', 'output_path',
 ]
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model it is loaded into."""
+
+
+def output_path(output_file: str, overwrite: bool = False) -> Path:
+    """``output_file`` as a ``Path``; an existing file or folder is an error unless ``overwrite``."""
+    path = Path(output_file)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f'{path} exists; choose another output file or pass --overwrite to replace it.')
+    return path
 
 
 def model_in_chans(model: nn.Module) -> int:

@@ -12,7 +12,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from .checks import check_input
+from .checks import check_input, output_path
 from .extras import require
 
 __all__ = ['export_coreml']
@@ -42,11 +42,9 @@ def export_coreml(
     require('coremltools', 'mobile')
     import shutil
     import coremltools as ct
-    path = Path(output_file)
+    path = output_path(output_file, overwrite)
     if path.suffix != '.mlpackage':
         raise ValueError(f'Core ML writes an .mlpackage folder; name the output {path.with_suffix(".mlpackage")}.')
-    if path.exists() and not overwrite:
-        raise FileExistsError(f'{path} exists; choose another output or pass --overwrite to replace it.')
     if validate_input:
         check_input(model, (batch_size,) + tuple(input_size), exported=True)
     example = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..layers import MRAP
-from .checks import check_input
+from .checks import check_input, output_path
 from .extras import require
 
 __all__ = [
@@ -159,20 +159,13 @@ def export_executorch(
         The path written. The program's one method ``forward`` takes a B x C x H x W float tensor (NCHW) and returns
         the logits.
     """
-    path = _output_path(output_file, overwrite)
+    path = output_path(output_file, overwrite)
     if validate_input:
         check_input(model, (batch_size,) + tuple(input_size), exported=True)
     example = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))
     buffer = executorch_program(model, example, int8, calibration, channels_last)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buffer)
-    return path
-
-
-def _output_path(output_file: str, overwrite: bool) -> Path:
-    path = Path(output_file)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f'{path} exists; choose another output file or pass --overwrite to replace it.')
     return path
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import torch
 from torch import nn
 
-from .checks import check_input
+from .checks import check_input, output_path
 from .extras import require
 
 __all__ = ['export_litert', 'litert_parity', 'load_litert']
@@ -41,9 +41,7 @@ def export_litert(
     """
     require('litert_torch', 'litert', 'litert-torch')
     import litert_torch
-    path = Path(output_file)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f'{path} exists; choose another output file or pass --overwrite to replace it.')
+    path = output_path(output_file, overwrite)
     if validate_input:
         check_input(model, (batch_size,) + tuple(input_size), exported=True)
     example = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))

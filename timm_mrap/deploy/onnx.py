@@ -17,7 +17,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .checks import check_input
+from .checks import check_input, output_path
 
 __all__ = ['EXPORTERS', 'export_onnx', 'onnx_parity']
 
@@ -55,9 +55,7 @@ def export_onnx(
     from timm.utils.onnx import onnx_export
     if exporter not in EXPORTERS:
         raise ValueError(f'Unknown exporter {exporter!r}; choose one of {EXPORTERS}.')
-    path = Path(output_file)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f'{path} exists; choose another output file or pass --overwrite to replace it.')
+    path = output_path(output_file, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     if validate_input:
         check_input(model, (batch_size,) + tuple(input_size), exported=True)
