@@ -11,7 +11,9 @@ from timm.models import load_checkpoint
 import timm_mrap  # noqa: F401  registers the models
 from timm_mrap.layers import MRAP, POOL_TYPES
 from timm_mrap.convert import ConversionError, load_reference_state_dict
-from timm_mrap.deploy import CheckpointError, check_input, load_model
+from timm_mrap.checkpoint import load_model
+from timm_mrap.deploy import check_input
+from timm_mrap.errors import CheckpointError
 
 
 @pytest.fixture(scope='module')

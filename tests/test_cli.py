@@ -90,7 +90,7 @@ def test_layer_options_and_commands(monkeypatch):
             cli.split_layer_options(bad)
 
     assert build_command('train', 'builtin', None, ['--epochs', '1']) == [
-        sys.executable, '-m', 'timm_mrap.training.train', '--epochs', '1']
+        sys.executable, '-m', 'timm_mrap.training.builtin.train', '--epochs', '1']
     cmd = build_command('train', 'timm', Path('/x/train.py'), ['-b', '8'], nproc='8')
     assert cmd[1:] == ['-m', 'torch.distributed.run', '--nproc_per_node=8', '--nnodes=1', '--standalone',
                        '-m', 'timm_mrap.training.launch', '/x/train.py', '-b', '8']
@@ -105,7 +105,7 @@ def test_layer_options_and_commands(monkeypatch):
 def test_train_arguments(data, tmp_path, capsys, monkeypatch):
     rc, lines, err = _dry(['train', 'mobilenetv2_mrap', str(data), '--epochs', '1', '--dry-run'], capsys)
     assert rc == 0 and len(lines) == 1
-    assert lines[0].split()[1:] == ['-m', 'timm_mrap.training.train', '--data-dir', str(data), '--model',
+    assert lines[0].split()[1:] == ['-m', 'timm_mrap.training.builtin.train', '--data-dir', str(data), '--model',
                                     'mobilenetv2_mrap', '--epochs', '1', '--num-classes', '2', '--device', 'cpu']
     assert "timm's train.py is not available" in err and 'TIMM_SCRIPTS_DIR' in err
 
@@ -123,8 +123,8 @@ def test_train_arguments(data, tmp_path, capsys, monkeypatch):
 
     for argv, msg in (
             ([str(tmp_path / 'nope')], 'does not exist.*timm_mrap.training.datasets'),
-            ([str(data), '--val-split', 'holdout'], 'no holdout/ folder'),
-            ([str(data), '--num-classes', '1'], 'smaller than the 2 class folders'),
+            ([str(data), '--val-split', 'holdout'], "no split folder 'holdout'.*--val-split"),
+            ([str(data), '--num-classes', '1'], '--num-classes 1 does not match the 2 class folders'),
             ([str(data), 'extra'], "Unexpected argument 'extra'"),
             ([], 'MODEL and DATA_DIR are required'),
             ([str(data), '--recipe', 'nope'], 'No recipe'),
@@ -153,7 +153,7 @@ def test_demo_runs_the_recipe(tmp_path, capsys, monkeypatch):
     data = tmp_path / 'demo' / 'digits'
     assert sum(1 for _ in (data / 'validation').glob('*/*.png')) == 360
     train_cmd, validate_cmd = lines
-    assert f' -m timm_mrap.training.train --data-dir {data} --model {recipe["model"]} --config ' in train_cmd
+    assert f' -m timm_mrap.training.builtin.train --data-dir {data} --model {recipe["model"]} --config ' in train_cmd
     assert f'--output {tmp_path / "demo" / "train"} --experiment digits-{recipe["model"]}-' in train_cmd
     experiment = train_cmd.split('--experiment ')[1].split()[0]
     assert validate_cmd == (f'validate.sh {recipe["model"]} {data} --checkpoint {tmp_path}/demo/train/{experiment}/'
@@ -173,8 +173,8 @@ def test_checkpoint_kinds(tmp_path):
     assert detect_checkpoint_kind(str(train_ckpt)) == 'timm'
     assert prepare_checkpoint('mobilenetv2_mrap', str(train_ckpt), str(tmp_path))[1] == [
         '--checkpoint', str(train_ckpt), '--num-classes', '5']
-    with pytest.raises(CliError, match='does not fit mobilenetv3_mrap \\(the checkpoint says it was trained as '
-                                       'mobilenetv2_mrap\\).*Pass the MODEL'):
+    with pytest.raises(CliError, match='does not fit mobilenetv3_mrap: .*the checkpoint says it was trained as '
+                                       'mobilenetv2_mrap: pass --model mobilenetv2_mrap'):
         prepare_checkpoint('mobilenetv3_mrap', str(train_ckpt), str(tmp_path))
     with pytest.raises(CliError, match='--num-classes 7 does not match .*5 classes'):
         prepare_checkpoint('mobilenetv2_mrap', str(train_ckpt), str(tmp_path), num_classes=7)
@@ -248,7 +248,7 @@ def test_validate_arguments(data, tmp_path, capsys):
     rc, _, err = _dry(['validate', 'mobilenetv2_mrap', str(data), '--checkpoint', str(tmp_path / 'x.pth')], capsys)
     assert rc == 2 and 'does not exist' in err
     rc, lines, _ = _dry(['validate', 'mobilenetv2_mrap', str(data), '--pretrained', '--dry-run'], capsys)
-    assert rc == 0 and lines[0].split()[1:] == ['-m', 'timm_mrap.training.validate', '--data-dir', str(data),
+    assert rc == 0 and lines[0].split()[1:] == ['-m', 'timm_mrap.training.builtin.validate', '--data-dir', str(data),
                                                 '--model', 'mobilenetv2_mrap', '--pretrained', '--device', 'cpu']
     rc, _, err = _dry(['validate', 'mobilenetv2_mrap', str(data), '--pretrained', '--num-classes', '1'], capsys)
     assert rc == 2 and 'has 2 class folders but the model classifies 1' in err

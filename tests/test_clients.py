@@ -11,7 +11,7 @@ from PIL import Image
 
 import timm
 from timm.data import create_transform, resolve_data_config
-from timm_mrap.hub import export_model
+from timm_mrap.hub import write_hub_folder
 from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
 
 FAMILIES = ['mobilenetv1_mrap', 'mobilenetv2_mrap', 'mobilenetv3_mrap', 'mobilenetv1_mafc']
@@ -46,7 +46,7 @@ def exported(request, tmp_path_factory):
     model = timm.create_model(name, num_classes=len(LABELS)).eval()
     torch.nn.init.normal_(model.get_classifier().bias)  # a trained-looking bias, unlike timm's zero init
     save_file(model.state_dict(), tmp / 'weights.safetensors')
-    export_model(tmp / 'weights.safetensors', tmp / 'export', model_name=name, tag='animals',
+    write_hub_folder(tmp / 'weights.safetensors', tmp / 'export', model_name=name, tag='animals',
                  repo_id=f'someone/{name}.animals', dataset='three animals', label_names=LABELS,
                  data_config={'img_size': IMG, 'crop_pct': 1.0})
     return SimpleNamespace(name=name, model=model, folder=tmp / 'export')

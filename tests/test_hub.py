@@ -17,9 +17,10 @@ import torch
 
 import timm
 import timm_mrap
+from timm_mrap.errors import CardError, HubFolderError, PushError, WeightsNotPublishedError
 from timm_mrap.hub import (
-    CardError, ExportError, PushError, WeightsNotPublishedError, architecture_card, export_model, measure_model,
-    push_folder, read_label_names, render_card, stale_cards, write_cards,
+    architecture_card, measure_model, push_folder, read_label_names, render_card, stale_cards, write_cards,
+    write_hub_folder,
 )
 from timm_mrap.hub.__main__ import main as hub_main
 from timm_mrap.hub.card_facts import CARD_FACTS
@@ -76,7 +77,7 @@ def _export_digits(run, out, **kwargs):
     options = dict(tag='digits', repo_id='someone/mobilenetv2_mrap.digits', dataset='scikit-learn digits',
                    label_names=read_label_names(run.labels), use_ema=True)
     options.update(kwargs)
-    return export_model(run.checkpoint, out, **options)
+    return write_hub_folder(run.checkpoint, out, **options)
 
 
 @pytest.fixture(scope='module')
@@ -130,13 +131,13 @@ def test_export_raw_weights(training_run, tmp_path):
 
 
 def test_export_refuses_bad_inputs(training_run, tmp_path):
-    with pytest.raises(ExportError, match='--num-classes 5 does not match'):
+    with pytest.raises(HubFolderError, match='--num-classes 5 does not match'):
         _export_digits(training_run, tmp_path / 'a', num_classes=5)
-    with pytest.raises(ExportError, match='2 label names for 3 classes'):
+    with pytest.raises(HubFolderError, match='2 label names for 3 classes'):
         _export_digits(training_run, tmp_path / 'b', label_names=['x', 'y'])
-    with pytest.raises(ExportError, match='do not fit.*model-kwargs'):
+    with pytest.raises(HubFolderError, match='does not fit.*model-kwargs'):
         _export_digits(training_run, tmp_path / 'c', model_kwargs={'attn': 'cbam', 'pool_types': None, 'rate': None})
-    with pytest.raises(ExportError, match='trained as .mobilenetv2_mrap., not .mobilenetv3_mrap.'):
+    with pytest.raises(HubFolderError, match='trained as .mobilenetv2_mrap., not .mobilenetv3_mrap.'):
         _export_digits(training_run, tmp_path / 'd', model_name='mobilenetv3_mrap')
     results = tmp_path / 'other.json'
     results.write_text(json.dumps({'model': 'mobilenetv2_mrap', 'top1': 50.0, 'param_count': 9.99}))
@@ -149,7 +150,7 @@ def test_export_overwrite_protection_cli(training_run, tmp_path, capsys):
     out = tmp_path / 'export'
     out.mkdir()
     (out / 'config.json').write_text('{"mine": true}')
-    argv = ['export', str(training_run.checkpoint), '--out', str(out), '--tag', 'digits', '--dataset', 'digits',
+    argv = ['prepare', str(training_run.checkpoint), '--out', str(out), '--tag', 'digits', '--dataset', 'digits',
             '--repo-id', 'someone/m', '--label-names', str(training_run.labels)]
     with pytest.raises(SystemExit) as e:
         hub_main(argv)
@@ -180,7 +181,7 @@ def test_runtime_choice_never_reaches_the_config(training_run, tmp_path):
     checkpoint['args'].model_kwargs = {**POOL_KWARGS, 'mrap_impl': 'triton'}
     torch.save(checkpoint, tmp_path / 'triton_run.pth.tar')
     out = tmp_path / 'export'
-    export_model(tmp_path / 'triton_run.pth.tar', out, tag='digits', repo_id='someone/mobilenetv2_mrap.digits',
+    write_hub_folder(tmp_path / 'triton_run.pth.tar', out, tag='digits', repo_id='someone/mobilenetv2_mrap.digits',
                  dataset='scikit-learn digits', use_ema=True)
     config = json.loads((out / 'config.json').read_text())
     assert config['model_args'] == {'pool_types': ['avg', 'std', 'max'], 'rate': [0.3, 0.5, 0.2]}
@@ -198,7 +199,7 @@ def test_non_default_channels_stay_in_model_args(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model('mobilenetv3_small_mrap', num_classes=2, in_chans=1).eval()
     save_file(model.state_dict(), tmp_path / 'gray.safetensors')
-    export_model(tmp_path / 'gray.safetensors', tmp_path / 'export', model_name='mobilenetv3_small_mrap', tag='gray',
+    write_hub_folder(tmp_path / 'gray.safetensors', tmp_path / 'export', model_name='mobilenetv3_small_mrap', tag='gray',
                  repo_id='someone/gray', dataset='grey images', model_kwargs={'in_chans': 1},
                  data_config={'img_size': IMG})
     config = json.loads((tmp_path / 'export' / 'config.json').read_text())
@@ -240,7 +241,7 @@ def test_label_names_follow_timm_image_folder_order(tmp_path):
     dataset = timm.data.create_dataset('', root=str(tmp_path))
     expected = sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get)
     assert read_label_names(tmp_path) == expected == ['2', '10', 'cat', 'dog']
-    with pytest.raises(ExportError, match='no class folders'):
+    with pytest.raises(HubFolderError, match='no class folders'):
         read_label_names(tmp_path / 'cat')
 
 
@@ -343,7 +344,7 @@ def published_v2(tmp_path_factory):
     model = timm.create_model('mobilenetv2_mrap').eval()
     torch.nn.init.normal_(model.classifier.bias)  # a trained-looking bias, unlike timm's zero init
     save_file(model.state_dict(), tmp / 'weights.safetensors')
-    result = export_model(tmp / 'weights.safetensors', tmp / 'export', model_name='mobilenetv2_mrap')
+    result = write_hub_folder(tmp / 'weights.safetensors', tmp / 'export', model_name='mobilenetv2_mrap')
     assert result.repo_id == 'timm-mrap/mobilenetv2_mrap.rein100' and model.num_classes == 100
     card = (tmp / 'export' / 'README.md').read_text()
     assert "timm.create_model('mobilenetv2_mrap.rein100', pretrained=True)" in card and '- imagenet-1k' in card
@@ -358,7 +359,7 @@ def test_pretrained_true_from_offline_hub_cache(published_v2):
     fill_hub_cache(hub_cache, 'timm-mrap/mobilenetv2_mrap.rein100', published_v2.folder)
     script = textwrap.dedent(f'''
         import json, torch, timm, timm_mrap
-        from timm_mrap.hub import WeightsNotPublishedError
+        from timm_mrap.errors import WeightsNotPublishedError
         x = torch.randn(2, 3, {IMG}, {IMG}, generator=torch.Generator().manual_seed(0))
         out = {{}}
         for name in ('mobilenetv2_mrap', 'mobilenetv2_mrap.rein100', 'hf-hub:timm-mrap/mobilenetv2_mrap.rein100'):

@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 
 import timm_mrap  # noqa: F401  registers the models
-from timm_mrap.export import main as export_main
+from timm_mrap.deploy.__main__ import main as export_main
 
 MODEL_ARGS = ['--model', 'mobilenetv3_small_mrap', '--num-classes', '10', '--img-size', '64']
 

@@ -9,9 +9,10 @@ import timm
 from timm.models._efficientnet_blocks import ConvBnAct, DepthwiseSeparableConv, InvertedResidual
 
 from timm_mrap import MAFC
+from timm_mrap.checkpoint import is_reference_state_dict, read_checkpoint
 from timm_mrap.convert import (
-    INPUT_NORMS, ConversionError, convert_checkpoint, convert_state_dict, is_reference_checkpoint,
-    load_reference_state_dict, main as convert_main,
+    INPUT_NORMS, ConversionError, convert_checkpoint, convert_state_dict, load_reference_state_dict,
+    main as convert_main,
 )
 from timm_mrap.models.mobilenet_mafc import DepthwiseSeparableConvAttnPost, InvertedResidualAttnPost, add_attn_post
 
@@ -145,22 +146,26 @@ def test_convert_cli_with_input_norm_none_folds_data_bn_alone(tmp_path, capsys):
         convert_main([str(src), '--model', 'mobilenetv1_mafc', '--out', str(out)])
 
 
-def test_is_reference_checkpoint(tmp_path):
+def test_checkpoint_kinds(tmp_path):
     t, _ = load_fixture('mobilenetv1_mafc_reference')
     sd = fixture_state_dict(t)
     maf = _save_maf_checkpoint(tmp_path / 'maf.pth.tar', sd)
-    assert is_reference_checkpoint(str(maf)) and is_reference_checkpoint(maf)
-    assert is_reference_checkpoint(sd) and is_reference_checkpoint({'model_state_dict': sd})
+    assert read_checkpoint(str(maf)).kind == 'reference-maf' and read_checkpoint(maf).is_reference
+    torch.save({'model_state_dict': sd}, tmp_path / 'mrap.pth')
+    assert read_checkpoint(tmp_path / 'mrap.pth').kind == 'reference-mrap'
+    assert is_reference_state_dict(sd)
     assert len(load_reference_state_dict(str(maf))) == len(sd)
     timm_sd = timm.create_model('mobilenetv1_mafc', num_classes=10).state_dict()
-    assert not is_reference_checkpoint(timm_sd)
+    assert not is_reference_state_dict(timm_sd)
     torch.save({'state_dict': timm_sd}, tmp_path / 'timm.pth')
-    assert not is_reference_checkpoint(tmp_path / 'timm.pth')
-    # timm's train.py pickles its argparse args: not loadable with weights_only, and not a reference checkpoint
+    assert read_checkpoint(tmp_path / 'timm.pth').kind == 'timm'
+    # timm's train.py pickles its argparse args: the one object the reader allows; not a reference checkpoint
     torch.save({'epoch': 1, 'arch': 'mobilenetv1_mafc', 'state_dict': timm_sd, 'args': argparse.Namespace(lr=0.1)},
                tmp_path / 'train.pth.tar')
-    assert not is_reference_checkpoint(tmp_path / 'train.pth.tar')
-    assert not is_reference_checkpoint(tmp_path / 'missing.pth.tar')
+    train = read_checkpoint(tmp_path / 'train.pth.tar')
+    assert (train.kind, train.arch, train.epoch, train.train_args) == ('timm', 'mobilenetv1_mafc', 1, {'lr': 0.1})
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        read_checkpoint(tmp_path / 'missing.pth.tar')
 
 
 @pytest.mark.parametrize('name, count, chs', [

@@ -1,4 +1,4 @@
-"""Phone runtimes: ExecuTorch (XNNPACK, fp32 and int8), Core ML and LiteRT through ``python -m timm_mrap.export``.
+"""Phone runtimes: ExecuTorch (XNNPACK, fp32 and int8), Core ML and LiteRT through ``python -m timm_mrap.deploy``.
 
 The networks are V3-Small at 64 px (the smallest registered model; a lowering takes 10-40 s on 2 CPU cores). The
 ExecuTorch programs run in ExecuTorch's own runtime here; Core ML converts only (its runtime is Apple-only); LiteRT
@@ -13,8 +13,9 @@ import torch
 import timm
 import timm_mrap  # noqa: F401  registers the models
 from timm_mrap import MRAP
-from timm_mrap.deploy import MissingExtraError, calibration_batches, export_model
-from timm_mrap.export import main as export_main
+from timm_mrap.deploy import calibration_batches, export_model
+from timm_mrap.errors import MissingExtraError
+from timm_mrap.deploy.__main__ import main as export_main
 
 pytest.importorskip('executorch', reason='the mobile extra (executorch) is part of the test extra')
 

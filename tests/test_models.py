@@ -7,7 +7,7 @@ import timm
 from timm.models._features_fx import create_feature_extractor, get_graph_node_names
 
 from timm_mrap import MAFC, MRAP
-from timm_mrap.models import ATTN_CHOICES
+from timm_mrap.layers import ATTN_CHOICES
 
 MODELS = timm.list_models(['*_mrap', '*_mafc'])
 MRAP_MODELS = timm.list_models('*_mrap')

@@ -11,7 +11,7 @@ import timm
 import timm_mrap  # noqa: F401  registers the models
 from timm_mrap import MRAP
 from timm_mrap.deploy import export_onnx, onnx_parity
-from timm_mrap.export import main as export_main
+from timm_mrap.deploy.__main__ import main as export_main
 
 onnx = pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')

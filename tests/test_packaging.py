@@ -99,7 +99,7 @@ def test_installed_wheel_exports_a_card_without_the_clone(wheel, tmp_path):
     assert version.stdout.strip() == f'timm-mrap {timm_mrap.__version__}'
 
     out = tmp_path / 'export'
-    export = _run([sys.executable, '-m', 'timm_mrap.hub', 'export', str(tmp_path / 'weights.safetensors'),
+    export = _run([sys.executable, '-m', 'timm_mrap.hub', 'prepare', str(tmp_path / 'weights.safetensors'),
                    '--out', str(out), '--model', 'mobilenetv1_mrap', '--tag', 'digits', '--dataset', 'digits',
                    '--repo-id', 'someone/mobilenetv1_mrap.digits', '--img-size', '64'], cwd=work, env=env)
     assert 'Wrote' in export.stdout

@@ -58,7 +58,7 @@ def test_recipe_keys_are_train_flags(name):
     assert isinstance(cfg, dict) and cfg
     assert not set(cfg) - TIMM_TRAIN_FLAGS, f'not timm train.py flags: {sorted(set(cfg) - TIMM_TRAIN_FLAGS)}'
     # the built-in trainer takes the same file: every key is one of its flags and becomes its default
-    from timm_mrap.training.args import build_train_parser, parse_train_args
+    from timm_mrap.training.builtin.args import build_train_parser, parse_train_args
     builtin = {a.dest for a in build_train_parser()._actions}
     assert not set(cfg) - builtin, f'unknown to the built-in trainer: {sorted(set(cfg) - builtin)}'
     args, _ = parse_train_args(['--config', str(recipe_path(name)), '--data-dir', 'unused', '--epochs', '3'])

@@ -1,4 +1,4 @@
-"""Built-in trainer / validator (timm_mrap.training.train / .validate) on a tiny real data set.
+"""Built-in trainer / validator (timm_mrap.training.builtin.train / .validate) on a tiny real data set.
 
 The data set is a slice of scikit-learn's bundled handwritten digits (4 classes, 4 train + 2 validation images each),
 written as an ImageFolder and trained at 32 px for a few steps: enough to exercise the real code paths (timm's
@@ -20,9 +20,9 @@ import yaml
 
 import timm
 import timm_mrap  # noqa: F401
-from timm_mrap.training import train as train_mod
-from timm_mrap.training import validate as validate_mod
-from timm_mrap.training.args import parse_train_args
+from timm_mrap.training.builtin import train as train_mod
+from timm_mrap.training.builtin import validate as validate_mod
+from timm_mrap.training.builtin.args import parse_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = 'mobilenetv2_mrap'
@@ -155,7 +155,7 @@ def test_killed_mid_epoch_then_resumed_finishes(digits, tmp_path):
     out = tmp_path / 'out'
     flags = TRAIN_FLAGS + ['--data-dir', str(digits), '--output', str(out), '--experiment', 'run', '-b', '4',
                            '--epochs', '2']  # 4 steps per epoch
-    proc = subprocess.Popen([sys.executable, '-m', 'timm_mrap.training.train'] + flags, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, '-m', 'timm_mrap.training.builtin.train'] + flags, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = []
     deadline = time.time() + 600
@@ -189,7 +189,7 @@ def test_killed_mid_epoch_then_resumed_finishes(digits, tmp_path):
 def test_ddp_under_torchrun_two_cpu_processes(digits, tmp_path):
     out = tmp_path / 'out'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-           '-m', 'timm_mrap.training.train'] + TRAIN_FLAGS + [
+           '-m', 'timm_mrap.training.builtin.train'] + TRAIN_FLAGS + [
         '--data-dir', str(digits), '--output', str(out), '--experiment', 'ddp', '-b', '4', '--epochs', '1',
         '--model-ema']
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
@@ -208,7 +208,7 @@ def test_ddp_under_torchrun_two_cpu_processes(digits, tmp_path):
 def test_missing_data_folder_is_a_clear_error_not_a_traceback(tmp_path):
     missing = tmp_path / 'nope'
     proc = subprocess.run(
-        [sys.executable, '-m', 'timm_mrap.training.train', '--data-dir', str(missing), '--model', MODEL],
+        [sys.executable, '-m', 'timm_mrap.training.builtin.train', '--data-dir', str(missing), '--model', MODEL],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert f'data folder {missing} does not exist' in proc.stderr and '--data-dir' in proc.stderr
@@ -250,11 +250,11 @@ def test_checkpoint_of_another_architecture(digits, other_arch_checkpoint, capsy
             '--checkpoint', str(other_arch_checkpoint)]
     assert validate_mod.main(argv) == 2
     err = capsys.readouterr().err
-    assert f'--checkpoint {other_arch_checkpoint} does not fit model {MODEL}' in err
+    assert f'--checkpoint {other_arch_checkpoint} does not fit {MODEL}' in err
     assert '--model mobilenetv1_mrap' in err
     # the same for --resume in the trainer
     assert _train(TRAIN_FLAGS + ['--data-dir', str(digits), '--resume', str(other_arch_checkpoint)]) == 2
-    assert f'--resume {other_arch_checkpoint} does not fit model {MODEL}' in capsys.readouterr().err
+    assert f'--resume {other_arch_checkpoint} does not fit {MODEL}' in capsys.readouterr().err
 
 
 def test_classifier_size_mismatch_names_num_classes(digits, tmp_path, capsys):

@@ -8,8 +8,8 @@ import timm
 from timm.models import get_pretrained_cfg
 
 from timm_mrap import MRAP
-from timm_mrap.hub import WeightsNotPublishedError
-from timm_mrap.models.timm_backbones import TIMM_BACKBONES, checkpoint_filter_fn
+from timm_mrap.errors import WeightsNotPublishedError
+from timm_mrap.models.warm_start import TIMM_BACKBONES, checkpoint_filter_fn
 
 from conftest import fill_hub_cache
 

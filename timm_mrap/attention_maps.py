@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .deploy import CheckpointError, add_model_arguments, check_input, load_model
+from .checkpoint import load_model
+from .deploy import add_model_arguments, check_input
+from .errors import TimmMrapError
 from .layers import MRAP
 
 __all__ = ['AttentionMap', 'mrap_modules', 'attention_maps', 'load_image', 'save_overlay_png', 'save_channel_png']
@@ -201,7 +203,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         model = load_model(args.model, args.checkpoint, args.pretrained, args.num_classes)
         batch, display = load_image(args.image, model, args.img_size)
         maps = attention_maps(model, batch, args.blocks)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
+    except (TimmMrapError, FileNotFoundError, ValueError) as e:
         parser.exit(2, f'error: {e}\n')
     weights = 'random init (seed %d)' % args.seed if not (args.checkpoint or args.pretrained) else 'loaded weights'
     print(f'{args.model} ({weights}), input {tuple(batch.shape)}')

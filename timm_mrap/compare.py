@@ -15,7 +15,7 @@ from typing import List, Optional
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from timm_mrap.models import ATTN_CHOICES
+    from timm_mrap.layers import ATTN_CHOICES
     p = argparse.ArgumentParser(
         prog='python -m timm_mrap.compare', allow_abbrev=False,
         usage='python -m timm_mrap.compare DATA_DIR [--model M] [--attn A ...] [--seeds S ...] [--recipe NAME] '

@@ -18,18 +18,19 @@ Usage::
 import argparse
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .hub.config import save_hub_folder
+from .checkpoint import Checkpoint, checkpoint_num_classes, read_checkpoint, reraise_as, save_hub_folder
+from .errors import ConversionError
 
 __all__ = [
     'ConversionError', 'load_reference_state_dict', 'convert_state_dict', 'fold_data_bn', 'convert_checkpoint',
-    'remap_attention_keys', 'is_reference_checkpoint', 'reference_input_norm', 'INPUT_NORMS',
+    'remap_attention_keys', 'reference_input_norm', 'INPUT_NORMS',
 ]
 
 _UNIT_RE = re.compile(r'^backbone\.stage(\d+)\.unit(\d+)\.(.+)$')
@@ -73,79 +74,23 @@ INPUT_NORMS = {
 }
 
 
-class ConversionError(ValueError):
-    """A reference checkpoint that does not fit the requested model."""
-
-
-def _read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
-    """The raw checkpoint dict of a ``.pth`` / ``.pth.tar`` (``weights_only=True``) or ``.safetensors`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'Reference checkpoint {path} does not exist; pass the path of a .pth / .pth.tar file.')
-    if path.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        checkpoint = load_file(path)
-    else:
-        try:
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as e:
-            raise ConversionError(
-                f'Could not read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}); '
-                f'is the file complete and a .pth / .pth.tar saved by torch.save?') from e
-    if not isinstance(checkpoint, dict):
-        raise ConversionError(f'{path} holds a {type(checkpoint).__name__}, not a state dict.')
-    return checkpoint
-
-
-def _unwrap_state_dict(checkpoint: Dict[str, Any], source: str = 'the checkpoint') -> Dict[str, torch.Tensor]:
-    """The bare state dict inside a checkpoint dict (``model_state_dict`` / ``state_dict`` / ``model`` / itself), with
-    DataParallel's ``module.`` prefix removed. The wrapper's other entries (``optimizer``, ``epoch``, ...) are ignored.
-    """
-    for key in ('model_state_dict', 'state_dict', 'model'):
-        if isinstance(checkpoint.get(key), dict):
-            checkpoint = checkpoint[key]
-            break
-    state_dict = {}
-    for k, v in checkpoint.items():
-        if not isinstance(v, torch.Tensor):
-            raise ConversionError(f'{source}: entry {k!r} is a {type(v).__name__}, not a tensor; not a state dict.')
-        state_dict[k[len('module.'):] if k.startswith('module.') else k] = v
-    return state_dict
-
-
-def load_reference_state_dict(path: str) -> Dict[str, torch.Tensor]:
+def load_reference_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     """Load a reference ``.pth`` / ``.pth.tar`` (or ``.safetensors``) and unwrap it to a bare state dict.
 
     Accepts ``{'model_state_dict': ...}`` (MRAP), ``{'epoch', 'arch', 'state_dict', 'best_prec1', 'optimizer'}``
-    (MAF) or a bare dict, with or without DataParallel's ``module.`` prefix. Loads with ``weights_only=True``.
+    (MAF) or a bare dict, with or without DataParallel's ``module.`` prefix (``timm_mrap.checkpoint``).
     """
-    return _unwrap_state_dict(_read_checkpoint(path), str(path))
+    with reraise_as(ConversionError, missing_file=False):
+        return read_checkpoint(path).state_dict
 
 
-def is_reference_checkpoint(checkpoint: Union[str, Path, Dict[str, Any]]) -> bool:
-    """Whether a checkpoint (path, checkpoint dict or state dict) is in the authors' MRAP / MAF key layout.
-
-    True for ``backbone.stage*`` units with a ``classifier.conv`` (any wrapper, ``module.`` prefix or not); False for
-    timm checkpoints and for files that cannot be read as a plain tensor checkpoint (e.g. timm's ``train.py`` output,
-    which pickles its ``args``), so callers can fall back to timm's own loading.
-    """
-    try:
-        if not isinstance(checkpoint, dict):
-            checkpoint = _read_checkpoint(checkpoint)
-        state_dict = _unwrap_state_dict(checkpoint)
-    except (ConversionError, FileNotFoundError):
-        return False
-    return 'classifier.conv.weight' in state_dict and any(k.startswith('backbone.stage') for k in state_dict)
-
-
-def reference_input_norm(checkpoint: Dict[str, Any]) -> str:
+def reference_input_norm(checkpoint: Checkpoint) -> str:
     """Key of ``INPUT_NORMS`` for what the authors' script fed the network: ``'imagenet'`` for ``MAFAttention_main.py``
-    checkpoints (they carry ``best_prec1``) and networks without ``data_bn``, ``'none'`` otherwise (``MRAP_Dogs.py``).
+    checkpoints and networks without ``data_bn``, ``'none'`` otherwise (``MRAP_Dogs.py``).
     """
-    if 'best_prec1' in checkpoint and isinstance(checkpoint.get('state_dict'), dict):
+    if checkpoint.kind == 'reference-maf':
         return 'imagenet'
-    state_dict = _unwrap_state_dict(checkpoint)
-    return 'none' if 'backbone.data_bn.weight' in state_dict else 'imagenet'
+    return 'none' if 'backbone.data_bn.weight' in checkpoint.state_dict else 'imagenet'
 
 
 def fold_data_bn(
@@ -295,14 +240,13 @@ def convert_checkpoint(
     """
     if input_norm != 'auto' and input_norm not in INPUT_NORMS:
         raise ValueError(f'input_norm must be "auto" or one of {tuple(INPUT_NORMS)}, not {input_norm!r}.')
-    checkpoint = _read_checkpoint(src)
-    ref = _unwrap_state_dict(checkpoint, str(src))
+    with reraise_as(ConversionError, missing_file=False):
+        checkpoint = read_checkpoint(src)
+    ref = checkpoint.state_dict
     input_mean, input_std = INPUT_NORMS[reference_input_norm(checkpoint) if input_norm == 'auto' else input_norm]
     found_classes = infer_num_classes(ref)
-    if num_classes is not None and num_classes != found_classes:
-        raise ConversionError(
-            f'--num-classes {num_classes} does not match the checkpoint classifier ({found_classes} classes); '
-            f'drop the flag to infer it.')
+    with reraise_as(ConversionError):
+        checkpoint_num_classes(num_classes, found_classes, f'{src}', model_name)
     if out_dir is not None and Path(out_dir).exists() and any(Path(out_dir).iterdir()) and not overwrite:
         raise FileExistsError(f'{out_dir} exists and is not empty; choose another --out or pass --overwrite.')
     model = timm.create_model(model_name, pretrained=False, num_classes=found_classes, **model_kwargs)

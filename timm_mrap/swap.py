@@ -21,7 +21,7 @@ from timm.layers.cbam import CbamModule, LightCbamModule
 from timm.models._efficientnet_blocks import SqueezeExcite
 
 from .layers import MAFC, MRAP
-from .models.mobilenet_mrap import resolve_attn
+from .layers import resolve_attn
 
 __all__ = ['SWAPPABLE', 'find_attention', 'swap_attention']
 

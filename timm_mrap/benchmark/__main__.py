@@ -8,7 +8,8 @@ import torch
 
 from .bench import (
     DEFAULT_VARIANTS, MODES, PRECISIONS, RUNTIMES, STANDARD_SETTINGS, BenchmarkConfig, check_output, run_benchmark,
-    setting_name, write_results)
+    write_results)
+from .plot import setting_name
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ from torch import nn
 import timm
 
 from ..complexity import MAC_COUNTER, count_macs, count_params
+from .plot import plot_relative_cost, setting_name
 
 __all__ = [
     'BenchmarkConfig', 'Variant', 'check_output', 'parse_setting', 'parse_variants', 'run_benchmark', 'setting_name',
@@ -86,7 +87,7 @@ def parse_variants(specs: Sequence[str]) -> List[Variant]:
     """``'model'``, ``'model:attn'`` or ``'model:attn:impl'`` strings to variants; unknown names are a clear error."""
     import timm_mrap  # noqa: F401  registers our models
     from timm_mrap.layers.config import MRAP_IMPLS
-    from timm_mrap.models import ATTN_CHOICES
+    from timm_mrap.layers import ATTN_CHOICES
     variants = []
     for spec in specs:
         model, _, rest = spec.partition(':')
@@ -380,11 +381,6 @@ def _measure_setting(
     return rows
 
 
-def setting_name(row: Dict[str, Any]) -> str:
-    """``'cpu bf16 eager train b32'`` for a result row."""
-    return f'{row["device"]} {row["precision"]} {row["runtime"]} {row["mode"]} b{row["batch_size"]}'
-
-
 def _fresh_copy(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
     import copy
     m = copy.deepcopy(model).to(device)
@@ -437,6 +433,5 @@ def write_results(
         clean = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
         json.dump(dict(meta, results=clean), f, indent=1, default=str)
     if plot:
-        from .plot import plot_relative_cost
         plot_relative_cost(rows, str(paths['png']))
     return paths

@@ -2,9 +2,12 @@
 import math
 from typing import Any, Dict, List
 
-from .bench import setting_name as _setting_name
+__all__ = ['plot_relative_cost', 'setting_name']
 
-__all__ = ['plot_relative_cost']
+
+def setting_name(row: Dict[str, Any]) -> str:
+    """``'cpu bf16 eager train b32'`` for a result row."""
+    return f'{row["device"]} {row["precision"]} {row["runtime"]} {row["mode"]} b{row["batch_size"]}'
 
 
 def plot_relative_cost(rows: List[Dict[str, Any]], path: str, dpi: int = 72) -> None:
@@ -16,9 +19,9 @@ def plot_relative_cost(rows: List[Dict[str, Any]], path: str, dpi: int = 72) -> 
     except ImportError as e:
         raise ImportError('The benchmark plot needs matplotlib: pip install "timm-mrap[plot]" (or pass --no-plot).') from e
 
-    settings = list(dict.fromkeys(_setting_name(r) for r in rows))
+    settings = list(dict.fromkeys(setting_name(r) for r in rows))
     variants = list(dict.fromkeys(r['variant'] for r in rows))
-    by_key = {(_setting_name(r), r['variant']): r for r in rows}
+    by_key = {(setting_name(r), r['variant']): r for r in rows}
     fig, axes = plt.subplots(1, len(settings), figsize=(2.2 + 2.6 * len(settings), 0.9 + 0.32 * len(variants)),
                              sharey=True, squeeze=False)
     for ax, setting in zip(axes[0], settings):

@@ -12,7 +12,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from .checks import check_input, output_path
+from .inputs import check_input, output_path
 from .extras import require
 
 __all__ = ['export_coreml']

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..layers import MRAP
-from .checks import check_input, output_path
+from .inputs import check_input, output_path
 from .extras import require
 
 __all__ = [

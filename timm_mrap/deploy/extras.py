@@ -1,11 +1,9 @@
 """Optional dependencies of the deployment formats: one check with an error that names the pip command."""
 import importlib.util
 
+from ..errors import MissingExtraError
+
 __all__ = ['MissingExtraError', 'require']
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency of the requested feature is not installed."""
 
 
 def require(module: str, extra: str, package: str = '') -> None:

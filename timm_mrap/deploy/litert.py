@@ -13,7 +13,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import torch
 from torch import nn
 
-from .checks import check_input, output_path
+from .inputs import check_input, output_path
 from .extras import require
 
 __all__ = ['export_litert', 'litert_parity', 'load_litert']

@@ -17,7 +17,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .checks import check_input, output_path
+from .inputs import check_input, output_path
 
 __all__ = ['EXPORTERS', 'export_onnx', 'onnx_parity']
 

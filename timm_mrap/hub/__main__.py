@@ -1,6 +1,6 @@
-""" Command line: ``python -m timm_mrap.hub export ...`` (offline dry run), ``... push ...`` (upload), ``... cards``
+""" Command line: ``python -m timm_mrap.hub prepare ...`` (write a Hub folder), ``... push ...`` (upload), ``... cards``
 
-    python -m timm_mrap.hub export output/train/RUN/model_best.pth.tar --out hub/mobilenetv2_mrap.rein100 \\
+    python -m timm_mrap.hub prepare output/train/RUN/model_best.pth.tar --out hub/mobilenetv2_mrap.rein100 \\
         --label-names DATA/validation --results output/validate.json
     python -m timm_mrap.hub push hub/mobilenetv2_mrap.rein100 --repo-id timm-mrap/mobilenetv2_mrap.rein100
     python -m timm_mrap.hub cards hf_cards [--check]
@@ -11,11 +11,11 @@ from typing import List, Optional
 
 from timm.utils import ParseKwargs
 
-from ..convert import ConversionError
+from ..errors import TimmMrapError
 from ..version import __version__
-from .cards import CardError, stale_cards, write_cards
-from .export import WEIGHT_FORMATS, ExportError, export_model, read_label_names
-from .push import PushError, push_folder
+from .cards import stale_cards, write_cards
+from .folder import WEIGHT_FORMATS, read_label_names, write_hub_folder
+from .push import push_folder
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,8 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--version', action='version', version=f'timm-mrap {__version__}')
     sub = parser.add_subparsers(dest='command', required=True)
 
-    ex = sub.add_parser('export', help='write a Hub folder (model.safetensors, config.json, README.md); no upload')
-    ex.add_argument('src', help='timm training checkpoint (.pth.tar), .safetensors state dict or reference checkpoint')
+    # 'export' is the name this command had before 'prepare'; it still works and says so
+    ex = sub.add_parser('prepare', aliases=['export'],
+                        help='write a Hub folder (model.safetensors, config.json, README.md); no upload')
+    ex.add_argument('src', help='timm training checkpoint (.pth.tar), .safetensors state dict, Hub folder or reference checkpoint')
     ex.add_argument('--out', required=True, help='folder to write (must not exist or be empty, see --overwrite)')
     ex.add_argument('--model', default=None,
                     help='architecture[.tag], e.g. mobilenetv2_mrap (default: the checkpoint arch)')
@@ -33,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument('--num-classes', type=int, default=None, help='expected classes (default: from the classifier)')
     ex.add_argument('--label-names', default=None,
                     help='class names in classifier order: a text file (one per line) or the image folder trained on')
-    ex.add_argument('--use-ema', action='store_true', help='export the EMA weights (state_dict_ema) of a checkpoint')
+    ex.add_argument('--use-ema', action='store_true', help='take the EMA weights (state_dict_ema) of a checkpoint')
     ex.add_argument('--format', default='auto', choices=WEIGHT_FORMATS, help='weights key layout (default: by keys)')
     ex.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
                     help='model arguments used at training, e.g. attn=cbam (default: the checkpoint\'s)')
@@ -50,11 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument('--card-dir', default=None,
                     help='folder of architecture cards to use instead of the packaged template (e.g. an edited copy '
                          'of hf_cards/)')
-    ex.add_argument('--overwrite', action='store_true', help='replace an earlier export in --out')
+    ex.add_argument('--overwrite', action='store_true', help='replace an earlier Hub folder in --out')
 
-    push = sub.add_parser('push', help='upload an exported folder to the Hugging Face Hub')
-    push.add_argument('folder', help='folder written by export')
-    push.add_argument('--repo-id', required=True, help='organisation/name on the Hub, as given to export')
+    push = sub.add_parser('push', help='upload a Hub folder to the Hugging Face Hub')
+    push.add_argument('folder', help='folder written by prepare')
+    push.add_argument('--repo-id', required=True, help='organisation/name on the Hub, as given to prepare')
     push.add_argument('--revision', default=None, help='branch to commit to (created when missing; default main)')
     push.add_argument('--private', action='store_true', help='create the repo private')
     push.add_argument('--create-pr', action='store_true', help='open a pull request instead of committing')
@@ -71,10 +73,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == 'export':
+        if args.command in ('prepare', 'export'):
+            if args.command == 'export':
+                print('note: "python -m timm_mrap.hub export" is now "python -m timm_mrap.hub prepare"', file=sys.stderr)
             data_config = dict(img_size=args.img_size, crop_pct=args.crop_pct, interpolation=args.interpolation,
                                mean=args.mean and tuple(args.mean), std=args.std and tuple(args.std))
-            result = export_model(
+            result = write_hub_folder(
                 args.src, args.out, model_name=args.model, tag=args.tag, repo_id=args.repo_id,
                 num_classes=args.num_classes,
                 label_names=read_label_names(args.label_names) if args.label_names else None,
@@ -103,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                create_pr=args.create_pr, overwrite=args.overwrite, commit_message=args.commit_message)
             url = getattr(info, 'pr_url', None) or getattr(info, 'commit_url', None) or info
             print(f'Pushed {args.folder} to {args.repo_id}: {url}')
-    except (ExportError, CardError, ConversionError, PushError, FileExistsError) as e:
+    except (TimmMrapError, FileExistsError, FileNotFoundError) as e:
         parser.exit(2, f'error: {e}\n')
 
 

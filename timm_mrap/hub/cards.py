@@ -1,9 +1,9 @@
-""" Model cards: one template for every architecture, its facts, and numbers measured at export time
+""" Model cards: one template for every architecture, its facts, and numbers measured when a Hub folder is prepared
 
 A card is timm's card layout (front matter, Model Details, Model Usage, Model Comparison, Citation). The package
 holds one template (``card_template.md``) and each architecture's facts (``card_facts.py``: description, papers,
 authors' code); ``architecture_card`` fills the facts in, ``render_card`` the ``{{ name }}`` placeholders left for
-export. Every value there comes from the exported model or from a validation results file: params are counted, MACs
+the Hub folder writer. Every value there comes from the model written or from a validation results file: params are counted, MACs
 are counted by ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2, convolutions and matrix products
 only), feature shapes come from a forward pass, and accuracy comes only from timm's ``validate.py`` results (JSON or
 CSV). Without results the card says the accuracy is not yet measured.
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..complexity import MAC_COUNTER, count_macs, count_params
+from ..errors import CardError
 from ..version import __version__
 from .card_facts import ATTENTIONS, BACKBONES, CARD_FACTS
 
@@ -33,14 +34,10 @@ __all__ = [
     'render_card', 'placeholders', 'card_values',
 ]
 
-# placeholders filled from card_facts.py (the rest are filled at export)
+# placeholders filled from card_facts.py (the rest are filled when a Hub folder is prepared)
 FACT_KEYS = ('architecture', 'attention_tag', 'description', 'papers', 'original', 'warm_start')
 
 _PLACEHOLDER_RE = re.compile(r'{{\s*(\w+)\s*}}')
-
-
-class CardError(ValueError):
-    """A card template, value or results file that cannot make a complete card."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ def architecture_facts(architecture: str) -> Dict[str, str]:
 
 def _warm_start(architecture: str) -> str:
     """The paragraph on the ``in1k_backbone`` tag, for architectures that have one (else empty)."""
-    from ..models.timm_backbones import BACKBONE_TAG, TIMM_BACKBONES
+    from ..models.warm_start import BACKBONE_TAG, TIMM_BACKBONES
     if architecture not in TIMM_BACKBONES:
         return ''
     text = (f'To fine-tune from ImageNet instead, the `{architecture}.{BACKBONE_TAG}` tag loads timm\'s ImageNet-1k '
@@ -95,7 +92,7 @@ def _warm_start(architecture: str) -> str:
 
 
 def architecture_card(architecture: str, template: Optional[str] = None) -> str:
-    """The card of ``architecture``: the template with its facts filled in and the export placeholders left."""
+    """The card of ``architecture``: the template with its facts filled in and the measured placeholders left."""
     template = card_template() if template is None else template
     facts = architecture_facts(architecture)
     missing = [key for key in FACT_KEYS if key not in placeholders(template)]
@@ -114,7 +111,7 @@ def card_path(architecture: str, card_dir: Union[str, Path]) -> Path:
 
 
 def card_source(architecture: str, card_dir: Optional[Union[str, Path]] = None) -> str:
-    """The card to render at export: from ``card_dir`` when given, else the packaged template and facts."""
+    """The card to render for a Hub folder: from ``card_dir`` when given, else the packaged template and facts."""
     if card_dir is not None:
         return card_path(architecture, card_dir).read_text(encoding='utf-8')
     return architecture_card(architecture)
@@ -216,7 +213,7 @@ def comparison_section(
     """Markdown for Model Comparison: measured accuracy of this model (and others, same evaluation), or a note."""
     if results is None:
         note = ('Top-1 / top-5 accuracy: **not yet measured** for these weights (no validation results were given '
-                'at export). Validate them with timm\'s `validate.py` and export again with `--results`.')
+                'when prepared). Validate them with timm\'s `validate.py` and prepare again with `--results`.')
         if not compare:
             return note
     header = '| model | top-1 (%) | top-5 (%) | params (M) | GMACs | image size |\n|---|---|---|---|---|---|\n'
@@ -228,7 +225,7 @@ def comparison_section(
     for row in compare:
         rows.append(f'| {row["model"]} | {_fmt(row.get("top1"))} | {_fmt(row.get("top5"))} | '
                     f'{_fmt(row.get("param_count"))} | - | {row.get("img_size", "-")} |')
-    table = header + '\n'.join(rows) + '\n\nAccuracy from timm `validate.py` results files; GMACs measured at export.'
+    table = header + '\n'.join(rows) + '\n\nAccuracy from timm `validate.py` results files; GMACs measured when the folder was prepared.'
     return table if results is not None else note + '\n\n' + table
 
 
@@ -241,7 +238,7 @@ def render_card(template: str, values: Mapping[str, Any]) -> str:
     """Fill every placeholder of ``template``; a missing value or a value never used is an error."""
     missing = [name for name in placeholders(template) if name not in values]
     if missing:
-        raise CardError(f'The card template needs values for {missing}; they come from the export (a timm-mrap bug '
+        raise CardError(f'The card template needs values for {missing}; they come from the Hub folder writer (a timm-mrap bug '
                         f'or a template with an unknown placeholder).')
     unused = sorted(set(values) - set(placeholders(template)))
     if unused:
@@ -267,7 +264,7 @@ def card_values(
         results: Optional[Dict[str, Any]] = None,
         compare: Sequence[Dict[str, Any]] = (),
 ) -> Dict[str, str]:
-    """The values every card template takes, all measured or given at export."""
+    """The values every card template takes, all measured or given when a Hub folder is prepared."""
     shapes = '\n'.join(f'    # {tuple(s)}' for s in stats.feature_shapes)
     if results is not None:
         accuracy = f'top-1 {results["top1"]:.2f} %, top-5 {_fmt(results.get("top5"))} %'

@@ -1,9 +1,9 @@
-""" Upload an exported folder to the Hugging Face Hub
+""" Upload a Hub folder to the Hugging Face Hub
 
 ``push_folder`` checks the folder (``config.json``, ``model.safetensors``, ``README.md``; no pickle), creates the
 repo if needed (``HfApi.create_repo(exist_ok=True)``), refuses to replace a README or weights already there unless
-``overwrite``, and uploads with ``HfApi.upload_folder``. A ``config.json`` of an older export, with the classes
-repeated in ``model_args``, is first rewritten in timm's shape (``config.tidy_config``), so transformers loads the
+``overwrite``, and uploads with ``HfApi.upload_folder``. A ``config.json`` written by an older version, with the
+classes repeated in ``model_args``, is first rewritten in timm's shape (``checkpoint.tidy_config``), so transformers loads the
 pushed repo. The token comes from huggingface_hub's usual places (``HF_TOKEN``, ``hf auth login``); it is never
 printed or written here.
 """
@@ -11,10 +11,11 @@ import logging
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
-from .config import tidy_config
-from .export import EXPORT_FILES
+from ..checkpoint import tidy_config
+from ..errors import PushError
+from .folder import FOLDER_FILES
 
-__all__ = ['PushError', 'check_export_folder', 'push_folder']
+__all__ = ['PushError', 'check_hub_folder', 'push_folder']
 
 PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.tar', '.pkl', '.pickle', '.ckpt')
 PROTECTED_FILES = ('README.md', 'model.safetensors')
@@ -22,25 +23,21 @@ PROTECTED_FILES = ('README.md', 'model.safetensors')
 _logger = logging.getLogger(__name__)
 
 
-class PushError(ValueError):
-    """A folder or a remote repo state that a push must not go ahead with."""
-
-
-def check_export_folder(folder: Union[str, Path], repo_id: Optional[str] = None) -> List[str]:
-    """The files of an export folder, after checking it is complete, pickle-free and its card names ``repo_id``."""
+def check_hub_folder(folder: Union[str, Path], repo_id: Optional[str] = None) -> List[str]:
+    """The files of a Hub folder, after checking it is complete, pickle-free and its card names ``repo_id``."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise PushError(f'{folder} is not a folder; export one first (python -m timm_mrap.hub export ...).')
+        raise PushError(f'{folder} is not a folder; prepare one first (python -m timm_mrap.hub prepare ...).')
     files = sorted(p.name for p in folder.iterdir())
-    missing = [f for f in EXPORT_FILES if f not in files]
+    missing = [f for f in FOLDER_FILES if f not in files]
     if missing:
-        raise PushError(f'{folder} lacks {missing}; push uploads a folder written by python -m timm_mrap.hub export.')
+        raise PushError(f'{folder} lacks {missing}; push uploads a folder written by python -m timm_mrap.hub prepare.')
     unsafe = [f for f in files if f.endswith(PICKLE_SUFFIXES) or (folder / f).is_dir()]
     if unsafe:
         raise PushError(f'{folder} holds {unsafe}: only safetensors weights, config.json and README.md are published; '
-                        f'remove them or export again.')
+                        f'remove them or prepare it again.')
     if repo_id is not None and repo_id not in (folder / 'README.md').read_text(encoding='utf-8'):
-        raise PushError(f'README.md in {folder} was written for another repo than {repo_id!r}; export again with '
+        raise PushError(f'README.md in {folder} was written for another repo than {repo_id!r}; prepare it again with '
                         f'--repo-id {repo_id}.')
     return files
 
@@ -56,10 +53,10 @@ def push_folder(
         commit_message: Optional[str] = None,
         api: Optional[Any] = None,
 ) -> Any:
-    """Upload an export folder to ``repo_id``; returns huggingface_hub's ``CommitInfo``.
+    """Upload a Hub folder to ``repo_id``; returns huggingface_hub's ``CommitInfo``.
 
     Args:
-        folder: Folder written by ``export_model``.
+        folder: Folder written by ``write_hub_folder``.
         repo_id: ``organisation/name`` on the Hub (created when missing).
         revision: Branch to commit to (created from main when missing); default main.
         private: Create the repo private (an existing repo keeps its visibility).
@@ -68,7 +65,7 @@ def push_folder(
         commit_message: Commit title; default names the files.
         api: An ``HfApi``-compatible client; default ``HfApi()`` with the token from the usual places.
     """
-    files = check_export_folder(folder, repo_id)
+    files = check_hub_folder(folder, repo_id)
     dropped = tidy_config(Path(folder) / 'config.json')
     if dropped:
         _logger.warning(f'Rewrote {Path(folder) / "config.json"} in timm\'s shape: dropped {dropped} from model_args.')
@@ -90,6 +87,6 @@ def push_folder(
         repo_type='model',
         revision=revision,
         create_pr=create_pr,
-        commit_message=commit_message or f'Add {", ".join(files)} (timm-mrap export)',
+        commit_message=commit_message or f'Add {", ".join(files)} (timm-mrap)',
         allow_patterns=files,
     )

@@ -1,2 +1,1 @@
-from .mobilenet_mrap import ATTN_CHOICES, resolve_attn
-from . import mobilenet_mafc
+from . import mobilenet_mafc, mobilenet_mrap

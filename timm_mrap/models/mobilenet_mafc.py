@@ -3,33 +3,32 @@
 Paper: `Accumulating global channel-wise patterns via deformed-bottleneck recalibration for image classification`
     Pattern Analysis and Applications 28 (2025). Reference code: https://github.com/nttbdrk25/MAFAttention
 
-The backbones are exactly those of ``mobilenet_mrap`` (same block strings, built by the same ``_gen_*`` functions); only
-the attention moves. MAFC sits **after the pointwise / projection conv block, on the block's output channels, before
-the residual add**: in every MobileNetV1 unit (with the MRAP models' extra identity skips), in every MobileNetV2
-bottleneck and in the 8 SE units of MobileNetV3-Large. MRAP (and ``attn='mafc'`` on the ``*_mrap`` models) sits before
-the pointwise conv instead, in timm's ``se`` slot.
+The backbones are exactly those of ``mobilenet_mrap`` (same block strings, built by the same ``gen_mobilenetv*``
+functions of ``timm_mrap.models.mobilenet``); only the attention moves. MAFC sits **after the pointwise / projection
+conv block, on the block's output channels, before the residual add**: in every MobileNetV1 unit (with the MRAP
+models' extra identity skips), in every MobileNetV2 bottleneck and in the 8 SE units of MobileNetV3-Large. MRAP (and
+``attn='mafc'`` on the ``*_mrap`` models) sits before the pointwise conv instead, in timm's ``se`` slot.
 
 timm's blocks have no slot after their last conv, so the marked blocks are turned into the small subclasses below
 (``attn_post`` applied after ``bn2`` / ``bn3``, before the skip), and the model classes are thin subclasses of timm's
-that do this right after timm's builder has made the blocks. Everything else (builder, ``features_only``, FX feature
-extraction, TorchScript, pretrained loading) is timm's own.
+(through ``timm_mrap.models.mobilenet``) that do this right after timm's builder has made the blocks. Everything else
+(builder, ``features_only``, FX feature extraction, TorchScript, pretrained loading) is timm's own.
 """
 from functools import partial
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Sequence, Tuple, Type
 
 import torch
 from torch import nn
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 from timm.models._efficientnet_builder import efficientnet_init_weights
-from timm.models._builder import pretrained_cfg_for_features
-from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
-from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
 
-from ..hub.pretrained import explain_unpublished_weights
 from ..layers import MAFC
-from .mobilenet_mrap import _cfg, _gen_mobilenetv1_mrap, _gen_mobilenetv2_mrap, _gen_mobilenetv3_mrap
+from .mobilenet import EFFICIENTNET_FEATURES_FILTER, MOBILENETV3_FEATURES_FILTER, ArchArgsEfficientNet, \
+    ArchArgsEfficientNetFeatures, ArchArgsMobileNetV3, ArchArgsMobileNetV3Features, create_mobilenet, gen_mobilenetv1, \
+    gen_mobilenetv2, gen_mobilenetv3, mobilenet_cfg
+from .pretrained import explain_unpublished_weights
 
 __all__ = [
     'DepthwiseSeparableConvAttnPost', 'InvertedResidualAttnPost', 'add_attn_post',
@@ -122,70 +121,36 @@ class _AttnPostMixin:
                 add_attn_post(block, attn_post_layer, device=kwargs.get('device'), dtype=kwargs.get('dtype'))
 
 
-class EfficientNetAttnPost(_AttnPostMixin, EfficientNet):
+class EfficientNetAttnPost(_AttnPostMixin, ArchArgsEfficientNet):
     """timm's ``EfficientNet`` with an attention after the projection conv of the marked stages."""
 
 
-class EfficientNetFeaturesAttnPost(_AttnPostMixin, EfficientNetFeatures):
+class EfficientNetFeaturesAttnPost(_AttnPostMixin, ArchArgsEfficientNetFeatures):
     """timm's ``EfficientNetFeatures`` with an attention after the projection conv of the marked stages."""
 
 
-class MobileNetV3AttnPost(_AttnPostMixin, MobileNetV3):
+class MobileNetV3AttnPost(_AttnPostMixin, ArchArgsMobileNetV3):
     """timm's ``MobileNetV3`` with an attention after the projection conv of the marked stages."""
 
 
-class MobileNetV3FeaturesAttnPost(_AttnPostMixin, MobileNetV3Features):
+class MobileNetV3FeaturesAttnPost(_AttnPostMixin, ArchArgsMobileNetV3Features):
     """timm's ``MobileNetV3Features`` with an attention after the projection conv of the marked stages."""
-
-
-def _create_attn_post(
-        variant: str,
-        pretrained: bool = False,
-        *,
-        model_cls: Type[nn.Module],
-        features_cls: Type[nn.Module],
-        features_kwargs_filter: Tuple[str, ...],
-        **kwargs,
-) -> nn.Module:
-    """``build_model_with_cfg`` with timm's EfficientNet / MobileNetV3 feature modes, for the ``*AttnPost`` classes."""
-    features_mode = ''
-    kwargs_filter = None
-    if kwargs.pop('features_only', False):
-        if 'feature_cfg' in kwargs or 'feature_cls' in kwargs:
-            features_mode = 'cfg'  # timm wraps the full model (e.g. feature_cls='fx')
-        else:
-            features_mode = 'cls'
-            model_cls = features_cls
-            kwargs_filter = features_kwargs_filter
-    pretrained_strict = kwargs.pop('pretrained_strict', True)
-    model = build_model_with_cfg(
-        model_cls,
-        variant,
-        pretrained,
-        features_only=features_mode == 'cfg',
-        pretrained_strict=pretrained_strict and features_mode != 'cls',
-        kwargs_filter=kwargs_filter,
-        **kwargs,
-    )
-    if features_mode == 'cls':
-        model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
-    return model
 
 
 # the MAF reference perceptron uses ReLU whatever the block's activation; reduction 16 of the output channels
 _MAFC_POST = partial(MAFC, force_act_layer=nn.ReLU)
 
 _create_effnet_attn_post = partial(
-    _create_attn_post,
+    create_mobilenet,
     model_cls=EfficientNetAttnPost,
     features_cls=EfficientNetFeaturesAttnPost,
-    features_kwargs_filter=('num_classes', 'num_features', 'head_conv', 'global_pool'),
+    features_kwargs_filter=EFFICIENTNET_FEATURES_FILTER,
 )
 _create_mnv3_attn_post = partial(
-    _create_attn_post,
+    create_mobilenet,
     model_cls=MobileNetV3AttnPost,
     features_cls=MobileNetV3FeaturesAttnPost,
-    features_kwargs_filter=('num_classes', 'num_features', 'head_conv', 'head_bias', 'head_norm', 'global_pool'),
+    features_kwargs_filter=MOBILENETV3_FEATURES_FILTER,
 )
 
 
@@ -219,7 +184,7 @@ def _gen_mobilenet_mafc(
 
 
 def _mafc_cfg(**kwargs) -> Dict[str, Any]:
-    return _cfg(
+    return mobilenet_cfg(
         paper_name='Accumulating global channel-wise patterns via deformed-bottleneck recalibration '
                    'for image classification',
         origin_url='https://github.com/nttbdrk25/MAFAttention',
@@ -244,7 +209,7 @@ default_cfgs = generate_default_cfgs({
 def mobilenetv1_mafc(pretrained: bool = False, **kwargs) -> EfficientNetAttnPost:
     """MobileNetV1 with MAFC after every pointwise conv block (MAFCV1), identity skips where shapes allow."""
     return _gen_mobilenet_mafc(
-        _gen_mobilenetv1_mrap, _create_effnet_attn_post, range(5), 'mobilenetv1_mafc', pretrained, **kwargs)
+        gen_mobilenetv1, _create_effnet_attn_post, range(5), 'mobilenetv1_mafc', pretrained, **kwargs)
 
 
 @register_model
@@ -252,7 +217,7 @@ def mobilenetv1_mafc(pretrained: bool = False, **kwargs) -> EfficientNetAttnPost
 def mobilenetv2_mafc(pretrained: bool = False, **kwargs) -> EfficientNetAttnPost:
     """MobileNetV2 with MAFC after the projection conv of all 17 bottlenecks (MAFCV2)."""
     return _gen_mobilenet_mafc(
-        _gen_mobilenetv2_mrap, _create_effnet_attn_post, range(7), 'mobilenetv2_mafc', pretrained, **kwargs)
+        gen_mobilenetv2, _create_effnet_attn_post, range(7), 'mobilenetv2_mafc', pretrained, **kwargs)
 
 
 @register_model
@@ -260,4 +225,4 @@ def mobilenetv2_mafc(pretrained: bool = False, **kwargs) -> EfficientNetAttnPost
 def mobilenetv3_mafc(pretrained: bool = False, **kwargs) -> MobileNetV3AttnPost:
     """MobileNetV3-Large with MAFC after the projection conv of its 8 SE units (MAFCV3); no SE."""
     return _gen_mobilenet_mafc(
-        _gen_mobilenetv3_mrap, _create_mnv3_attn_post, (2, 4, 5), 'mobilenetv3_mafc', pretrained, **kwargs)
+        gen_mobilenetv3, _create_mnv3_attn_post, (2, 4, 5), 'mobilenetv3_mafc', pretrained, **kwargs)

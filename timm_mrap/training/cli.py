@@ -5,7 +5,7 @@
 ``python -m timm_mrap.training.cli validate MODEL DATA_DIR [--checkpoint F | --pretrained] [flags...]``
 
 Runner: timm's own ``train.py`` / ``validate.py`` through :mod:`timm_mrap.training.launch` when they can be found
-(``TIMM_SCRIPTS_DIR``, the cache, a download), else the built-in ``timm_mrap.training.train`` / ``.validate``,
+(``TIMM_SCRIPTS_DIR``, the cache, a download), else the built-in ``timm_mrap.training.builtin.train`` / ``.validate``,
 which take the same flags and write the same output layout. Options of this layer (anywhere in the arguments):
 
   --nproc N       processes per node (env NPROC; ``gpu`` = one per GPU); > 1 runs under torchrun
@@ -15,6 +15,7 @@ which take the same flags and write the same output layout. Options of this laye
                   YAML file, passed on as timm's --config
   --dry-run       print the commands instead of running them
 """
+import contextlib
 import csv
 import json
 import os
@@ -25,21 +26,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+from ..errors import CliError, InputError
 
 __all__ = [
-    'CliError', 'LayerOptions', 'split_layer_options', 'model_kwargs_of', 'resolve_runner', 'build_command',
-    'detect_checkpoint_kind', 'prepare_checkpoint', 'parse_result', 'write_results', 'train', 'validate', 'demo',
+    'CliError', 'LayerOptions', 'split_layer_options', 'model_kwargs_of', 'check_data_dir', 'resolve_runner',
+    'build_command', 'detect_checkpoint_kind', 'prepare_checkpoint', 'parse_result', 'write_results', 'train',
+    'validate', 'demo',
     'main',
 ]
-
-_TRAIN_SYNONYMS = ('train', 'training')
-_EVAL_SYNONYMS = ('validation', 'val', 'valid', 'eval', 'evaluation')
-
-
-class CliError(RuntimeError):
-    """Bad input to train.sh / validate.sh; the message says what to change."""
-
 
 def _log(msg: str) -> None:
     print(f'[timm_mrap] {msg}', file=sys.stderr, flush=True)
@@ -175,58 +171,34 @@ def _recipe_args(opts: LayerOptions, args: List[str]) -> List[str]:
 
 # ----------------------------------------------------------------------------------------------------- data checks
 
-def _find_split(data_dir: Path, split: str, synonyms: Sequence[str]) -> Optional[Path]:
-    """The folder timm's ImageFolder reader would use for ``split`` (same synonyms), or None."""
-    split = split.split('[')[0]
-    for name in [split] + (list(synonyms) if split in synonyms else []):
-        if (data_dir / name).is_dir():
-            return data_dir / name
-    return None
+@contextlib.contextmanager
+def _as_cli_error() -> Iterator[None]:
+    """The shared input checks raise ``InputError``; this layer's callers catch ``CliError`` (a subclass of it)."""
+    try:
+        yield
+    except InputError as e:
+        if isinstance(e, CliError):
+            raise
+        raise CliError(str(e)) from e
 
 
-def _class_folders(folder: Path) -> List[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith('.'))
+def check_data_dir(data_dir: str, splits: Sequence[Tuple[str, str]], dataset: Optional[str]) -> List[str]:
+    """The class folders of the first split, after the checks the built-in runners make too (``input_checks``)."""
+    from .input_checks import check_data_dir as check
+    with _as_cli_error():
+        return check(data_dir, splits, dataset)
 
 
-def check_data_dir(data_dir: str, splits: Sequence[Tuple[str, Sequence[str]]], dataset: Optional[str]) -> int:
-    """Check an ImageFolder data set; return the number of classes of the first split.
-
-    Raises:
-        CliError: the folder or a split is missing or has no class folders.
-    """
-    if dataset and not dataset.startswith('folder'):
-        return 0  # torch/, hfds/, tfds/, wds/ data sets: timm checks them itself
-    root = Path(data_dir)
-    layout = 'DATA_DIR/train/<class>/<image> and DATA_DIR/validation/<class>/<image>'
-    if not root.is_dir():
-        raise CliError(f'Data folder {root} does not exist; expected {layout}. The data tools build such folders: '
-                       f'python -m timm_mrap.training.datasets --help.')
-    num_classes = 0
-    for split, synonyms in splits:
-        folder = _find_split(root, split, synonyms)
-        if folder is None:
-            raise CliError(f'{root} has no {split}/ folder (nor {"/".join(synonyms)}); expected {layout}, or pass '
-                           f'--train-split / --val-split (validate.sh: --split) with the folder name.')
-        classes = _class_folders(folder)
-        if not classes:
-            raise CliError(f'{folder} has no class folders; expected {folder}/<class>/<image>.')
-        num_classes = num_classes or len(classes)
-    return num_classes
-
-
-def _check_num_classes(args: List[str], cfg: Dict[str, Any], found: int) -> List[str]:
-    """Add ``--num-classes`` from the class folders when neither the flags nor the config set it."""
+def _check_num_classes(args: List[str], cfg: Dict[str, Any], names: List[str], where: str) -> List[str]:
+    """Add ``--num-classes`` from the class folders when neither the flags nor the config set it; otherwise the
+    built-in trainer's rule (``input_checks.folder_num_classes``)."""
+    from .input_checks import folder_num_classes
     given = _flag_value(args, '--num-classes') or cfg.get('num_classes')
-    if not found:
-        return args
-    if given is None:
+    with _as_cli_error():
+        found = folder_num_classes(int(given) if given is not None else None, names, where)
+    if given is None and found:
         _log(f'--num-classes {found} (from the class folders)')
         return args + ['--num-classes', str(found)]
-    if int(given) < found:
-        raise CliError(f'--num-classes {given} is smaller than the {found} class folders of the data set; '
-                       f'pass --num-classes {found} (or drop it to use the folder count).')
-    if int(given) > found:
-        _log(f'warning: --num-classes {given} but the data set has {found} class folders')
     return args
 
 
@@ -259,7 +231,7 @@ def resolve_runner(kind: str, runner: str) -> Tuple[str, Optional[Path]]:
         if runner == 'timm':
             raise CliError(f'--runner timm: {e}') from e
         _log(f"timm's {kind}.py is not available ({str(e).splitlines()[0]}); using the built-in "
-             f'timm_mrap.training.{kind}. For timm\'s own script set TIMM_SCRIPTS_DIR to a timm checkout.')
+             f'timm_mrap.training.builtin.{kind}. For timm\'s own script set TIMM_SCRIPTS_DIR to a timm checkout.')
         return 'builtin', None
 
 
@@ -275,7 +247,7 @@ def build_command(
     """The command line: ``python -m <launcher | built-in> ...``, under torchrun for several processes or nodes."""
     env = os.environ if env is None else env
     target = ['-m', 'timm_mrap.training.launch', str(script)] if runner == 'timm' else \
-        ['-m', f'timm_mrap.training.{kind}']
+        ['-m', f'timm_mrap.training.builtin.{kind}']
     if nproc == '1' and nnodes == 1:
         return [sys.executable, *target, *args]
     if kind != 'train':
@@ -318,69 +290,10 @@ def detect_checkpoint_kind(path: str) -> str:
     Raises:
         CliError: missing or unreadable file.
     """
-    p = Path(path)
-    if p.is_dir():
-        if (p / 'config.json').is_file():
-            return 'hub-folder'
-        raise CliError(f'{p} is a folder without config.json; pass a checkpoint file or a Hub-format folder.')
-    if not p.is_file():
-        raise CliError(f'Checkpoint {p} does not exist.')
-    keys = list(_checkpoint_state_dict(p))
-    return 'reference' if any(k.startswith('backbone.') for k in keys) else 'timm'
-
-
-def _checkpoint_state_dict(path: Path) -> Dict[str, Any]:
-    """Bare state dict of a checkpoint file (``state_dict`` / ``model_state_dict`` unwrapped, ``module.`` dropped)."""
-    import argparse
-    import torch
-    try:
-        if path.suffix == '.safetensors':
-            from safetensors.torch import load_file
-            checkpoint = load_file(str(path))
-        else:
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise CliError(f'Could not read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0]}); is it a '
-                       f'complete .pth / .pth.tar / .safetensors file?') from e
-    if not isinstance(checkpoint, dict):
-        raise CliError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint dict.')
-    for key in ('state_dict', 'model_state_dict', 'model'):
-        if isinstance(checkpoint.get(key), dict):
-            checkpoint = {**checkpoint[key], '__arch__': checkpoint.get('arch')}
-            break
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
-
-
-def _check_fits(
-        model_name: str, path: Path, num_classes: Optional[int], model_kwargs: Optional[Dict[str, Any]] = None,
-) -> int:
-    """Check that a timm-layout checkpoint fits ``model_name`` built with ``model_kwargs``; return its classes."""
-    import timm
-    import timm_mrap  # noqa: F401
-    import torch
-    state_dict = _checkpoint_state_dict(path)
-    arch = state_dict.pop('__arch__', None)
-    state_dict = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    model = timm.create_model(model_name, pretrained=False, num_classes=0, **(model_kwargs or {}))
-    classifier = model.pretrained_cfg.get('classifier', 'classifier')
-    found = state_dict.get(f'{classifier}.weight')
-    found_classes = int(found.shape[0]) if found is not None else 0
-    expected = model.state_dict()
-    head = {k for k in state_dict if k.startswith(classifier + '.')}
-    missing = sorted(set(expected) - set(state_dict))
-    unknown = sorted(set(state_dict) - set(expected) - head)
-    shapes = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
-    if missing or unknown or shapes:
-        trained = f' (the checkpoint says it was trained as {arch})' if arch else ''
-        raise CliError(
-            f'{path} does not fit {model_name}{trained}: {len(missing)} weights missing {missing[:3]}, '
-            f'{len(unknown)} unexpected {unknown[:3]}, {len(shapes)} of another shape {shapes[:3]}. '
-            f'Pass the MODEL (and --model-kwargs, e.g. attn=cbam) the checkpoint was trained with.')
-    if num_classes is not None and found_classes and num_classes != found_classes:
-        raise CliError(f'--num-classes {num_classes} does not match the checkpoint classifier '
-                       f'({found_classes} classes); drop --num-classes to take it from the checkpoint.')
-    return found_classes
+    from ..checkpoint import read_checkpoint, reraise_as
+    with reraise_as(CliError):
+        checkpoint = read_checkpoint(path)
+    return 'reference' if checkpoint.is_reference else checkpoint.kind
 
 
 def prepare_checkpoint(
@@ -390,35 +303,34 @@ def prepare_checkpoint(
         num_classes: Optional[int] = None,
         model_kwargs: Optional[Dict[str, Any]] = None,
 ) -> Tuple[str, List[str], str]:
-    """Turn any supported checkpoint into arguments for timm's validate.py.
+    """Turn any supported checkpoint into arguments for timm's validate.py, after the built-in validator's checks.
 
-    Reference checkpoints are converted (``timm_mrap.convert.convert_checkpoint``) into ``work_dir`` and validated
-    with the mean / std folded from their ``data_bn``.
+    Reference checkpoints are converted (``timm_mrap.convert``) into ``work_dir`` and validated with the mean / std
+    folded from their ``data_bn``.
 
     Returns:
         (model argument, extra validate flags, checkpoint kind).
     """
-    kind = detect_checkpoint_kind(checkpoint)
-    if kind == 'hub-folder':
-        return f'local-dir:{checkpoint}', ['--pretrained'], kind
-    if kind == 'reference':
-        from timm_mrap.convert import ConversionError, convert_checkpoint
+    import timm_mrap  # noqa: F401  (registers the models)
+    from ..checkpoint import save_hub_folder
+    from .input_checks import model_from_checkpoint
+    with _as_cli_error():
+        model, ckpt = model_from_checkpoint(model_name, checkpoint, num_classes, **(model_kwargs or {}))
+    if ckpt.kind == 'hub-folder':
+        return f'local-dir:{checkpoint}', ['--pretrained'], ckpt.kind
+    if ckpt.is_reference:
         out = Path(work_dir) / 'converted'
-        try:
-            model = convert_checkpoint(checkpoint, model_name, str(out), num_classes=num_classes)
-        except ConversionError as e:
-            raise CliError(f'Converting reference checkpoint {checkpoint}: {e}') from e
         cfg = model.pretrained_cfg
+        save_hub_folder(model, out, data_config={'mean': cfg['mean'], 'std': cfg['std']})
         _log(f'converted reference checkpoint {checkpoint} -> {out} (mean {tuple(round(v, 4) for v in cfg["mean"])}, '
              f'std {tuple(round(v, 4) for v in cfg["std"])})')
         extra = ['--checkpoint', str(out / 'model.safetensors'), '--num-classes', str(model.num_classes),
                  '--mean', *map(str, cfg['mean']), '--std', *map(str, cfg['std'])]
-        return model_name, extra, kind
-    found = _check_fits(model_name, Path(checkpoint), num_classes, model_kwargs)
+        return model_name, extra, 'reference'
     extra = ['--checkpoint', checkpoint]
-    if num_classes is None and found:
-        extra += ['--num-classes', str(found)]
-    return model_name, extra, kind
+    if num_classes is None:
+        extra += ['--num-classes', str(model.num_classes)]
+    return model_name, extra, ckpt.kind
 
 
 # ---------------------------------------------------------------------------------------------------------- results
@@ -462,9 +374,9 @@ def train(argv: Sequence[str]) -> int:
     cfg = _read_config(_flag_value(args, '--config', '-c'))
     train_split = _flag_value(args, '--train-split') or cfg.get('train_split') or 'train'
     val_split = _flag_value(args, '--val-split') or cfg.get('val_split') or 'validation'
-    found = check_data_dir(data_dir, [(train_split, _TRAIN_SYNONYMS), (val_split, _EVAL_SYNONYMS)],
+    names = check_data_dir(data_dir, [(train_split, '--train-split'), (val_split, '--val-split')],
                            _flag_value(args, '--dataset', '-d') or cfg.get('dataset'))
-    args = _check_num_classes(args, cfg, found)
+    args = _check_num_classes(args, cfg, names, f'{data_dir} (split {train_split!r})')
     args = _device_args(args)
     runner, script = resolve_runner('train', opts.runner)
     return _run(build_command('train', runner, script, args, opts.nproc, opts.nnodes), opts.dry_run)[0]
@@ -483,7 +395,7 @@ def validate(argv: Sequence[str]) -> Tuple[int, Optional[Dict[str, Any]]]:
         raise CliError(f'Pass --checkpoint FILE (timm training checkpoint, .safetensors, reference checkpoint or '
                        f'Hub-format folder) or --pretrained.\n{VALIDATE_USAGE}')
     split = _flag_value(args, '--split') or 'validation'
-    found = check_data_dir(data_dir, [(split, _EVAL_SYNONYMS)], _flag_value(args, '--dataset', '-d'))
+    found = len(check_data_dir(data_dir, [(split, '--split')], _flag_value(args, '--dataset', '-d')))
     num_classes = _flag_value(args, '--num-classes')
     num_classes = int(num_classes) if num_classes is not None else None
     prefix = Path(re.sub(r'\.(json|csv)$', '', results)) if results else \

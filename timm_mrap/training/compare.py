@@ -30,16 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .cli import (
-    _EVAL_SYNONYMS, _TRAIN_SYNONYMS, CliError, _flag_value, _read_config, check_data_dir, model_kwargs_of,
-    split_layer_options)
+from ..errors import CliError, CompareError
+from .cli import _flag_value, _read_config, check_data_dir, model_kwargs_of, split_layer_options
 
 __all__ = [
     'CompareError', 'CompareConfig', 'Run', 'Plan', 'make_plan', 'run_state', 'measure_latency', 'run_compare',
-    'RESULT_COLUMNS',
 ]
 
-RESULT_COLUMNS = ('attn', 'seed', 'top1', 'top5', 'epochs', 'best_epoch', 'params', 'gmacs', 'wall_s', 'run_dir')
 # flags the tool sets per run or replaces with its own options
 _RESERVED = {
     '--seed': 'the seeds are --seeds S [S ...]', '--experiment': 'each run is OUTPUT/runs/<attn>-seed<seed>',
@@ -48,10 +45,6 @@ _RESERVED = {
     '-c': 'pass the recipe as --recipe NAME|FILE', '--dry-run': 'the grid has no dry run',
     '--model': 'one model per grid, given as --model',
 }
-
-
-class CompareError(ValueError):
-    """Bad input to the comparison; the message says what to change."""
 
 
 @dataclass
@@ -112,7 +105,7 @@ class Plan:
 # ------------------------------------------------------------------------------------------------------------ plan
 
 def _check_args(cfg: CompareConfig) -> None:
-    from timm_mrap.models import ATTN_CHOICES
+    from timm_mrap.layers import ATTN_CHOICES
     unknown = [a for a in cfg.attns if a not in ATTN_CHOICES]
     if unknown:
         raise CompareError(f'Unknown attention {unknown}; choose from {" ".join(ATTN_CHOICES)}.')
@@ -196,8 +189,8 @@ def make_plan(cfg: CompareConfig) -> Plan:
         recipe = _read_config(str(recipe_path) if recipe_path else None)
         train_split = _flag_value(flags, '--train-split') or recipe.get('train_split') or 'train'
         val_split = _flag_value(flags, '--val-split') or recipe.get('val_split') or 'validation'
-        found = check_data_dir(cfg.data_dir, [(train_split, _TRAIN_SYNONYMS), (val_split, _EVAL_SYNONYMS)],
-                               _flag_value(flags, '--dataset', '-d') or recipe.get('dataset'))
+        found = len(check_data_dir(cfg.data_dir, [(train_split, '--train-split'), (val_split, '--val-split')],
+                                   _flag_value(flags, '--dataset', '-d') or recipe.get('dataset')))
     except CliError as e:
         raise CompareError(str(e)) from e
     model = cfg.model or recipe.get('model')

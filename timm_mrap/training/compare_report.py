@@ -10,7 +10,10 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
-__all__ = ['summarize', 'summary_markdown', 'plot_top1_vs_latency', 'write_reports']
+__all__ = ['RESULT_COLUMNS', 'summarize', 'summary_markdown', 'plot_top1_vs_latency', 'write_reports']
+
+# one row of the comparison per run, in this order (results.csv)
+RESULT_COLUMNS = ('attn', 'seed', 'top1', 'top5', 'epochs', 'best_epoch', 'params', 'gmacs', 'wall_s', 'run_dir')
 
 
 def summarize(
@@ -95,7 +98,6 @@ def plot_top1_vs_latency(summary: Sequence[Dict[str, Any]], path: str, title: st
 def write_reports(plan, rows: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]],
                   log: Callable[[str], None] = print) -> Dict[str, Path]:
     """Write ``results.csv``, ``summary.md`` and (with matplotlib) ``top1_vs_latency.png`` into the grid's output."""
-    from .compare import RESULT_COLUMNS
     out = Path(plan.cfg.output)
     paths = {'csv': out / 'results.csv', 'summary': out / 'summary.md'}
     with open(paths['csv'], 'w', newline='') as f:

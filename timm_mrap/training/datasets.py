@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..errors import DatasetError
+
 __all__ = [
     'DatasetError', 'CLASS_LISTS', 'read_class_list', 'write_digits_imagefolder', 'build_imagenet100',
     'read_split_list', 'build_stanford_dogs',
@@ -31,10 +33,6 @@ CLASS_LISTS = {
 }
 _DIGITS_MARKER = '.timm_mrap_digits'
 _IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.JPEG', '.JPG', '.PNG')
-
-
-class DatasetError(ValueError):
-    """Input folders or lists that do not have the expected layout."""
 
 
 def _check_dst(dst: Path, overwrite: bool) -> None:

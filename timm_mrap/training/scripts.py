@@ -21,6 +21,8 @@ from typing import Optional
 
 import timm
 
+from ..errors import ScriptNotFoundError
+
 __all__ = [
     'ScriptNotFoundError', 'DEFAULT_SCRIPTS_URL', 'TIMM_SCRIPTS', 'scripts_cache_dir', 'scripts_ref', 'script_url',
     'download_script', 'find_script',
@@ -33,10 +35,6 @@ TIMM_SCRIPTS = (
     'bulk_runner.py', 'onnx_export.py', 'onnx_validate.py',
 )
 _SAFE_NAME = re.compile(r'^[A-Za-z0-9_.-]+\.py$')
-
-
-class ScriptNotFoundError(FileNotFoundError):
-    """A timm script that is neither in ``TIMM_SCRIPTS_DIR``, nor in the cache, nor downloadable."""
 
 
 def _is_offline() -> bool:
@@ -72,8 +70,8 @@ def _how_to_fix(name: str, version: str) -> str:
         f'https://github.com/huggingface/pytorch-image-models\n'
         f'      export TIMM_SCRIPTS_DIR=$PWD/pytorch-image-models\n'
         f'  - copy {name} from such a checkout into {scripts_cache_dir(version)}/ (e.g. on an offline machine)\n'
-        f'  - use the built-in trainer / validator instead: python -m timm_mrap.training.train / '
-        f'python -m timm_mrap.training.validate (train.sh / validate.sh fall back to them on their own).')
+        f'  - use the built-in trainer / validator instead: python -m timm_mrap.training.builtin.train / '
+        f'python -m timm_mrap.training.builtin.validate (train.sh / validate.sh fall back to them on their own).')
 
 
 def download_script(

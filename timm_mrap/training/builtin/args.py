@@ -73,7 +73,8 @@ def _add_runtime_args(parser: argparse.ArgumentParser, workers: int) -> None:
 def build_train_parser() -> argparse.ArgumentParser:
     """timm ``train.py``'s parser, limited to what the built-in trainer implements (same names and defaults)."""
     parser = argparse.ArgumentParser(
-        description='timm-mrap built-in trainer (timm train.py flags)', prog='python -m timm_mrap.training.train')
+        description='timm-mrap built-in trainer (timm train.py flags)',
+        prog='python -m timm_mrap.training.builtin.train')
     _add_data_args(parser)
     group = parser.add_argument_group('Dataset parameters')
     group.add_argument('--train-split', metavar='NAME', default='train', help='dataset train split (default: train)')
@@ -238,7 +239,7 @@ def build_validate_parser() -> argparse.ArgumentParser:
     """timm ``validate.py``'s parser, limited to what the built-in validator implements (same names and defaults)."""
     parser = argparse.ArgumentParser(
         description='timm-mrap built-in validator (timm validate.py flags)',
-        prog='python -m timm_mrap.training.validate')
+        prog='python -m timm_mrap.training.builtin.validate')
     _add_data_args(parser)
     parser.add_argument('--split', metavar='NAME', default='validation', help='dataset split (default: validation)')
     parser.add_argument('--model', '-m', metavar='NAME', default='dpn92', help='model architecture (default: dpn92)')

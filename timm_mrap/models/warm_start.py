@@ -38,8 +38,15 @@ TIMM_BACKBONES = {
 }
 
 _ATTN = '.se.'
+
+
 # timm's depthwise-separable first block -> our inverted residual of expansion 1
 _FIRST_BLOCK = {'conv_dw': 'conv_dw', 'bn1': 'bn2', 'conv_pw': 'conv_pwl', 'bn2': 'bn3'}
+
+
+def _timm_class_name(model: nn.Module) -> str:
+    """Name of the timm class ``model`` is built on (``MobileNetV3`` for our subclasses of it)."""
+    return next((c.__name__ for c in type(model).__mro__ if c.__module__.startswith('timm.')), type(model).__name__)
 
 
 def backbone_cfg(architecture: str, make_cfg: Callable[..., Dict[str, Any]], **kwargs) -> Dict[str, Any]:
@@ -132,7 +139,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
                and not k.endswith('num_batches_tracked')]
     if no_place or bad_shape or missing:
         raise ValueError(
-            f'These weights do not fit {type(model).__name__} as a timm MobileNet backbone: '
+            f'These weights do not fit {_timm_class_name(model)} as a timm MobileNet backbone: '
             f'no place for {no_place[:5]}, wrong shapes {bad_shape[:5]}, not filled {missing[:5]}. The '
             f'in1k_backbone tags load timm\'s {sorted(TIMM_BACKBONES.values())}.')
     return out

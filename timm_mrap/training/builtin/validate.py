@@ -1,11 +1,11 @@
 """ Built-in validator: timm's ``validate.py`` command line, assembled from timm's library
 
 The offline fallback of ``validate.sh``. It takes timm ``validate.py``'s flags, loads timm training checkpoints
-(``.pth.tar``, with ``--use-ema`` for ``state_dict_ema``), ``.safetensors`` files and the authors' reference MRAP / MAF
-checkpoints (converted on the fly with :mod:`timm_mrap.convert`), and prints the result as timm does (a ``--result``
-line, then JSON), optionally writing it to ``--results-file`` as CSV or JSON. Usage::
+(``.pth.tar``, with ``--use-ema`` for ``state_dict_ema``), ``.safetensors`` files, Hub folders and the authors'
+reference MRAP / MAF checkpoints (converted on the fly with :mod:`timm_mrap.convert`), and prints the result as timm
+does (a ``--result`` line, then JSON), optionally writing it to ``--results-file`` as CSV or JSON. Usage::
 
-    python -m timm_mrap.training.validate --data-dir D --model mobilenetv2_mrap --img-size 64 \\
+    python -m timm_mrap.training.builtin.validate --data-dir D --model mobilenetv2_mrap --img-size 64 \\
         --checkpoint output/train/run/model_best.pth.tar --results-file results.json --results-format json
 """
 import argparse
@@ -26,12 +26,11 @@ import timm_mrap  # noqa: F401  (registers the models)
 from timm import utils
 from timm.data import create_loader, resolve_data_config
 
+from ..input_checks import (
+    InputError, class_names, create_checked_dataset, create_checked_model, model_from_checkpoint, split_where,
+)
 from .args import parse_validate_args
 from .engine import evaluate
-from .checks import (
-    InputError, check_state_dict_fits, checkpoint_num_classes, class_names, create_checked_dataset,
-    create_checked_model, is_reference_state_dict, load_checked_state_dict, split_where,
-)
 
 __all__ = ['main', 'validate', 'write_results']
 
@@ -39,30 +38,14 @@ _logger = logging.getLogger('validate')
 
 
 def _create_model(args) -> nn.Module:
-    """The model with the weights of ``--checkpoint`` (timm / safetensors / reference) or ``--pretrained``."""
+    """The model with the weights of ``--checkpoint`` (timm, safetensors, Hub folder, reference) or ``--pretrained``."""
     model_kwargs = dict(in_chans=args.in_chans or (args.input_size[0] if args.input_size else 3),
                         global_pool=args.gp, **args.model_kwargs)
     if not args.checkpoint:
         return create_checked_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes,
                                     **model_kwargs)
-    state_dict = load_checked_state_dict(args.checkpoint, use_ema=args.use_ema)
-    if is_reference_state_dict(state_dict):
-        from timm_mrap.convert import ConversionError, convert_checkpoint
-        _logger.info(f'{args.checkpoint} is a reference MRAP / MAF checkpoint: converting it for {args.model}.')
-        try:
-            return convert_checkpoint(args.checkpoint, args.model, num_classes=args.num_classes, **args.model_kwargs)
-        except ConversionError as e:
-            raise InputError(f'--checkpoint {args.checkpoint} (a reference checkpoint) does not convert to '
-                             f'{args.model}: {e}') from e
-    num_classes = args.num_classes
-    if num_classes is None:  # timm needs --num-classes here; read it off the checkpoint's classifier instead
-        probe = create_checked_model(args.model, pretrained=False, **model_kwargs)
-        num_classes = checkpoint_num_classes(state_dict, probe)
-        if num_classes is not None and num_classes != probe.num_classes:
-            _logger.info(f'--num-classes not given: using the checkpoint classifier\'s {num_classes} classes.')
-    model = create_checked_model(args.model, pretrained=False, num_classes=num_classes, **model_kwargs)
-    check_state_dict_fits(model, state_dict, args.model, args.checkpoint)
-    model.load_state_dict(state_dict)
+    model, _ = model_from_checkpoint(args.model, args.checkpoint, args.num_classes, use_ema=args.use_ema,
+                                     **model_kwargs)
     _logger.info(f'Loaded {"EMA " if args.use_ema else ""}weights from {args.checkpoint}')
     return model
 
@@ -139,7 +122,7 @@ def write_results(results_file: str, results: Union[Dict[str, Any], List[Dict[st
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Command-line entry point: ``python -m timm_mrap.training.validate [timm validate.py flags]``."""
+    """Command-line entry point: ``python -m timm_mrap.training.builtin.validate [timm validate.py flags]``."""
     if not logging.root.handlers:
         utils.setup_default_logging()
     args = parse_validate_args(argv)

@@ -1,39 +1,40 @@
-""" Export trained weights as a Hugging Face Hub folder: model.safetensors, timm's config.json and README.md
+""" Hub folders: trained weights as model.safetensors, timm's config.json and README.md, ready to push
 
-Inputs: a timm training checkpoint (``train.py``'s ``*.pth.tar``: ``state_dict``, optional ``state_dict_ema``,
-``arch``, ``args``), a safetensors state dict, or an authors' reference checkpoint (converted by
-``timm_mrap.convert``). The registered model is rebuilt with the checkpoint's number of classes and model arguments,
-the weights are loaded strictly, and timm's ``save_for_hf`` writes ``model.safetensors`` (no pickle) and
-``config.json`` (architecture, classes, architecture ``model_args``, pretrained_cfg with the data config used, label
-names; in timm's shape, see ``config``). ``README.md`` is
-the architecture's card (the packaged template and facts, see ``cards``) filled with numbers measured here. The folder
-is written beside the target and moved into place when complete.
+Inputs: anything ``timm_mrap.checkpoint.read_checkpoint`` reads: a timm training checkpoint (``train.py``'s
+``*.pth.tar``: ``state_dict``, optional ``state_dict_ema``, ``arch``, ``args``), a safetensors state dict, a Hub folder
+or an authors' reference checkpoint (converted by ``timm_mrap.convert``). The registered model is rebuilt with the
+checkpoint's number of classes and model arguments, the weights are loaded strictly, and timm's ``save_for_hf`` writes
+``model.safetensors`` (no pickle) and ``config.json`` (architecture, classes, architecture ``model_args``,
+pretrained_cfg with the data config used, label names; in timm's shape, see ``checkpoint.save_hub_folder``).
+``README.md`` is the architecture's card (the packaged template and facts, see ``cards``) filled with numbers measured
+here. The folder is written beside the target and moved into place when complete.
 """
-import argparse
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
-import torch
 from torch import nn
 
 import timm
-from timm.models import clean_state_dict, get_pretrained_cfg, is_model
+from timm.models import get_pretrained_cfg, is_model
 from timm.models._hub import load_model_config_from_path
 
-from .cards import CardError, ModelStats, card_source, card_values, measure_model, read_results, render_card
-from .config import RUNTIME_ARGS, save_hub_folder
+from ..checkpoint import Checkpoint, check_fit, checkpoint_num_classes, classifier_classes, read_checkpoint, \
+    reraise_as, save_hub_folder
+from ..errors import CardError, HubFolderError
+from ..models.mobilenet import RUNTIME_ARGS
+from .cards import ModelStats, card_source, card_values, measure_model, read_results, render_card
 
 __all__ = [
-    'EXPORT_FILES', 'WEIGHT_FORMATS', 'ExportError', 'Checkpoint', 'ExportResult', 'read_checkpoint',
-    'read_label_names', 'default_repo_id', 'export_model',
+    'FOLDER_FILES', 'WEIGHT_FORMATS', 'HubFolderError', 'HubFolderResult', 'checkpoint_description', 'read_label_names',
+    'default_repo_id', 'write_hub_folder',
 ]
 
-EXPORT_FILES = ('config.json', 'model.safetensors', 'README.md')
+FOLDER_FILES = ('config.json', 'model.safetensors', 'README.md')
 WEIGHT_FORMATS = ('auto', 'timm', 'reference')
 # data config arguments of timm's train.py / validate.py, as resolve_data_config reads them
 DATA_CONFIG_KEYS = ('input_size', 'img_size', 'in_chans', 'crop_pct', 'crop_mode', 'mean', 'std', 'interpolation')
@@ -46,23 +47,9 @@ KNOWN_TAG_DATASETS = {
 }
 
 
-class ExportError(ValueError):
-    """An input, option or output folder that cannot make a correct export."""
-
-
 @dataclass
-class Checkpoint:
-    """Weights read from a file, with what the file says about them."""
-    state_dict: Dict[str, torch.Tensor]
-    weights_format: str  # 'timm' or 'reference'
-    arch: Optional[str] = None  # train.py's 'arch'
-    train_args: Dict[str, Any] = field(default_factory=dict)  # train.py's 'args'
-    description: str = ''
-
-
-@dataclass
-class ExportResult:
-    """A written export folder and what went into its card."""
+class HubFolderResult:
+    """A written Hub folder and what went into its card."""
     out_dir: Path
     model: nn.Module
     repo_id: str
@@ -70,62 +57,19 @@ class ExportResult:
     results: Optional[Dict[str, Any]]
 
 
-def _load_file(path: Path) -> Any:
-    if path.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        return load_file(path)
-    try:
-        # timm's training checkpoints carry their argparse.Namespace; nothing else is unpickled
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise ExportError(f'Could not read {path} as a checkpoint ({type(e).__name__}: {e}); pass a timm training '
-                          f'checkpoint (.pth.tar), a .safetensors file or a reference .pth.') from e
-
-
-def read_checkpoint(path: Union[str, Path], use_ema: bool = False, weights_format: str = 'auto') -> Checkpoint:
-    """Read weights from a timm training checkpoint, a safetensors file or a reference checkpoint.
-
-    Args:
-        path: The file.
-        use_ema: Take ``state_dict_ema`` (an error when the checkpoint has none) instead of ``state_dict``.
-        weights_format: ``'timm'``, ``'reference'`` (authors' key layout, ``backbone.*``) or ``'auto'`` (by keys).
-    """
-    path = Path(path)
-    if weights_format not in WEIGHT_FORMATS:
-        raise ExportError(f'Unknown weights format {weights_format!r}; choose one of {WEIGHT_FORMATS}.')
-    if not path.is_file():
-        raise ExportError(f'Checkpoint {path} does not exist.')
-    raw = _load_file(path)
-    if not isinstance(raw, dict):
-        raise ExportError(f'{path} holds a {type(raw).__name__}, not a state dict or a training checkpoint.')
-    ema_key = next((k for k in ('state_dict_ema', 'model_ema') if isinstance(raw.get(k), dict)), None)
-    if use_ema and ema_key is None:
-        raise ExportError(f'{path} has no EMA weights (state_dict_ema); drop --use-ema to export its state_dict.')
-    key = ema_key if use_ema else next(
-        (k for k in ('state_dict', 'model_state_dict', 'model') if isinstance(raw.get(k), dict)), None)
-    state_dict = clean_state_dict(raw[key] if key else raw)
-    bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ExportError(f'{path}: {bad[:3]} are not tensors; not a state dict or a timm training checkpoint.')
-    found_format = 'reference' if any(k.startswith('backbone.') for k in state_dict) else 'timm'
-    if weights_format != 'auto' and weights_format != found_format:
-        raise ExportError(f'{path} has {found_format} keys (e.g. {next(iter(state_dict))!r}), not {weights_format} '
-                          f'ones; drop --format or pass --format {found_format}.')
-    if found_format == 'reference' and use_ema:
-        raise ExportError(f'{path} is a reference checkpoint, which has no EMA weights; drop --use-ema.')
-    train_args = raw.get('args')
-    train_args = vars(train_args) if isinstance(train_args, argparse.Namespace) else dict(train_args or {})
-    if found_format == 'reference':
-        description = f"the authors' reference checkpoint `{path.name}`, converted by `timm_mrap.convert`"
-    elif path.suffix == '.safetensors':
-        description = f'state dict `{path.name}` (safetensors)'
-    else:
-        which = f'EMA weights ({key})' if use_ema else f'raw weights ({key or "bare state dict"})'
-        epoch = f', epoch {raw["epoch"]}' if isinstance(raw.get('epoch'), int) else ''
-        description = f'timm training checkpoint `{path.name}`: {which}{epoch}'
-    arch = raw.get('arch') if isinstance(raw.get('arch'), str) else None
-    return Checkpoint(state_dict, found_format, arch, train_args, description)
+def checkpoint_description(checkpoint: Checkpoint) -> str:
+    """Where the weights came from, for the model card."""
+    name = checkpoint.path.name
+    if checkpoint.is_reference:
+        return f"the authors' reference checkpoint `{name}`, converted by `timm_mrap.convert`"
+    if checkpoint.kind == 'hub-folder':
+        return f'Hub folder `{name}`'
+    if checkpoint.path.suffix == '.safetensors':
+        return f'state dict `{name}` (safetensors)'
+    ema = checkpoint.weights_key in ('state_dict_ema', 'model_ema')
+    which = f'{"EMA" if ema else "raw"} weights ({checkpoint.weights_key or "bare state dict"})'
+    epoch = f', epoch {checkpoint.epoch}' if checkpoint.epoch is not None else ''
+    return f'timm training checkpoint `{name}`: {which}{epoch}'
 
 
 def read_label_names(source: Union[str, Path]) -> List[str]:
@@ -139,15 +83,15 @@ def read_label_names(source: Union[str, Path]) -> List[str]:
         _, class_to_idx = find_images_and_targets(str(source))
         names = sorted(class_to_idx, key=class_to_idx.get)
         if not names or names == ['']:
-            raise ExportError(f'{source} has no class folders with images; pass the folder that holds one folder per '
-                              f'class (e.g. DATA/validation), or a text file with one class name per line.')
+            raise HubFolderError(f'{source} has no class folders with images; pass the folder that holds one folder '
+                                 f'per class (e.g. DATA/validation), or a text file with one class name per line.')
     elif source.is_file():
         names = [line.strip() for line in source.read_text().splitlines() if line.strip()]
     else:
-        raise ExportError(f'Label names {source} is neither a file nor a folder.')
+        raise HubFolderError(f'Label names {source} is neither a file nor a folder.')
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ExportError(f'{source} repeats class names {duplicates[:5]}; each class needs a unique name.')
+        raise HubFolderError(f'{source} repeats class names {duplicates[:5]}; each class needs a unique name.')
     return names
 
 
@@ -177,33 +121,24 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
             raise FileExistsError(f'{out_dir} exists and is not empty; choose another --out or pass --overwrite to '
-                                  f'replace the export in it.')
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+                                  f'replace the Hub folder in it.')
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in FOLDER_FILES)
         if foreign:
-            raise FileExistsError(f'--overwrite replaces only an earlier export, but {out_dir} also holds '
+            raise FileExistsError(f'--overwrite replaces only an earlier Hub folder, but {out_dir} also holds '
                                   f'{foreign[:5]}; choose another --out.')
-
-
-def _num_classes(state_dict: Mapping[str, torch.Tensor], classifier: str) -> Optional[int]:
-    weight = state_dict.get(f'{classifier}.weight')
-    return int(weight.shape[0]) if weight is not None else None
 
 
 def _build_timm_model(architecture: str, checkpoint: Checkpoint, num_classes: int, model_kwargs: Dict) -> nn.Module:
     model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_kwargs)
-    result = model.load_state_dict(checkpoint.state_dict, strict=False)
-    expected = model.state_dict()
-    bad_shapes = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in checkpoint.state_dict.items()
-                  if k in expected and v.shape != expected[k].shape]
-    if result.missing_keys or result.unexpected_keys or bad_shapes:
-        raise ExportError(
-            f'The weights do not fit {architecture}({model_kwargs or ""}): {len(result.missing_keys)} missing '
-            f'{result.missing_keys[:3]}, {len(result.unexpected_keys)} unexpected {result.unexpected_keys[:3]}, '
-            f'shapes differ {bad_shapes[:2]}. Check --model and --model-kwargs (e.g. attn=cbam) against training.')
+    report = check_fit(model, checkpoint.state_dict)
+    if not report.fits:
+        source = f'{checkpoint.path}' + (f' (built with {model_kwargs})' if model_kwargs else '')
+        raise HubFolderError(report.message(source, architecture, checkpoint.arch))
+    model.load_state_dict(checkpoint.state_dict)
     return model
 
 
-def export_model(
+def write_hub_folder(
         src: Union[str, Path],
         out_dir: Union[str, Path],
         *,
@@ -223,7 +158,7 @@ def export_model(
         compare: Sequence[Union[str, Path]] = (),
         card_dir: Optional[Union[str, Path]] = None,
         overwrite: bool = False,
-) -> ExportResult:
+) -> HubFolderResult:
     """Write a Hub-format folder for ``src``'s weights; nothing is uploaded.
 
     Args:
@@ -247,62 +182,72 @@ def export_model(
         compare: Results files of other models evaluated the same way (rows of the comparison table).
         card_dir: Folder of architecture cards to use instead of the packaged template (e.g. an edited
             ``hf_cards``).
-        overwrite: Replace an earlier export in ``out_dir``.
+        overwrite: Replace an earlier Hub folder in ``out_dir``.
     """
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
-    checkpoint = read_checkpoint(src, use_ema=use_ema, weights_format=weights_format)
+    if weights_format not in WEIGHT_FORMATS:
+        raise HubFolderError(f'Unknown weights format {weights_format!r}; choose one of {WEIGHT_FORMATS}.')
+    with reraise_as(HubFolderError):
+        checkpoint = read_checkpoint(src, use_ema=use_ema)
+    found_format = 'reference' if checkpoint.is_reference else 'timm'
+    if weights_format != 'auto' and weights_format != found_format:
+        raise HubFolderError(f'{src} has {found_format} keys (e.g. {next(iter(checkpoint.state_dict))!r}), not '
+                             f'{weights_format} ones; drop --format or pass --format {found_format}.')
+    if checkpoint.is_reference and use_ema:
+        raise HubFolderError(f'{src} is a reference checkpoint, which has no EMA weights; drop --use-ema.')
 
     model_name = model_name or checkpoint.arch
     if not model_name:
-        raise ExportError(f'{src} does not name its architecture; pass --model (e.g. mobilenetv2_mrap).')
+        raise HubFolderError(f'{src} does not name its architecture; pass --model (e.g. mobilenetv2_mrap).')
     architecture, _, name_tag = model_name.partition('.')
     if not is_model(architecture):
-        raise ExportError(f'{architecture!r} is not a registered model; see timm.list_models("*mrap*") / "*mafc*".')
+        raise HubFolderError(f'{architecture!r} is not a registered model; see timm.list_models("*mrap*") / "*mafc*".')
     if checkpoint.arch and checkpoint.arch.split('.')[0] != architecture:
-        raise ExportError(f'{src} was trained as {checkpoint.arch!r}, not {architecture!r}; fix --model.')
+        raise HubFolderError(f'{src} was trained as {checkpoint.arch!r}, not {architecture!r}; fix --model.')
     template = card_source(architecture, card_dir)
     tag = tag or name_tag or (get_pretrained_cfg(architecture) and get_pretrained_cfg(architecture).tag)
     if not tag:
-        raise ExportError(f'{architecture} has no default tag; pass --tag naming the training data (e.g. digits).')
+        raise HubFolderError(f'{architecture} has no default tag; pass --tag naming the training data (e.g. digits).')
     repo_id = repo_id or default_repo_id(architecture, tag)
     if not repo_id:
-        raise ExportError(f'{architecture}.{tag} has no registered Hub repo; pass --repo-id (e.g. '
-                          f'your-name/{architecture}.{tag}).')
+        raise HubFolderError(f'{architecture}.{tag} has no registered Hub repo; pass --repo-id (e.g. '
+                             f'your-name/{architecture}.{tag}).')
     known_dataset = KNOWN_TAG_DATASETS.get(tag)
     dataset = dataset or (known_dataset[0] if known_dataset else None)
     if not dataset:
-        raise ExportError(f'Tag {tag!r} does not say which data trained these weights; pass --dataset (e.g. '
-                          f'"scikit-learn digits, 10 classes").')
+        raise HubFolderError(f'Tag {tag!r} does not say which data trained these weights; pass --dataset (e.g. '
+                             f'"scikit-learn digits, 10 classes").')
     dataset_id = dataset_id or (known_dataset[1] if known_dataset and dataset == known_dataset[0] else
                                 re.sub(r'[^a-z0-9]+', '-', dataset.lower()).strip('-'))
 
-    kwargs = {k: v for k, v in (checkpoint.train_args.get('model_kwargs') or {}).items()}
+    kwargs = dict(checkpoint.train_args.get('model_kwargs') or checkpoint.config.get('model_args') or {})
     if checkpoint.train_args.get('in_chans') is not None:
         kwargs['in_chans'] = checkpoint.train_args['in_chans']
     kwargs.update(model_kwargs or {})
     for key in RUNTIME_ARGS:  # e.g. mrap_impl='triton' of a GPU run: the model is built and measured here, on this
         kwargs.pop(key, None)  # machine's default implementation, and the choice is not the weights'
     data_args = {k: checkpoint.train_args[k] for k in DATA_CONFIG_KEYS if checkpoint.train_args.get(k) is not None}
+    if checkpoint.kind == 'hub-folder':
+        data_args = {k: v for k, v in (checkpoint.config.get('pretrained_cfg') or {}).items() if k in DATA_CONFIG_KEYS}
     data_args.update({k: v for k, v in (data_config or {}).items() if v is not None})
 
-    if checkpoint.weights_format == 'reference':
+    if checkpoint.is_reference:
         from ..convert import convert_checkpoint
         model = convert_checkpoint(str(src), architecture, num_classes=num_classes, **kwargs)
         data_args = {'mean': model.pretrained_cfg['mean'], 'std': model.pretrained_cfg['std'], **data_args}
     else:
         classifier = get_pretrained_cfg(architecture).classifier or 'classifier'
-        found = _num_classes(checkpoint.state_dict, classifier)
-        if num_classes is not None and found is not None and num_classes != found:
-            raise ExportError(f'--num-classes {num_classes} does not match the checkpoint classifier ({found} '
-                              f'classes); drop the flag to infer it.')
-        if found is None and num_classes is None:
-            raise ExportError(f'{src} has no {classifier}.weight to infer the classes from; pass --num-classes.')
-        model = _build_timm_model(architecture, checkpoint, found if found is not None else num_classes, kwargs)
+        with reraise_as(HubFolderError):
+            found = classifier_classes(checkpoint.state_dict, classifier)
+            classes = checkpoint_num_classes(num_classes, found, f'{src}', architecture)
+        if classes is None:
+            raise HubFolderError(f'{src} has no {classifier}.weight to infer the classes from; pass --num-classes.')
+        model = _build_timm_model(architecture, checkpoint, classes, kwargs)
     model.eval()
     if label_names is not None and len(label_names) != model.num_classes:
-        raise ExportError(f'{len(label_names)} label names for {model.num_classes} classes; pass the class list the '
-                          f'model was trained with.')
+        raise HubFolderError(f'{len(label_names)} label names for {model.num_classes} classes; pass the class list the '
+                             f'model was trained with.')
     model.pretrained_cfg = {**model.pretrained_cfg, 'tag': tag, 'license': license or model.pretrained_cfg.get(
         'license', 'apache-2.0')}
     model_config = {}
@@ -343,7 +288,7 @@ def export_model(
             dataset=dataset,
             dataset_id=dataset_id,
             license=model.pretrained_cfg['license'],
-            weights_source=checkpoint.description,
+            weights_source=checkpoint_description(checkpoint),
             results=result_row,
             compare=compare_rows,
         )
@@ -356,4 +301,4 @@ def export_model(
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    return ExportResult(out_dir, model, repo_id, stats, result_row)
+    return HubFolderResult(out_dir, model, repo_id, stats, result_row)

@@ -1,4 +1,4 @@
-""" Input and checkpoint checks for the deployment entry points (export, attention maps)
+""" Input checks for the deployment entry points (export, attention maps): image batches, output files, model flags
 
 The models themselves keep a branch-free ``forward`` (so they script, trace, export and compile); the checks live
 here and are called by the command-line entry points and by users before they hand data to a model. Each error names
@@ -6,22 +6,12 @@ the problem and the fix.
 """
 import argparse
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import nn
 
-import timm
-from timm.models import load_checkpoint
-
-__all__ = [
-    'CheckpointError', 'model_in_chans', 'model_stride', 'min_input_size', 'check_input', 'load_model',
-    'add_model_arguments', 'output_path',
-]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model it is loaded into."""
+__all__ = ['model_in_chans', 'model_stride', 'min_input_size', 'check_input', 'add_model_arguments', 'output_path']
 
 
 def output_path(output_file: str, overwrite: bool = False) -> Path:
@@ -96,72 +86,8 @@ def check_input(
             f'({what}); resize it to at least {min_size} x {min_size} px (64 px or more is a sensible minimum).')
 
 
-def load_model(
-        model_name: str,
-        checkpoint: Optional[str] = None,
-        pretrained: bool = False,
-        num_classes: Optional[int] = None,
-        **model_kwargs,
-) -> nn.Module:
-    """Create a registered model (or ``local-dir:`` / ``hf-hub:`` name) and optionally load a timm checkpoint.
-
-    Args:
-        model_name: Registered timm name (``mobilenetv2_mrap``) or a ``local-dir:PATH`` / ``hf-hub:ID`` name.
-        checkpoint: A timm checkpoint (``.pth.tar`` from train.py, ``.pth`` / ``.safetensors`` state dict), loaded
-            with ``timm.models.load_checkpoint`` (strict). Reference checkpoints need ``timm_mrap.convert`` first.
-        pretrained: Load the name's pretrained weights (``local-dir:`` folders need it).
-        num_classes: Classifier size; with a checkpoint and None, inferred from the checkpoint's classifier.
-        **model_kwargs: Further ``timm.create_model`` arguments (``attn``, ``pool_types``, ...).
-
-    Returns:
-        The model in eval mode.
-    """
-    state_dict = None
-    if checkpoint is not None:
-        state_dict = _read_checkpoint(checkpoint)
-        if num_classes is None and 'classifier.weight' in state_dict:
-            num_classes = int(state_dict['classifier.weight'].shape[0])
-    if num_classes is not None:
-        model_kwargs['num_classes'] = num_classes
-    model = timm.create_model(model_name, pretrained=pretrained, **model_kwargs)
-    if checkpoint is not None:
-        try:
-            load_checkpoint(model, checkpoint, strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(_mismatch_message(checkpoint, model_name, model, state_dict)) from e
-    return model.eval()
-
-
-def _read_checkpoint(path: str) -> dict:
-    """The bare state dict of a timm checkpoint, for inspection; errors name the file and what to do."""
-    from timm.models import load_state_dict
-    if not Path(path).is_file():
-        raise FileNotFoundError(f'Checkpoint {path} does not exist; pass the path of a .pth / .pth.tar / '
-                                f'.safetensors file.')
-    try:
-        return load_state_dict(path)
-    except Exception as e:
-        raise CheckpointError(
-            f'Could not read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); '
-            f'the file is truncated or not a PyTorch / safetensors checkpoint: copy or download it again.') from e
-
-
-def _mismatch_message(path: str, model_name: str, model: nn.Module, state_dict: dict) -> str:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    shapes = [(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in expected.items()
-              if k in state_dict and hasattr(state_dict[k], 'shape') and state_dict[k].shape != v.shape]
-    hint = 'pass the --model (and attn / pool_types) it was trained with'
-    if any(k.startswith(('backbone.', 'module.backbone.')) or k == 'model_state_dict' for k in unexpected):
-        hint = 'it is a reference (authors\') checkpoint: convert it first with python -m timm_mrap.convert'
-    return (f'Checkpoint {path} does not fit {model_name}: {len(missing)} missing keys {missing[:3]}, '
-            f'{len(unexpected)} unexpected keys {unexpected[:3]}, {len(shapes)} shape mismatches '
-            f'(key, checkpoint, model) {shapes[:2]}; {hint}.')
-
-
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model-loading flags shared by the commands that take a model (``load_model``'s arguments)."""
+    """The model-loading flags shared by the commands that take a model (``timm_mrap.checkpoint.load_model``'s)."""
     parser.add_argument('--model', required=True, help='registered name (mobilenetv2_mrap) or local-dir:/hf-hub: name')
     parser.add_argument('--checkpoint', default=None, help='timm checkpoint to load (train.py .pth.tar, safetensors)')
     parser.add_argument('--pretrained', action='store_true', help='load the name\'s pretrained weights')

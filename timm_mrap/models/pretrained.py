@@ -14,15 +14,13 @@ from typing import Any, Callable, TypeVar
 from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, \
     RevisionNotFoundError
 
+from ..errors import WeightsNotPublishedError
+
 __all__ = ['WeightsNotPublishedError', 'explain_unpublished_weights', 'unpublished_weights_message']
 
 EntrypointT = TypeVar('EntrypointT', bound=Callable[..., Any])
 
 _HUB_MISSES = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)
-
-
-class WeightsNotPublishedError(FileNotFoundError):
-    """Pretrained weights that the Hub does not have (yet), or that are not in the cache while offline."""
 
 
 def unpublished_weights_message(model_name: str, hub_id: str, error: BaseException) -> str:

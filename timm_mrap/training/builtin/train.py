@@ -11,8 +11,9 @@ erasing, ``Mixup`` / ``FastCollateMixup``), ``create_optimizer_v2``, ``create_sc
 ``ModelEmaV3``, ``CheckpointSaver``, ``update_summary``, ``resume_checkpoint`` and ``init_distributed_device`` (DDP
 under ``torchrun``). Usage::
 
-    python -m timm_mrap.training.train --data-dir D --model mobilenetv2_mrap --img-size 64 --epochs 15 --output runs
-    torchrun --nproc_per_node 8 -m timm_mrap.training.train --config recipe.yaml --data-dir /imagenet
+    python -m timm_mrap.training.builtin.train --data-dir D --model mobilenetv2_mrap --img-size 64 --epochs 15 \\
+        --output runs
+    torchrun --nproc_per_node 8 -m timm_mrap.training.builtin.train --config recipe.yaml --data-dir /imagenet
 """
 import logging
 import os
@@ -36,11 +37,11 @@ from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 from timm.utils.summary import trim_summary
 
-from .args import parse_train_args
-from .checks import (
-    InputError, check_class_folders, check_num_classes, check_state_dict_fits, create_checked_dataset,
-    create_checked_model, load_checked_state_dict, split_where,
+from ..input_checks import (
+    InputError, check_class_folders, check_state_dict_fits, class_names, create_checked_dataset, create_checked_model,
+    folder_num_classes, load_checked_state_dict, split_where,
 )
+from .args import parse_train_args
 from .engine import evaluate, train_one_epoch
 
 __all__ = ['main', 'train']
@@ -134,7 +135,7 @@ def train(args, args_text: str) -> Optional[float]:
     train_where = split_where(args.data_dir, args.train_split)
     check_class_folders(dataset_train, dataset_eval, train_where, split_where(args.data_dir, args.val_split))
     given_classes = args.num_classes
-    args.num_classes = check_num_classes(args.num_classes, dataset_train, train_where)
+    args.num_classes = folder_num_classes(args.num_classes, class_names(dataset_train), train_where)
     if given_classes is None and args.num_classes is not None and utils.is_primary(args):
         _logger.info(f'--num-classes not given: using the {args.num_classes} class folders of {train_where}.')
 
@@ -145,9 +146,9 @@ def train(args, args_text: str) -> Optional[float]:
     if args.num_classes is None:
         args.num_classes = model.num_classes
     if args.initial_checkpoint:
-        state_dict = load_checked_state_dict(args.initial_checkpoint, use_ema=True, flag='--initial-checkpoint')
-        check_state_dict_fits(model, state_dict, args.model, args.initial_checkpoint, flag='--initial-checkpoint')
-        model.load_state_dict(state_dict)
+        checkpoint = load_checked_state_dict(args.initial_checkpoint, prefer_ema=True, flag='--initial-checkpoint')
+        check_state_dict_fits(model, checkpoint, args.model, flag='--initial-checkpoint')
+        model.load_state_dict(checkpoint.state_dict)
     if utils.is_primary(args):
         _logger.info(f'Model {safe_model_name(args.model)} created, param count: '
                      f'{sum(p.numel() for p in model.parameters())}')
@@ -166,9 +167,7 @@ def train(args, args_text: str) -> Optional[float]:
 
     resume_epoch = None
     if args.resume:
-        state_dict = load_checked_state_dict(args.resume, use_ema=False, flag='--resume')
-        check_state_dict_fits(model, state_dict, args.model, args.resume, flag='--resume')
-        del state_dict
+        check_state_dict_fits(model, load_checked_state_dict(args.resume, flag='--resume'), args.model, flag='--resume')
         resume_epoch = resume_checkpoint(
             model, args.resume, optimizer=None if args.no_resume_opt else optimizer,
             loss_scaler=None if args.no_resume_opt else loss_scaler, log_info=utils.is_primary(args))
@@ -180,8 +179,8 @@ def train(args, args_text: str) -> Optional[float]:
             model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
             device='cpu' if args.model_ema_force_cpu else None)
         if args.resume:
-            ema_state = load_checked_state_dict(args.resume, use_ema=True, flag='--resume')
-            model_ema.module.load_state_dict(ema_state)
+            model_ema.module.load_state_dict(
+                load_checked_state_dict(args.resume, prefer_ema=True, flag='--resume').state_dict)
 
     if args.distributed:
         model = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None)
@@ -298,7 +297,7 @@ def train(args, args_text: str) -> Optional[float]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Command-line entry point: ``python -m timm_mrap.training.train [timm train.py flags]``."""
+    """Command-line entry point: ``python -m timm_mrap.training.builtin.train [timm train.py flags]``."""
     if not logging.root.handlers:
         utils.setup_default_logging()
     args, args_text = parse_train_args(argv)

@@ -1,0 +1,325 @@
+""" Checkpoints: read any supported file into a state dict plus what it is, and check that it fits a model
+
+One reader and one fit report for every entry point (conversion, Hub folders, deployment, training, validation):
+
+* ``read_checkpoint`` reads a timm state dict or ``train.py`` checkpoint (``.pth`` / ``.pth.tar`` / ``.safetensors``,
+  ``state_dict`` / ``state_dict_ema``, ``arch``, ``args``), an authors' reference checkpoint (MRAP: ``MRAP_Dogs.py``,
+  MAF: ``MAFAttention_main.py``) or a Hub-format folder (``config.json`` + ``model.safetensors``) into a
+  :class:`Checkpoint`. Files are loaded with ``weights_only=True`` (timm's ``argparse.Namespace`` of training args is
+  the one object allowed).
+* ``check_fit`` compares a state dict with a model; :class:`FitReport` says what does not fit and how to fix it.
+* ``load_model`` creates a model and loads a checkpoint into it, with those checks.
+* ``save_hub_folder`` writes the Hub format back: timm's ``save_for_hf`` with ``config.json`` in timm's shape
+  (``architecture_args``): ``num_classes`` top-level only, ``in_chans`` / ``global_pool`` only where they differ from
+  the models' defaults, and never a runtime choice (``mrap_impl``). Clients that pass the classes themselves together
+  with ``model_args`` (transformers' ``TimmWrapper``: ``create_model(architecture, num_classes=..., **model_args)``)
+  would otherwise fail with "got multiple values for keyword argument 'num_classes'".
+
+Errors are :class:`~timm_mrap.errors.CheckpointError` (a ``ValueError``), or ``FileNotFoundError`` for a path that
+does not exist; callers with their own error type re-raise them with ``reraise_as``.
+"""
+import argparse
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Type, Union
+
+import torch
+from torch import nn
+
+import timm
+
+from timm.models import save_for_hf
+
+from .errors import CheckpointError
+from .models.mobilenet import RUNTIME_ARGS
+
+__all__ = [
+    'CHECKPOINT_KINDS', 'Checkpoint', 'FitReport', 'read_checkpoint', 'is_reference_state_dict', 'classifier_classes',
+    'checkpoint_num_classes', 'check_fit', 'load_model', 'reraise_as', 'architecture_args', 'tidy_config',
+    'save_hub_folder',
+]
+
+# 'timm': timm's layout; 'reference-mrap' / 'reference-maf': the authors' layouts (backbone.stageS.unitU keys)
+CHECKPOINT_KINDS = ('timm', 'reference-mrap', 'reference-maf', 'hub-folder')
+_WEIGHTS_KEYS = ('state_dict', 'model_state_dict', 'model')
+_EMA_KEYS = ('state_dict_ema', 'model_ema')
+_HUB_WEIGHTS = ('model.safetensors', 'pytorch_model.bin')
+PathLike = Union[str, Path]
+# arguments config.json holds elsewhere (num_classes top-level, channels in pretrained_cfg's input_size), with the
+# value every registered model takes when they are not given; None: never in model_args
+_TOP_LEVEL_DEFAULTS = {'num_classes': None, 'in_chans': 3, 'global_pool': 'avg'}
+
+
+@dataclass
+class Checkpoint:
+    """Weights read from a file or Hub folder, with what the file says about them."""
+    path: Path
+    kind: str  # one of CHECKPOINT_KINDS
+    state_dict: Dict[str, torch.Tensor]
+    weights_key: Optional[str] = None  # the entry the weights came from ('state_dict', 'state_dict_ema', ...)
+    arch: Optional[str] = None  # train.py's 'arch', a Hub folder's 'architecture'
+    train_args: Dict[str, Any] = field(default_factory=dict)  # train.py's 'args'
+    epoch: Optional[int] = None
+    config: Dict[str, Any] = field(default_factory=dict)  # a Hub folder's config.json
+
+    @property
+    def is_reference(self) -> bool:
+        """Whether the weights are in an authors' reference layout (convert them with ``timm_mrap.convert``)."""
+        return self.kind.startswith('reference')
+
+
+def is_reference_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """True for the authors' MRAP / MAF layout: ``backbone.*`` units and a ``classifier.conv`` 1 x 1 conv head."""
+    return 'classifier.conv.weight' in state_dict and any(k.startswith('backbone.') for k in state_dict)
+
+
+def _load_file(path: Path) -> Any:
+    try:
+        if path.suffix == '.safetensors':
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        with torch.serialization.safe_globals([argparse.Namespace]):  # timm's train.py saves its args
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        first_line = (str(e).splitlines() or [''])[0][:200]
+        raise CheckpointError(
+            f'Could not read checkpoint {path} ({type(e).__name__}: {first_line}); is the file complete? It is '
+            f'truncated or not a PyTorch / safetensors checkpoint: copy or download it again.') from e
+
+
+def _read_hub_folder(path: Path) -> Checkpoint:
+    config_file = path / 'config.json'
+    if not config_file.is_file():
+        raise CheckpointError(f'{path} is a folder without config.json; pass a checkpoint file or a Hub-format folder '
+                              f'(config.json + model.safetensors).')
+    weights = next((path / name for name in _HUB_WEIGHTS if (path / name).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f'Hub folder {path} has no {" or ".join(_HUB_WEIGHTS)}; copy or download it again.')
+    config = json.loads(config_file.read_text())
+    state_dict = _bare_state_dict(_load_file(weights), weights)
+    return Checkpoint(path, 'hub-folder', state_dict, arch=config.get('architecture'), config=config)
+
+
+def _bare_state_dict(weights: Mapping[str, Any], path: Path) -> Dict[str, torch.Tensor]:
+    """``weights`` without DataParallel's ``module.`` prefix; every value must be a tensor."""
+    bad = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f'{path}: entries {bad[:3]} are not tensors; not a state dict or a timm training '
+                              f'checkpoint.')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in weights.items()}
+
+
+def read_checkpoint(path: PathLike, use_ema: bool = False, prefer_ema: bool = False) -> Checkpoint:
+    """Read a checkpoint file or Hub-format folder; see the module docstring for what is accepted.
+
+    Args:
+        path: The file or folder.
+        use_ema: Take the EMA weights (``state_dict_ema``) of a timm training checkpoint (an error if it has none).
+        prefer_ema: Take the EMA weights when there are any (as timm's ``load_checkpoint`` does), else the raw ones.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: It cannot be read, is not a state dict, or has no EMA weights when asked for them.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if use_ema:
+            raise CheckpointError(f'{path} is a Hub folder, which holds one set of weights; drop --use-ema.')
+        return _read_hub_folder(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'Checkpoint {path} does not exist; pass the path of a .pth / .pth.tar / .safetensors '
+                                f'file or a Hub-format folder.')
+    raw = _load_file(path)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f'{path} holds a {type(raw).__name__}, not a state dict or a training checkpoint.')
+    keys = _EMA_KEYS if use_ema else _EMA_KEYS + _WEIGHTS_KEYS if prefer_ema else _WEIGHTS_KEYS
+    weights_key = next((k for k in keys if isinstance(raw.get(k), dict)), None)
+    if use_ema and weights_key is None:
+        raise CheckpointError(f'{path} has no EMA weights (state_dict_ema); drop --use-ema to use its state_dict.')
+    state_dict = _bare_state_dict(raw[weights_key] if weights_key else raw, path)
+    kind = 'timm'
+    if is_reference_state_dict(state_dict):
+        kind = 'reference-maf' if 'best_prec1' in raw and weights_key == 'state_dict' else 'reference-mrap'
+    train_args = raw.get('args')
+    train_args = vars(train_args) if isinstance(train_args, argparse.Namespace) else \
+        dict(train_args) if isinstance(train_args, dict) else {}
+    return Checkpoint(
+        path, kind, state_dict, weights_key,
+        arch=raw['arch'] if isinstance(raw.get('arch'), str) else None,
+        train_args=train_args,
+        epoch=raw['epoch'] if isinstance(raw.get('epoch'), int) else None,
+    )
+
+
+def classifier_classes(state_dict: Mapping[str, torch.Tensor], classifier: str = 'classifier') -> Optional[int]:
+    """Rows of ``<classifier>.weight`` (the number of classes it predicts), or None if there is none."""
+    weight = state_dict.get(f'{classifier}.weight')
+    return int(weight.shape[0]) if weight is not None and weight.ndim >= 1 else None
+
+
+def checkpoint_num_classes(
+        num_classes: Optional[int],
+        found: Optional[int],
+        source: str = 'the checkpoint',
+        model_name: str = 'the model',
+) -> Optional[int]:
+    """The classes to build: ``found`` (the checkpoint classifier's), or ``num_classes`` when the checkpoint has none.
+
+    Raises:
+        CheckpointError: ``--num-classes`` disagrees with the checkpoint classifier.
+    """
+    if num_classes is not None and found is not None and num_classes != found:
+        raise CheckpointError(
+            f'--num-classes {num_classes} does not match the checkpoint classifier ({found} classes): {source} has a '
+            f'{found}-class classifier but model {model_name} was built with {num_classes} classes: pass '
+            f'--num-classes {found} or drop --num-classes to take it from the checkpoint.')
+    return found if found is not None else num_classes
+
+
+@dataclass
+class FitReport:
+    """How a state dict differs from a model's: key names and shapes (checkpoint, model)."""
+    missing: List[str]
+    unexpected: List[str]
+    shapes: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]
+    classifier: Optional[str] = None
+
+    @property
+    def fits(self) -> bool:
+        return not (self.missing or self.unexpected or self.shapes)
+
+    @property
+    def classifier_only(self) -> bool:
+        """Only the classifier's shape differs: the weights fit a model built with the checkpoint's classes."""
+        head = {f'{self.classifier}.weight', f'{self.classifier}.bias'}
+        return bool(self.shapes) and not (self.missing or self.unexpected) and all(k in head for k, _, _ in self.shapes)
+
+    def message(self, source: str, model_name: str, arch: Optional[str] = None) -> str:
+        """What does not fit and the fix, e.g. ``--checkpoint x.pth does not fit mobilenetv2_mrap: ...``."""
+        if self.classifier_only:
+            _, found, built = next(s for s in self.shapes if s[0].endswith('.weight'))
+            return (f'{source} has a {found[0]}-class classifier but model {model_name} was built with {built[0]} '
+                    f'classes: pass --num-classes {found[0]}.')
+        details = []
+        if self.missing:
+            details.append(f'{len(self.missing)} missing keys {self.missing[:3]}')
+        if self.unexpected:
+            details.append(f'{len(self.unexpected)} unexpected keys {self.unexpected[:3]}')
+        if self.shapes:
+            details.append(f'{len(self.shapes)} shape mismatches (key, checkpoint, model) {self.shapes[:2]}')
+        if any(k.startswith('backbone.') for k in self.unexpected):
+            hint = "it is an authors' reference checkpoint: convert it first with python -m timm_mrap.convert"
+        elif arch and arch.split('.')[0] != model_name.split('.')[0]:
+            hint = f'the checkpoint says it was trained as {arch}: pass --model {arch}'
+        else:
+            hint = 'pass the --model (and --model-kwargs, e.g. attn=cbam) the checkpoint was trained with'
+        return f'{source} does not fit {model_name}: {", ".join(details)}; {hint}.'
+
+
+def check_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> FitReport:
+    """Compare ``state_dict`` with ``model.state_dict()`` (names and shapes)."""
+    expected = model.state_dict()
+    return FitReport(
+        missing=[k for k in expected if k not in state_dict],
+        unexpected=[k for k in state_dict if k not in expected],
+        shapes=[(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in expected.items()
+                if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)],
+        classifier=getattr(model, 'pretrained_cfg', {}).get('classifier') or 'classifier',
+    )
+
+
+def load_model(
+        model_name: str,
+        checkpoint: Optional[PathLike] = None,
+        pretrained: bool = False,
+        num_classes: Optional[int] = None,
+        **model_kwargs,
+) -> nn.Module:
+    """Create a registered model (or ``local-dir:`` / ``hf-hub:`` name) and optionally load a timm checkpoint.
+
+    Args:
+        model_name: Registered timm name (``mobilenetv2_mrap``) or a ``local-dir:PATH`` / ``hf-hub:ID`` name.
+        checkpoint: A timm checkpoint (``.pth.tar`` from train.py, ``.pth`` / ``.safetensors`` state dict), loaded
+            strictly, its EMA weights when it has them (as timm's ``load_checkpoint``). Reference checkpoints need
+            ``timm_mrap.convert`` first.
+        pretrained: Load the name's pretrained weights (``local-dir:`` folders need it).
+        num_classes: Classifier size; with a checkpoint and None, the checkpoint classifier's.
+        **model_kwargs: Further ``timm.create_model`` arguments (``attn``, ``pool_types``, ...).
+
+    Returns:
+        The model in eval mode.
+    """
+    ckpt = read_checkpoint(checkpoint, prefer_ema=True) if checkpoint is not None else None
+    if ckpt is not None and num_classes is None:
+        num_classes = classifier_classes(ckpt.state_dict)
+    if num_classes is not None:
+        model_kwargs['num_classes'] = num_classes
+    model = timm.create_model(model_name, pretrained=pretrained, **model_kwargs)
+    if ckpt is not None:
+        report = check_fit(model, ckpt.state_dict)
+        if not report.fits:
+            raise CheckpointError(report.message(f'Checkpoint {checkpoint}', model_name, ckpt.arch))
+        model.load_state_dict(ckpt.state_dict)
+    return model.eval()
+
+
+@contextlib.contextmanager
+def reraise_as(error: Type[Exception], prefix: str = '', missing_file: bool = True) -> Iterator[None]:
+    """Re-raise checkpoint errors as ``error``, for entry points with their own error type.
+
+    Args:
+        error: The entry point's error class.
+        prefix: Put before the message (e.g. which input it was about).
+        missing_file: Re-raise ``FileNotFoundError`` too (else it passes through as it is).
+    """
+    caught = (CheckpointError, FileNotFoundError) if missing_file else (CheckpointError,)
+    try:
+        yield
+    except caught as e:
+        if isinstance(e, error):
+            raise
+        raise error(f'{prefix}{e}') from e
+
+
+def architecture_args(model_args: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
+    """The ``model_args`` that change the architecture, and the names of those dropped.
+
+    Dropped: runtime choices, ``num_classes``, and ``in_chans`` / ``global_pool`` at their defaults.
+    """
+    kept, dropped = {}, []
+    for key, value in model_args.items():
+        top_level = key in _TOP_LEVEL_DEFAULTS and (
+            _TOP_LEVEL_DEFAULTS[key] is None or value == _TOP_LEVEL_DEFAULTS[key])
+        if key in RUNTIME_ARGS or top_level:
+            dropped.append(key)
+        else:
+            kept[key] = value
+    return kept, dropped
+
+
+def tidy_config(path: PathLike) -> List[str]:
+    """Rewrite a ``config.json`` in timm's shape (see ``architecture_args``); the dropped keys, [] if none."""
+    path = Path(path)
+    config = json.loads(path.read_text())
+    kept, dropped = architecture_args(config.get('model_args') or {})
+    if dropped:
+        if kept:
+            config['model_args'] = kept
+        else:
+            config.pop('model_args', None)
+        with path.open('w') as f:
+            json.dump(config, f, indent=2)  # as timm's save_config_for_hf writes it
+    return dropped
+
+
+def save_hub_folder(
+        model: nn.Module,
+        out_dir: PathLike,
+        model_config: Optional[Dict[str, Any]] = None,
+        data_config: Optional[Dict[str, Any]] = None,
+) -> None:
+    """timm's ``save_for_hf`` (``model.safetensors`` + ``config.json``), with ``config.json`` in timm's shape."""
+    save_for_hf(model, str(out_dir), model_config=model_config, safe_serialization=True, data_config=data_config)
+    tidy_config(Path(out_dir) / 'config.json')

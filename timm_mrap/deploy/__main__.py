@@ -1,0 +1,142 @@
+""" Export an MRAP MobileNet for a runtime (ONNX, ExecuTorch, Core ML, LiteRT) and check it against PyTorch
+
+Usage::
+
+    python -m timm_mrap.deploy --model mobilenetv2_mrap --out mobilenetv2_mrap.onnx
+    python -m timm_mrap.deploy --model mobilenetv3_mrap --format executorch --int8 --calibration-dir data/train
+    python -m timm_mrap.deploy --model local-dir:converted/ --pretrained --format coreml
+
+``python -m timm_mrap.export`` is the same command. The library functions live in ``timm_mrap.deploy``
+(``export_model``, ``check_export``) and ``timm_mrap.checkpoint`` (``load_model``).
+"""
+import argparse
+import re
+import warnings
+from typing import List, Optional
+
+from timm.utils import ParseKwargs
+
+from ..checkpoint import load_model
+from ..errors import TimmMrapError
+from . import (
+    EXPORTERS, FORMATS, SUFFIXES, add_model_arguments, calibration_batches, check_export, export_model,
+    runtime_predictor, top1_accuracy,
+)
+
+__all__ = ['main']
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], prog='python -m timm_mrap.deploy')
+    add_model_arguments(parser)
+    parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
+                        help='extra create_model arguments, e.g. attn=cbam')
+    parser.add_argument('--format', choices=FORMATS, default='onnx',
+                        help='onnx (dynamic batch and size), executorch (XNNPACK), coreml or litert (static size)')
+    parser.add_argument('--out', default=None,
+                        help='output file (default: MODEL[_int8] with the format\'s suffix, in the current folder)')
+    parser.add_argument('--img-size', type=int, default=224, help='height = width of the example / program input')
+    parser.add_argument('--in-chans', type=int, default=3, help='channels of the input')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='batch of the input (default: 1; ONNX traces with 2 and keeps the batch dynamic)')
+    parser.add_argument('--int8', action='store_true', help='ExecuTorch only: int8 quantization (PT2E, XNNPACK)')
+    parser.add_argument('--calibration-dir', default=None,
+                        help='int8: folder of images (e.g. a training split) to calibrate on, with the model\'s '
+                             'preprocessing; random inputs (with a warning) when not given')
+    parser.add_argument('--calibration-count', type=int, default=64, help='int8: images to calibrate on')
+    parser.add_argument('--exporter', choices=EXPORTERS, default='dynamo',
+                        help='ONNX: dynamo (torch default) or torchscript (legacy tracer, faster to export)')
+    parser.add_argument('--static-size', action='store_true', help='ONNX: fix height and width (batch stays dynamic)')
+    parser.add_argument('--opset', type=int, default=None, help='ONNX opset (default: the exporter\'s)')
+    parser.add_argument('--check-sizes', type=int, nargs='*', default=None,
+                        help='ONNX: image sizes to compare onnxruntime with PyTorch at (default: --img-size and '
+                             '--img-size + 32; with --static-size, --img-size)')
+    parser.add_argument('--no-check', action='store_true', help='skip the comparison with PyTorch')
+    parser.add_argument('--tolerance', type=float, default=1e-4,
+                        help='max |runtime - torch| allowed, relative to max(1, max |torch|) (default 1e-4; '
+                             'int8 programs are reported, not judged)')
+    parser.add_argument('--eval-dir', default=None,
+                        help='ImageFolder split (<class>/*) to report the top-1 of PyTorch and of the exported '
+                             'program on, with the model\'s preprocessing at --img-size')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
+    return parser
+
+
+def _default_out(args: argparse.Namespace) -> str:
+    name = re.sub(r'[^A-Za-z0-9._-]+', '_', args.model.split(':')[-1].rstrip('/')).strip('_') or 'model'
+    return f'{name}{"_int8" if args.int8 else ""}{SUFFIXES[args.format]}'
+
+
+def _onnx_check_sizes(args: argparse.Namespace) -> List[int]:
+    if args.check_sizes is not None:
+        return args.check_sizes
+    return [args.img_size] if args.static_size else [args.img_size, args.img_size + 32]
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.format != 'onnx' and (args.static_size or args.check_sizes or args.opset or args.exporter != 'dynamo'):
+        parser.error('--exporter, --static-size, --opset and --check-sizes are ONNX options; the phone formats '
+                     'have a static input of --batch-size x --in-chans x --img-size x --img-size.')
+    if args.format != 'executorch' and (args.int8 or args.calibration_dir):
+        parser.error('--int8 and --calibration-dir are for --format executorch (XNNPACK int8).')
+    out = args.out or _default_out(args)
+    batch_size = args.batch_size or (2 if args.format == 'onnx' else 1)
+    input_size = (args.in_chans, args.img_size, args.img_size)
+    onnx_kwargs = dict(exporter=args.exporter, dynamic_size=not args.static_size, opset=args.opset)
+    try:
+        model = load_model(args.model, args.checkpoint, args.pretrained, args.num_classes, **args.model_kwargs)
+        calibration = None
+        if args.int8 and args.calibration_dir:
+            calibration = calibration_batches(
+                model, args.calibration_dir, args.calibration_count, batch_size, img_size=args.img_size)
+            print(f'Calibrating on {sum(len(b) for b in calibration)} images of {args.calibration_dir}')
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always', UserWarning)
+            path = export_model(model, args.format, out, input_size, batch_size, int8=args.int8,
+                                calibration=calibration, overwrite=args.overwrite,
+                                **(onnx_kwargs if args.format == 'onnx' else {}))
+        for w in caught:
+            if 'calibration' in str(w.message):
+                print(f'warning: {w.message}')
+    except (TimmMrapError, FileExistsError, FileNotFoundError, ValueError) as e:
+        parser.exit(2, f'error: {e}\n')
+    shape = 'batch x {} x {}'.format(args.in_chans, 'H x W' if args.format == 'onnx' and not args.static_size
+                                     else f'{args.img_size} x {args.img_size}')
+    if args.format != 'onnx':
+        shape = f'{batch_size} x {args.in_chans} x {args.img_size} x {args.img_size}'
+    print(f'Wrote {path} ({args.format}{" int8" if args.int8 else ""}, input {shape})')
+    if args.eval_dir:
+        _report_top1(args, model, str(path))
+    if args.no_check:
+        return
+    sizes = [(s, s) for s in _onnx_check_sizes(args)] if args.format == 'onnx' else ()
+    results = check_export(model, args.format, str(path), (batch_size,) + input_size, onnx_sizes=sizes)
+    if results is None:
+        print('Not checked: Core ML models run on Apple platforms only (the conversion and the saved package were '
+              'checked here).')
+        return
+    failed = False
+    for (h, w), (diff, scale) in results.items():
+        ok = args.int8 or diff <= args.tolerance * max(1., scale)
+        failed |= not ok
+        verdict = 'int8, reported' if args.int8 else ('ok' if ok else 'FAIL')
+        print(f'{h} x {w}: max |{args.format} - torch| = {diff:.3g} (max |torch| = {scale:.3g}, '
+              f'relative {diff / max(1., scale):.2g}) {verdict}')
+    if failed:
+        parser.exit(1, f'error: {args.format} differs from PyTorch by more than {args.tolerance} (relative)\n')
+
+
+def _report_top1(args: argparse.Namespace, model, path: str) -> None:
+    if args.format == 'coreml':
+        print('Top-1 not measured: Core ML models run on Apple platforms only.')
+        return
+    runtime = f'{args.format}{" int8" if args.int8 else ""}'
+    top1 = top1_accuracy(model, args.eval_dir, {'pytorch': model, runtime: runtime_predictor(args.format, path)},
+                         img_size=args.img_size)
+    print(f'Top-1 on {args.eval_dir}: ' + ', '.join(f'{name} {acc:.2f}%' for name, acc in top1.items()))
+
+
+if __name__ == '__main__':
+    main()

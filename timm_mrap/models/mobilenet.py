@@ -1,0 +1,283 @@
+""" The MobileNet V1 / V2 / V3 backbones of the MRAP and MAF papers, on timm's EfficientNet / MobileNetV3 builders
+
+``gen_mobilenetv1`` / ``gen_mobilenetv2`` / ``gen_mobilenetv3`` build the reference topologies with any attention
+(``attn``, see ``timm_mrap.layers.resolve_attn``) in timm's ``se`` slot: after the depthwise conv block and before the
+pointwise / projection conv. Blocks that carry attention are the ones whose block string has an ``_se`` token; the
+ratio written there is replaced by the chosen attention's own. The MRAP models (``mobilenet_mrap``) and the MAFC
+models (``mobilenet_mafc``, which add their attention after the projection conv) are both built here.
+
+The model classes are timm's own with one change: ``create_model`` records the arguments a model was built with
+(timm writes them to ``config.json`` as ``model_args``), and runtime choices (``mrap_impl``: which kernels run, not
+what they compute) are left out of that record, so a config written on a GPU machine loads anywhere.
+"""
+from functools import partial
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+
+from torch import nn
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg
+from timm.models._builder import pretrained_cfg_for_features
+from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args
+from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
+from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
+
+from ..layers import resolve_attn
+
+__all__ = [
+    'RUNTIME_ARGS', 'ArchArgsMixin', 'ArchArgsEfficientNet', 'ArchArgsEfficientNetFeatures', 'ArchArgsMobileNetV3',
+    'ArchArgsMobileNetV3Features', 'create_mobilenet', 'create_efficientnet', 'create_mobilenetv3', 'gen_mobilenetv1',
+    'gen_mobilenetv2', 'gen_mobilenetv3', 'mobilenet_cfg',
+]
+
+# create_model arguments that pick how the model runs, not what it computes
+RUNTIME_ARGS = ('mrap_impl',)
+
+
+class ArchArgsMixin:
+    """Keeps runtime choices (``RUNTIME_ARGS``) out of the arguments ``timm.create_model`` records on the model.
+
+    timm stores every ``create_model`` argument in ``model._model_args``; ``save_for_hf`` / ``push_to_hf_hub`` write
+    them to ``config.json`` and every later load passes them back.
+    """
+
+    @property
+    def _model_args(self) -> Dict[str, Any]:
+        return self.__dict__.get('_architecture_args', {})
+
+    @_model_args.setter
+    def _model_args(self, args: Mapping[str, Any]) -> None:
+        self.__dict__['_architecture_args'] = {k: v for k, v in args.items() if k not in RUNTIME_ARGS}
+
+
+class ArchArgsEfficientNet(ArchArgsMixin, EfficientNet):
+    """timm's ``EfficientNet`` (the V1 / V2 networks) recording architecture arguments only."""
+
+
+class ArchArgsEfficientNetFeatures(ArchArgsMixin, EfficientNetFeatures):
+    """timm's ``EfficientNetFeatures`` recording architecture arguments only."""
+
+
+class ArchArgsMobileNetV3(ArchArgsMixin, MobileNetV3):
+    """timm's ``MobileNetV3`` recording architecture arguments only."""
+
+
+class ArchArgsMobileNetV3Features(ArchArgsMixin, MobileNetV3Features):
+    """timm's ``MobileNetV3Features`` recording architecture arguments only."""
+
+
+def create_mobilenet(
+        variant: str,
+        pretrained: bool = False,
+        *,
+        model_cls: Type[nn.Module],
+        features_cls: Type[nn.Module],
+        features_kwargs_filter: Tuple[str, ...],
+        **kwargs,
+) -> nn.Module:
+    """``build_model_with_cfg`` with timm's EfficientNet / MobileNetV3 feature modes, for any of their subclasses."""
+    features_mode = ''
+    kwargs_filter = None
+    if kwargs.pop('features_only', False):
+        if 'feature_cfg' in kwargs or 'feature_cls' in kwargs:
+            features_mode = 'cfg'  # timm wraps the full model (e.g. feature_cls='fx')
+        else:
+            features_mode = 'cls'
+            model_cls = features_cls
+            kwargs_filter = features_kwargs_filter
+    pretrained_strict = kwargs.pop('pretrained_strict', True)
+    model = build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        features_only=features_mode == 'cfg',
+        pretrained_strict=pretrained_strict and features_mode != 'cls',
+        kwargs_filter=kwargs_filter,
+        **kwargs,
+    )
+    if features_mode == 'cls':
+        model.pretrained_cfg = model.default_cfg = pretrained_cfg_for_features(model.pretrained_cfg)
+    return model
+
+
+EFFICIENTNET_FEATURES_FILTER = ('num_classes', 'num_features', 'head_conv', 'global_pool')
+MOBILENETV3_FEATURES_FILTER = ('num_classes', 'num_features', 'head_conv', 'head_bias', 'head_norm', 'global_pool')
+
+create_efficientnet = partial(
+    create_mobilenet,
+    model_cls=ArchArgsEfficientNet,
+    features_cls=ArchArgsEfficientNetFeatures,
+    features_kwargs_filter=EFFICIENTNET_FEATURES_FILTER,
+)
+create_mobilenetv3 = partial(
+    create_mobilenet,
+    model_cls=ArchArgsMobileNetV3,
+    features_cls=ArchArgsMobileNetV3Features,
+    features_kwargs_filter=MOBILENETV3_FEATURES_FILTER,
+)
+
+
+def _decode_with_attn(
+        arch_def: List[List[str]],
+        attn: str,
+        pool_types: Optional[Sequence[str]],
+        rate: Optional[Sequence[float]],
+        se_from_exp: bool,
+        v3_style: bool = False,
+        mrap_impl: Optional[str] = None,
+) -> Tuple[List[List[Dict[str, Any]]], Optional[Callable[..., nn.Module]]]:
+    """Decode ``arch_def`` and put the chosen attention on every block whose string carries an ``_se`` token.
+
+    The token only marks the block; its ratio is replaced by the attention's own, relative to the channels the
+    attention sees. timm's ``EfficientNetBuilder`` divides the ratio by the expansion ratio unless ``se_from_exp`` is
+    set, so it is pre-multiplied there.
+
+    Returns:
+        The decoded block arguments and the layer for the builder's ``se_layer``.
+    """
+    se_layer, rd_ratio = resolve_attn(attn, pool_types, rate, v3_style=v3_style, mrap_impl=mrap_impl)
+    block_args = decode_arch_def(arch_def)
+    for stage in block_args:
+        for ba in stage:
+            if ba.get('se_ratio'):
+                ba['se_ratio'] = rd_ratio if se_from_exp else rd_ratio * ba.get('exp_ratio', 1.0)
+    return block_args, se_layer
+
+
+def gen_mobilenetv1(
+        variant: str,
+        pretrained: bool = False,
+        attn: str = 'mrap',
+        pool_types: Optional[Sequence[str]] = None,
+        rate: Optional[Sequence[float]] = None,
+        mrap_impl: Optional[str] = None,
+        create_fn: Callable[..., nn.Module] = create_efficientnet,
+        **kwargs,
+) -> EfficientNet:
+    """MobileNetV1 of the reference: ReLU, attention in all 13 units, identity skip where shapes allow, no head."""
+    arch_def = [
+        ['dsa_r1_k3_s1_c64_se0.25'],
+        ['dsa_r2_k3_s2_c128_se0.25'],
+        ['dsa_r2_k3_s2_c256_se0.25'],
+        ['dsa_r6_k3_s2_c512_se0.25'],
+        ['dsa_r2_k3_s2_c1024_se0.25'],
+    ]
+    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=False, mrap_impl=mrap_impl)
+    for stage in block_args:
+        for ba in stage:
+            ba['noskip'] = False  # 'dsa' disables the skip; the reference adds one when in == out and stride 1
+    model_kwargs = dict(
+        block_args=block_args,
+        num_features=0,
+        stem_size=32,
+        se_layer=se_layer,
+        norm_layer=kwargs.pop('norm_layer', None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
+        act_layer=resolve_act_layer(kwargs, 'relu'),
+        **kwargs,
+    )
+    return create_fn(variant, pretrained, **model_kwargs)
+
+
+def gen_mobilenetv2(
+        variant: str,
+        pretrained: bool = False,
+        attn: str = 'mrap',
+        pool_types: Optional[Sequence[str]] = None,
+        rate: Optional[Sequence[float]] = None,
+        mrap_impl: Optional[str] = None,
+        create_fn: Callable[..., nn.Module] = create_efficientnet,
+        **kwargs,
+) -> EfficientNet:
+    """MobileNetV2 of the reference: attention in all 17 bottlenecks; the first has a 1x1 expansion (e1)."""
+    arch_def = [
+        ['ir_r1_k3_s1_e1_c16_se0.25'],
+        ['ir_r2_k3_s2_e6_c24_se0.25'],
+        ['ir_r3_k3_s2_e6_c32_se0.25'],
+        ['ir_r4_k3_s2_e6_c64_se0.25'],
+        ['ir_r3_k3_s1_e6_c96_se0.25'],
+        ['ir_r3_k3_s2_e6_c160_se0.25'],
+        ['ir_r1_k3_s1_e6_c320_se0.25'],
+    ]
+    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=False, mrap_impl=mrap_impl)
+    model_kwargs = dict(
+        block_args=block_args,
+        num_features=1280,
+        stem_size=32,
+        se_layer=se_layer,
+        norm_layer=kwargs.pop('norm_layer', None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
+        act_layer=resolve_act_layer(kwargs, 'relu6'),
+        **kwargs,
+    )
+    return create_fn(variant, pretrained, **model_kwargs)
+
+
+def gen_mobilenetv3(
+        variant: str,
+        pretrained: bool = False,
+        attn: str = 'mrap',
+        pool_types: Optional[Sequence[str]] = None,
+        rate: Optional[Sequence[float]] = None,
+        mrap_impl: Optional[str] = None,
+        create_fn: Callable[..., nn.Module] = create_mobilenetv3,
+        **kwargs,
+) -> MobileNetV3:
+    """MobileNetV3 with attention in place of SE; the first unit is an inverted residual with a 1x1 expansion (e1).
+
+    Large (the reference): attention in its 8 SE units. Small (``'small'`` in ``variant``; the reference's small
+    variant does not run): attention in its 9 SE units, built the same way as Large.
+    """
+    if 'small' in variant:
+        num_features = 1024
+        arch_def = [
+            ['ir_r1_k3_s2_e1_c16_se0.25_nre'],  # relu
+            ['ir_r1_k3_s2_e4.5_c24_nre', 'ir_r1_k3_s1_e3.67_c24_nre'],  # relu
+            ['ir_r1_k5_s2_e4_c40_se0.25', 'ir_r2_k5_s1_e6_c40_se0.25'],  # hard-swish
+            ['ir_r2_k5_s1_e3_c48_se0.25'],  # hard-swish
+            ['ir_r3_k5_s2_e6_c96_se0.25'],  # hard-swish
+            ['cn_r1_k1_s1_c576'],  # hard-swish
+        ]
+    else:
+        num_features = 1280
+        arch_def = [
+            ['ir_r1_k3_s1_e1_c16_nre'],  # relu
+            ['ir_r1_k3_s2_e4_c24_nre', 'ir_r1_k3_s1_e3_c24_nre'],  # relu
+            ['ir_r3_k5_s2_e3_c40_se0.25_nre'],  # relu
+            ['ir_r1_k3_s2_e6_c80', 'ir_r1_k3_s1_e2.5_c80', 'ir_r2_k3_s1_e2.3_c80'],  # hard-swish
+            ['ir_r2_k3_s1_e6_c112_se0.25'],  # hard-swish
+            ['ir_r3_k5_s2_e6_c160_se0.25'],  # hard-swish
+            ['cn_r1_k1_s1_c960'],  # hard-swish
+        ]
+    block_args, se_layer = _decode_with_attn(
+        arch_def, attn, pool_types, rate, se_from_exp=True, v3_style=True, mrap_impl=mrap_impl)
+    model_kwargs = dict(
+        block_args=block_args,
+        num_features=num_features,
+        stem_size=16,
+        head_bias=False,
+        se_from_exp=True,
+        se_layer=se_layer,
+        norm_layer=kwargs.pop('norm_layer', None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
+        act_layer=resolve_act_layer(kwargs, 'hard_swish'),
+        **kwargs,
+    )
+    return create_fn(variant, pretrained, **model_kwargs)
+
+
+def mobilenet_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    return {
+        'url': url,
+        'num_classes': 1000,
+        'input_size': (3, 224, 224),
+        'pool_size': (7, 7),
+        'crop_pct': 0.875,
+        'interpolation': 'bilinear',
+        'mean': IMAGENET_DEFAULT_MEAN,
+        'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'conv_stem',
+        'classifier': 'classifier',
+        'license': 'apache-2.0',
+        'paper_name': 'Multiple channel-spatial residual attentive patterns for lightweight networks '
+                      'in image classification',
+        'origin_url': 'https://github.com/nttbdrk25/MRAP',
+        **kwargs,
+    }

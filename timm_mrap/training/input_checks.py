@@ -1,0 +1,251 @@
+""" Input checks of training and validation, shared by the launcher (``train.sh`` / ``validate.sh``) and the built-in
+trainer / validator, so both runners accept and reject the same inputs
+
+Each check raises :class:`InputError` with a message that names the problem and the fix; the command-line entry
+points print it as ``error: ...`` and exit with status 2 instead of showing a traceback from deep inside timm or torch.
+Split folders are found by timm's own rule (the split name, else a synonym: ``train`` / ``training``, ``validation`` /
+``val`` / ``valid`` / ``eval`` / ``evaluation``; a root with no split-like folder is itself the split). Checkpoints are
+read and checked by :mod:`timm_mrap.checkpoint`. Corrupt image files are not checked up front (that would read every
+image): timm's ``ImageDataset`` skips them with a warning that names the file, and stops after
+``TIMM_DATASET_MAX_RETRIES`` (10) consecutive failures.
+"""
+import logging
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import torch.nn as nn
+
+import timm
+from timm.data import create_dataset
+
+from ..checkpoint import Checkpoint, check_fit, checkpoint_num_classes, classifier_classes, read_checkpoint, \
+    reraise_as
+from ..errors import ConversionError, InputError
+
+__all__ = [
+    'InputError', 'TRAIN_SYNONYMS', 'EVAL_SYNONYMS', 'find_split', 'check_split_folder', 'check_data_dir',
+    'create_checked_dataset', 'class_names', 'folder_num_classes', 'check_class_folders', 'create_checked_model',
+    'load_checked_state_dict', 'check_state_dict_fits', 'model_from_checkpoint', 'split_where', 'format_error',
+]
+
+_logger = logging.getLogger(__name__)
+
+TRAIN_SYNONYMS = ('train', 'training')
+EVAL_SYNONYMS = ('validation', 'val', 'valid', 'eval', 'evaluation')
+_DATA_LAYOUT = 'DIR/train/<class>/<image> and DIR/validation/<class>/<image>'
+
+
+def find_split(root: str, split: str) -> Optional[Path]:
+    """The sub-folder of ``root`` that holds ``split`` by timm's rule (its name, else a synonym), or None."""
+    split = split.split('[')[0]
+    synonyms = TRAIN_SYNONYMS if split in TRAIN_SYNONYMS else EVAL_SYNONYMS if split in EVAL_SYNONYMS else ()
+    for name in (split,) + synonyms:
+        if (Path(root) / name).is_dir():
+            return Path(root) / name
+    return None
+
+
+def _class_folders(folder: Path) -> List[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith('.'))
+
+
+def check_split_folder(root: Optional[str], split: str, split_flag: str) -> Path:
+    """The folder an ImageFolder split is read from, after checking the data folder exists and has class folders.
+
+    Args:
+        root: Data folder (``--data-dir``).
+        split: Split name (``train``, ``validation``, ...).
+        split_flag: The flag that sets ``split`` (named in errors).
+    """
+    if not root:
+        raise InputError(f'no data folder given: pass --data-dir DIR (expected {_DATA_LAYOUT}).')
+    if not os.path.isdir(root):
+        raise InputError(f'data folder {root} does not exist: check --data-dir (expected {_DATA_LAYOUT}). The data '
+                         f'tools build such folders: python -m timm_mrap.training.datasets --help.')
+    folder = find_split(root, split)
+    if folder is None:
+        found = _class_folders(Path(root))
+        if set(TRAIN_SYNONYMS + EVAL_SYNONYMS + ('test',)).intersection(found):
+            raise InputError(f'no split folder {split!r} in {root} (it holds {", ".join(found)}): pass {split_flag} '
+                             f'with one of those names.')
+        _logger.info(f'No {split!r} sub-folder in {root}: using {root} itself as the {split} split.')
+        folder = Path(root)
+    if not _class_folders(folder):
+        raise InputError(f'{folder} has no class folders; expected {folder}/<class>/<image> files.')
+    return folder
+
+
+def check_data_dir(data_dir: str, splits: Sequence[Tuple[str, str]], dataset: Optional[str] = None) -> List[str]:
+    """Check an ImageFolder data set before a runner reads it; the class folders of the first split.
+
+    Args:
+        data_dir: The data folder.
+        splits: ``(split, flag)`` pairs, e.g. ``[('train', '--train-split'), ('validation', '--val-split')]``.
+        dataset: timm's ``--dataset``; other kinds than image folders (``torch/``, ``hfds/``...) are timm's to check.
+    """
+    if dataset and not dataset.startswith('folder'):
+        return []
+    return [_class_folders(check_split_folder(data_dir, split, flag)) for split, flag in splits][0]
+
+
+def create_checked_dataset(
+        name: str,
+        root: Optional[str],
+        split: str,
+        split_flag: str,
+        **kwargs,
+):
+    """``timm.data.create_dataset`` with clear errors for a missing folder, a missing split or no images.
+
+    Args:
+        name: timm dataset name (``''`` for an ImageFolder / ImageTar).
+        root: Dataset root (``--data-dir``).
+        split: Split name (``train``, ``validation``, ...).
+        split_flag: The flag that sets ``split`` (named in errors).
+        **kwargs: Passed to ``create_dataset``.
+    """
+    if not name or name.startswith('folder'):
+        check_split_folder(root, split, split_flag)
+    elif not root and not name.startswith(('torch/', 'hfds/', 'hfids/', 'tfds/', 'wds/')):
+        raise InputError(f'no data folder given: pass --data-dir DIR (expected {_DATA_LAYOUT}).')
+    try:
+        return create_dataset(name, root=root, split=split, **kwargs)
+    except RuntimeError as e:
+        if 'Found 0 images' in str(e):
+            raise InputError(
+                f'no images for split {split!r} under {root} ({e}). Expected {root}/{split}/<class>/<image> files; '
+                f'check --data-dir and {split_flag}.') from e
+        raise
+
+
+def class_names(dataset) -> Optional[List[str]]:
+    """Class folder names of an ImageFolder dataset, in index order (None for other dataset types)."""
+    class_to_idx = getattr(getattr(dataset, 'reader', None), 'class_to_idx', None)
+    if not class_to_idx:
+        return None
+    return [c for c, _ in sorted(class_to_idx.items(), key=lambda kv: kv[1])]
+
+
+def _short_list(names: Sequence[str], limit: int = 8) -> str:
+    shown = ', '.join(names[:limit])
+    return shown + (f', ... ({len(names)} in all)' if len(names) > limit else '')
+
+
+def folder_num_classes(num_classes: Optional[int], names: Optional[Sequence[str]], where: str) -> Optional[int]:
+    """The class count to train: the number of class folders when ``num_classes`` is None, else ``num_classes``.
+
+    Fewer classes than class folders is an error (labels past the classifier); more is allowed with a warning, as
+    timm's ``train.py`` allows it (e.g. a recipe's 100 classes on a smaller test set). Data without class folders
+    keeps ``num_classes``.
+    """
+    if not names:
+        return num_classes
+    if num_classes is None:
+        return len(names)
+    if num_classes < len(names):
+        raise InputError(
+            f'--num-classes {num_classes} does not match the {len(names)} class folders of {where} '
+            f'({_short_list(names)}): pass --num-classes {len(names)} or drop the flag to use the folder count.')
+    if num_classes > len(names):
+        _logger.warning(f'--num-classes {num_classes} but {where} has {len(names)} class folders: the classifier '
+                        f'has {num_classes - len(names)} outputs no image trains.')
+    return num_classes
+
+
+def check_class_folders(train_dataset, eval_dataset, train_where: str, eval_where: str) -> None:
+    """Both splits must have the same class folders, else ImageFolder silently maps labels differently."""
+    train_names, eval_names = class_names(train_dataset), class_names(eval_dataset)
+    if train_names is None or eval_names is None or train_names == eval_names:
+        return
+    only_train = sorted(set(train_names) - set(eval_names))
+    only_eval = sorted(set(eval_names) - set(train_names))
+    raise InputError(
+        f'the class folders of {train_where} and {eval_where} differ (only in train: {_short_list(only_train) or "-"}; '
+        f'only in eval: {_short_list(only_eval) or "-"}): labels would not line up. Give both splits the same class '
+        f'folders, or pass --class-map FILE listing the classes.')
+
+
+def load_checked_state_dict(
+        path: str,
+        use_ema: bool = False,
+        prefer_ema: bool = False,
+        flag: str = '--checkpoint',
+) -> Checkpoint:
+    """``timm_mrap.checkpoint.read_checkpoint`` with errors that name ``flag``."""
+    with reraise_as(InputError, prefix=f'{flag}: '):
+        return read_checkpoint(path, use_ema=use_ema, prefer_ema=prefer_ema)
+
+
+def check_state_dict_fits(
+        model: nn.Module,
+        checkpoint: Checkpoint,
+        model_name: str,
+        flag: str = '--checkpoint',
+) -> None:
+    """Raise an :class:`InputError` naming the model, the checkpoint and the fix when the weights do not fit."""
+    report = check_fit(model, checkpoint.state_dict)
+    if not report.fits:
+        raise InputError(report.message(f'{flag} {checkpoint.path}', model_name, checkpoint.arch))
+
+
+def model_from_checkpoint(
+        model_name: str,
+        path: str,
+        num_classes: Optional[int] = None,
+        use_ema: bool = False,
+        flag: str = '--checkpoint',
+        **model_kwargs,
+) -> Tuple[nn.Module, Checkpoint]:
+    """The model with the weights of a timm checkpoint, a Hub folder or an authors' reference checkpoint (converted).
+
+    Args:
+        model_name: Registered model name (a Hub folder names its own architecture).
+        path: Checkpoint file or Hub folder.
+        num_classes: ``--num-classes``; None takes the checkpoint classifier's.
+        use_ema: Take a training checkpoint's EMA weights.
+        flag: The flag that named ``path`` (in errors).
+        **model_kwargs: Further ``create_model`` arguments (``attn``, ``in_chans``, ...).
+
+    Returns:
+        The model (in train mode, as ``create_model`` makes it) and the checkpoint it was loaded from.
+    """
+    checkpoint = load_checked_state_dict(path, use_ema=use_ema, flag=flag)
+    if checkpoint.kind == 'hub-folder':
+        return create_checked_model(f'local-dir:{path}', pretrained=True, num_classes=num_classes), checkpoint
+    if checkpoint.is_reference:
+        from ..convert import convert_checkpoint
+        _logger.info(f'{path} is a reference MRAP / MAF checkpoint: converting it for {model_name}.')
+        user_kwargs = {k: v for k, v in model_kwargs.items() if k not in ('in_chans', 'global_pool')}
+        try:
+            return convert_checkpoint(path, model_name, num_classes=num_classes, **user_kwargs).train(), checkpoint
+        except ConversionError as e:
+            raise InputError(f'{flag} {path} (a reference checkpoint) does not convert to {model_name}: {e}') from e
+    probe = create_checked_model(model_name, pretrained=False, **model_kwargs)
+    classifier = probe.pretrained_cfg.get('classifier') or 'classifier'
+    with reraise_as(InputError):
+        classes = checkpoint_num_classes(num_classes, classifier_classes(checkpoint.state_dict, classifier),
+                                         source=f'{flag} {path}', model_name=model_name)
+    model = create_checked_model(model_name, pretrained=False, num_classes=classes, **model_kwargs)
+    check_state_dict_fits(model, checkpoint, model_name, flag)
+    model.load_state_dict(checkpoint.state_dict)
+    return model, checkpoint
+
+
+def create_checked_model(model_name: str, **kwargs) -> nn.Module:
+    """``timm.create_model`` with a clear error for an unknown model name."""
+    if not timm.is_model(model_name) and ':' not in model_name:
+        mrap = ', '.join(timm.list_models('*mrap*') + timm.list_models('*mafc*'))
+        raise InputError(f'unknown --model {model_name!r}: pass a timm model name (timm-mrap registers {mrap}).')
+    return timm.create_model(model_name, **kwargs)
+
+
+def split_where(root: str, split: str) -> str:
+    """A readable name for a split folder in messages."""
+    folder = find_split(root, split) if root and os.path.isdir(root) else None
+    return str(folder) if folder is not None else f'{root} (split {split!r})'
+
+
+def format_error(e: BaseException) -> Tuple[str, int]:
+    """The one-line message and exit status the command-line entry points use for an :class:`InputError`."""
+    return f'error: {e}\n', 2
