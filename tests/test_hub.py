@@ -1,4 +1,4 @@
-"""Hub export, model cards, push and pretrained=True, all offline: the Hub is replaced only by its local cache
+"""Hub folders, model cards, push and pretrained=True, all offline: the Hub is replaced only by its local cache
 (pretrained=True) and by a recording stand-in for the HfApi client (push)."""
 import argparse
 import inspect
@@ -73,7 +73,7 @@ def training_run(tmp_path_factory):
     return SimpleNamespace(checkpoint=out / 'model_best.pth.tar', logits=logits, model=model, labels=labels)
 
 
-def _export_digits(run, out, **kwargs):
+def _prepare_digits(run, out, **kwargs):
     options = dict(tag='digits', repo_id='someone/mobilenetv2_mrap.digits', dataset='scikit-learn digits',
                    label_names=read_label_names(run.labels), use_ema=True)
     options.update(kwargs)
@@ -81,17 +81,17 @@ def _export_digits(run, out, **kwargs):
 
 
 @pytest.fixture(scope='module')
-def ema_export(training_run, tmp_path_factory):
+def ema_folder(training_run, tmp_path_factory):
     """The EMA weights of the training run, exported with a validate.py results file."""
-    tmp = tmp_path_factory.mktemp('ema_export')
+    tmp = tmp_path_factory.mktemp('ema_folder')
     results = tmp / 'validate.json'
     results.write_text(json.dumps({'model': 'mobilenetv2_mrap', 'top1': 87.5, 'top5': 99.125, 'param_count': round(
         sum(p.numel() for p in training_run.model.parameters()) / 1e6, 2), 'img_size': IMG}))
-    return _export_digits(training_run, tmp / 'export', results=results)
+    return _prepare_digits(training_run, tmp / 'export', results=results)
 
 
-def test_export_training_checkpoint_loads_back_identically(training_run, ema_export):
-    out, result = ema_export.out_dir, ema_export
+def test_prepare_training_checkpoint_loads_back_identically(training_run, ema_folder):
+    out, result = ema_folder.out_dir, ema_folder
     assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     config = json.loads((out / 'config.json').read_text())
     assert config['architecture'] == 'mobilenetv2_mrap' and config['num_classes'] == 3
@@ -120,9 +120,9 @@ def test_export_training_checkpoint_loads_back_identically(training_run, ema_exp
     assert 'EMA weights (state_dict_ema)' in card
 
 
-def test_export_raw_weights(training_run, tmp_path):
+def test_prepare_raw_weights(training_run, tmp_path):
     out = tmp_path / 'raw'
-    _export_digits(training_run, out, use_ema=False)
+    _prepare_digits(training_run, out, use_ema=False)
     loaded = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
     with torch.no_grad():
         assert torch.equal(loaded(_inputs()), training_run.logits['raw'])
@@ -130,23 +130,23 @@ def test_export_raw_weights(training_run, tmp_path):
     assert 'not yet measured' in card and 'raw weights (state_dict)' in card
 
 
-def test_export_refuses_bad_inputs(training_run, tmp_path):
+def test_prepare_refuses_bad_inputs(training_run, tmp_path):
     with pytest.raises(HubFolderError, match='--num-classes 5 does not match'):
-        _export_digits(training_run, tmp_path / 'a', num_classes=5)
+        _prepare_digits(training_run, tmp_path / 'a', num_classes=5)
     with pytest.raises(HubFolderError, match='2 label names for 3 classes'):
-        _export_digits(training_run, tmp_path / 'b', label_names=['x', 'y'])
+        _prepare_digits(training_run, tmp_path / 'b', label_names=['x', 'y'])
     with pytest.raises(HubFolderError, match='does not fit.*model-kwargs'):
-        _export_digits(training_run, tmp_path / 'c', model_kwargs={'attn': 'cbam', 'pool_types': None, 'rate': None})
+        _prepare_digits(training_run, tmp_path / 'c', model_kwargs={'attn': 'cbam', 'pool_types': None, 'rate': None})
     with pytest.raises(HubFolderError, match='trained as .mobilenetv2_mrap., not .mobilenetv3_mrap.'):
-        _export_digits(training_run, tmp_path / 'd', model_name='mobilenetv3_mrap')
+        _prepare_digits(training_run, tmp_path / 'd', model_name='mobilenetv3_mrap')
     results = tmp_path / 'other.json'
     results.write_text(json.dumps({'model': 'mobilenetv2_mrap', 'top1': 50.0, 'param_count': 9.99}))
     with pytest.raises(CardError, match='results of another model'):
-        _export_digits(training_run, tmp_path / 'e', results=results)
+        _prepare_digits(training_run, tmp_path / 'e', results=results)
     assert not (tmp_path / 'e').exists() and not list(tmp_path.glob('.e.*'))  # nothing half-written
 
 
-def test_export_overwrite_protection_cli(training_run, tmp_path, capsys):
+def test_prepare_overwrite_protection_cli(training_run, tmp_path, capsys):
     out = tmp_path / 'export'
     out.mkdir()
     (out / 'config.json').write_text('{"mine": true}')
@@ -166,6 +166,13 @@ def test_export_overwrite_protection_cli(training_run, tmp_path, capsys):
         hub_main(argv + ['--overwrite'])
     assert "also holds ['notes.txt']" in capsys.readouterr().err
     assert (out / 'notes.txt').read_text() == 'keep me'
+
+    # the subcommand's earlier name still works, and says what it is called now
+    old_name = tmp_path / 'old_name'
+    hub_main(['export'] + argv[1:3] + [str(old_name)] + argv[4:])
+    out_err = capsys.readouterr()
+    assert 'Wrote' in out_err.out and 'is now "python -m timm_mrap.hub prepare"' in out_err.err
+    assert (old_name / 'model.safetensors').read_bytes() == (out / 'model.safetensors').read_bytes()
 
 
 def _old_style_config(config: dict) -> dict:
@@ -199,7 +206,8 @@ def test_non_default_channels_stay_in_model_args(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model('mobilenetv3_small_mrap', num_classes=2, in_chans=1).eval()
     save_file(model.state_dict(), tmp_path / 'gray.safetensors')
-    write_hub_folder(tmp_path / 'gray.safetensors', tmp_path / 'export', model_name='mobilenetv3_small_mrap', tag='gray',
+    write_hub_folder(tmp_path / 'gray.safetensors', tmp_path / 'export', model_name='mobilenetv3_small_mrap',
+                     tag='gray',
                  repo_id='someone/gray', dataset='grey images', model_kwargs={'in_chans': 1},
                  data_config={'img_size': IMG})
     config = json.loads((tmp_path / 'export' / 'config.json').read_text())
@@ -212,10 +220,10 @@ def test_non_default_channels_stay_in_model_args(tmp_path):
         torch.testing.assert_close(hf_model(pixel_values=x).logits, expected, rtol=0, atol=1e-5)
 
 
-def test_old_style_config_loads_and_is_pushed_in_timms_shape(training_run, ema_export, tmp_path):
+def test_old_style_config_loads_and_is_pushed_in_timms_shape(training_run, ema_folder, tmp_path):
     from transformers import AutoModelForImageClassification
     folder = tmp_path / 'old_export'
-    shutil.copytree(ema_export.out_dir, folder)
+    shutil.copytree(ema_folder.out_dir, folder)
     config = json.loads((folder / 'config.json').read_text())
     (folder / 'config.json').write_text(json.dumps(_old_style_config(config), indent=2))
     with torch.no_grad():
@@ -298,15 +306,15 @@ def test_cards_command_writes_and_checks(tmp_path, capsys):
                                                            f'in card_facts.py)']
 
 
-def test_export_with_a_card_folder(training_run, tmp_path):
+def test_prepare_with_a_card_folder(training_run, tmp_path):
     cards = tmp_path / 'cards'
     write_cards(cards)
     custom = cards / 'mobilenetv2_mrap.md'
     custom.write_text(custom.read_text().replace('## Model Usage', 'Trained for the demo.\n\n## Model Usage'))
-    _export_digits(training_run, tmp_path / 'out', card_dir=cards)
+    _prepare_digits(training_run, tmp_path / 'out', card_dir=cards)
     assert 'Trained for the demo.' in (tmp_path / 'out' / 'README.md').read_text()
     with pytest.raises(CardError, match='No model card .*drop --card-dir'):
-        _export_digits(training_run, tmp_path / 'out2', card_dir=tmp_path)
+        _prepare_digits(training_run, tmp_path / 'out2', card_dir=tmp_path)
 
 
 @pytest.mark.parametrize('model_name', OUR_MODELS)
@@ -448,9 +456,9 @@ class RecordingHubApi:
         return SimpleNamespace(commit_url=f'local://{target}', pr_url=None)
 
 
-def test_push_uploads_the_export(ema_export, tmp_path):
+def test_push_uploads_the_export(ema_folder, tmp_path):
     folder = tmp_path / 'export'
-    shutil.copytree(ema_export.out_dir, folder)
+    shutil.copytree(ema_folder.out_dir, folder)
     api = RecordingHubApi(tmp_path / 'remote')
     push_folder(folder, 'someone/mobilenetv2_mrap.digits', revision='v1', private=True, api=api)
     uploaded = tmp_path / 'remote' / 'someone' / 'mobilenetv2_mrap.digits' / 'v1'

@@ -68,7 +68,8 @@ def test_scripts_dir_then_cache(tmp_path, monkeypatch):
     assert find_script('validate.py') == (cache / 'validate.py').resolve()
     with pytest.raises(ScriptNotFoundError) as e:
         find_script('benchmark.py')  # offline, not cached: the message lists every fix
-    for fix in ('TIMM_SCRIPTS_DIR', f'--branch {scripts_ref()}', str(cache), 'python -m timm_mrap.training.builtin.train'):
+    for fix in ('TIMM_SCRIPTS_DIR', f'--branch {scripts_ref()}', str(cache),
+                'python -m timm_mrap.training.builtin.train'):
         assert fix in str(e.value)
     with pytest.raises(ScriptNotFoundError, match='does not exist'):
         find_script(str(tmp_path / 'nowhere' / 'train.py'))

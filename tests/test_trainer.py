@@ -272,6 +272,18 @@ def test_classifier_size_mismatch_names_num_classes(digits, tmp_path, capsys):
     assert result['model'] == MODEL and 0 <= result['top1'] <= 100
 
 
+def test_validator_takes_a_hub_folder(digits, tmp_path, capsys):
+    """A Hub folder as --checkpoint: the launcher and the built-in validator read it the same way."""
+    from timm_mrap.checkpoint import save_hub_folder
+    model = timm.create_model(MODEL, num_classes=CLASSES)
+    save_hub_folder(model, tmp_path / 'folder')
+    argv = ['--data-dir', str(digits), '--model', MODEL, '--img-size', '32', '-j', '0', '--device', 'cpu',
+            '--checkpoint', str(tmp_path / 'folder')]
+    result = _validate(argv, capsys)
+    params = sum(p.numel() for p in model.parameters())
+    assert result['model'] == MODEL and result['param_count'] == round(params / 1e6, 2)
+
+
 def test_existing_experiment_is_not_overwritten(digits, tmp_path, capsys):
     run = tmp_path / 'out' / 'run'
     run.mkdir(parents=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Hugging Face Hub front door: export trained weights as a Hub folder (offline), then push it.
+# Hugging Face Hub front door: write trained weights as a Hub folder (offline), then push it.
 #
-#   tools/hub.sh export CHECKPOINT --out DIR [--use-ema] [--label-names FILE|DIR] [--results validate.json] ...
+#   tools/hub.sh prepare CHECKPOINT --out DIR [--use-ema] [--label-names FILE|DIR] [--results validate.json] ...
 #   tools/hub.sh push DIR --repo-id ORG/NAME [--revision BRANCH] [--private] [--create-pr] [--overwrite]
 #   tools/hub.sh cards hf_cards [--check]     rewrite (or check) the per-model cards from the packaged template
 #
@@ -9,9 +9,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 case "${1:-}" in
-    export|push|cards) ;;
+    prepare|export|push|cards) ;;
     -h|--help|'') sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: tools/hub.sh export|push|cards ... (got '$1'; see tools/hub.sh --help)" >&2; exit 2 ;;
+    *) echo "usage: tools/hub.sh prepare|push|cards ... (got '$1'; see tools/hub.sh --help)" >&2; exit 2 ;;
 esac
 py="$("$root/tools/venv.sh" | tail -n 1)"
 exec "$py" -m timm_mrap.hub "$@"

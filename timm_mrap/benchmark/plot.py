@@ -17,7 +17,7 @@ def plot_relative_cost(rows: List[Dict[str, Any]], path: str, dpi: int = 72) -> 
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise ImportError('The benchmark plot needs matplotlib: pip install "timm-mrap[plot]" (or pass --no-plot).') from e
+        raise ImportError('The benchmark plot needs matplotlib: pip install "timm-mrap[plot]" (or --no-plot).') from e
 
     settings = list(dict.fromkeys(setting_name(r) for r in rows))
     variants = list(dict.fromkeys(r['variant'] for r in rows))

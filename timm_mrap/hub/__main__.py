@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     # 'export' is the name this command had before 'prepare'; it still works and says so
     ex = sub.add_parser('prepare', aliases=['export'],
                         help='write a Hub folder (model.safetensors, config.json, README.md); no upload')
-    ex.add_argument('src', help='timm training checkpoint (.pth.tar), .safetensors state dict, Hub folder or reference checkpoint')
+    ex.add_argument('src', help='timm training checkpoint (.pth.tar), .safetensors state dict, Hub folder or '
+                               'reference checkpoint')
     ex.add_argument('--out', required=True, help='folder to write (must not exist or be empty, see --overwrite)')
     ex.add_argument('--model', default=None,
                     help='architecture[.tag], e.g. mobilenetv2_mrap (default: the checkpoint arch)')
@@ -75,7 +76,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         if args.command in ('prepare', 'export'):
             if args.command == 'export':
-                print('note: "python -m timm_mrap.hub export" is now "python -m timm_mrap.hub prepare"', file=sys.stderr)
+                print('note: "python -m timm_mrap.hub export" is now "python -m timm_mrap.hub prepare"',
+                      file=sys.stderr)
             data_config = dict(img_size=args.img_size, crop_pct=args.crop_pct, interpolation=args.interpolation,
                                mean=args.mean and tuple(args.mean), std=args.std and tuple(args.std))
             result = write_hub_folder(

@@ -1,12 +1,12 @@
 """ Model cards: one template for every architecture, its facts, and numbers measured when a Hub folder is prepared
 
-A card is timm's card layout (front matter, Model Details, Model Usage, Model Comparison, Citation). The package
-holds one template (``card_template.md``) and each architecture's facts (``card_facts.py``: description, papers,
-authors' code); ``architecture_card`` fills the facts in, ``render_card`` the ``{{ name }}`` placeholders left for
-the Hub folder writer. Every value there comes from the model written or from a validation results file: params are counted, MACs
-are counted by ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2, convolutions and matrix products
-only), feature shapes come from a forward pass, and accuracy comes only from timm's ``validate.py`` results (JSON or
-CSV). Without results the card says the accuracy is not yet measured.
+A card is timm's card layout (front matter, Model Details, Model Usage, Model Comparison, Citation). The package holds
+one template (``card_template.md``) and each architecture's facts (``card_facts.py``: description, papers, authors'
+code); ``architecture_card`` fills the facts in, ``render_card`` the ``{{ name }}`` placeholders left for the Hub folder
+writer. Every value there comes from the model written or from a validation results file: params are counted, MACs are
+counted by ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2, convolutions and matrix products only),
+feature shapes come from a forward pass, and accuracy comes only from timm's ``validate.py`` results (JSON or CSV).
+Without results the card says the accuracy is not yet measured.
 
 ``hf_cards/<architecture>.md`` in the source tree are the architecture cards written by ``write_cards``
 (``python -m timm_mrap.hub cards hf_cards``); a test keeps them equal to what the package renders.
@@ -225,7 +225,7 @@ def comparison_section(
     for row in compare:
         rows.append(f'| {row["model"]} | {_fmt(row.get("top1"))} | {_fmt(row.get("top5"))} | '
                     f'{_fmt(row.get("param_count"))} | - | {row.get("img_size", "-")} |')
-    table = header + '\n'.join(rows) + '\n\nAccuracy from timm `validate.py` results files; GMACs measured when the folder was prepared.'
+    table = header + '\n'.join(rows) + '\n\nAccuracy from timm `validate.py` results files; GMACs measured at export.'
     return table if results is not None else note + '\n\n' + table
 
 
@@ -238,8 +238,8 @@ def render_card(template: str, values: Mapping[str, Any]) -> str:
     """Fill every placeholder of ``template``; a missing value or a value never used is an error."""
     missing = [name for name in placeholders(template) if name not in values]
     if missing:
-        raise CardError(f'The card template needs values for {missing}; they come from the Hub folder writer (a timm-mrap bug '
-                        f'or a template with an unknown placeholder).')
+        raise CardError(f'The card template needs values for {missing}; they come from the folder writer (a timm-mrap '
+                        f'bug or a template with an unknown placeholder).')
     unused = sorted(set(values) - set(placeholders(template)))
     if unused:
         raise CardError(f'The card template does not use {unused}; every card shows the same measured facts.')

@@ -1,11 +1,11 @@
 """ Upload a Hub folder to the Hugging Face Hub
 
-``push_folder`` checks the folder (``config.json``, ``model.safetensors``, ``README.md``; no pickle), creates the
-repo if needed (``HfApi.create_repo(exist_ok=True)``), refuses to replace a README or weights already there unless
-``overwrite``, and uploads with ``HfApi.upload_folder``. A ``config.json`` written by an older version, with the
-classes repeated in ``model_args``, is first rewritten in timm's shape (``checkpoint.tidy_config``), so transformers loads the
-pushed repo. The token comes from huggingface_hub's usual places (``HF_TOKEN``, ``hf auth login``); it is never
-printed or written here.
+``push_folder`` checks the folder (``config.json``, ``model.safetensors``, ``README.md``; no pickle), creates the repo
+if needed (``HfApi.create_repo(exist_ok=True)``), refuses to replace a README or weights already there unless
+``overwrite``, and uploads with ``HfApi.upload_folder``. A ``config.json`` written by an older version, with the classes
+repeated in ``model_args``, is first rewritten in timm's shape (``checkpoint.tidy_config``), so transformers loads the
+pushed repo. The token comes from huggingface_hub's usual places (``HF_TOKEN``, ``hf auth login``); it is never printed
+or written here.
 """
 import logging
 from pathlib import Path

@@ -117,23 +117,32 @@ create_mobilenetv3 = partial(
 )
 
 
-def _decode_with_attn(
+def _build(
+        variant: str,
+        pretrained: bool,
         arch_def: List[List[str]],
         attn: str,
         pool_types: Optional[Sequence[str]],
         rate: Optional[Sequence[float]],
-        se_from_exp: bool,
+        mrap_impl: Optional[str],
+        create_fn: Callable[..., nn.Module],
+        default_act: str,
+        se_from_exp: bool = False,
         v3_style: bool = False,
-        mrap_impl: Optional[str] = None,
-) -> Tuple[List[List[Dict[str, Any]]], Optional[Callable[..., nn.Module]]]:
-    """Decode ``arch_def`` and put the chosen attention on every block whose string carries an ``_se`` token.
+        skip_all: bool = False,
+        model_args: Optional[Dict[str, Any]] = None,
+        **kwargs,
+) -> nn.Module:
+    """Decode ``arch_def``, put the chosen attention on every block whose string carries an ``_se`` token and build.
 
     The token only marks the block; its ratio is replaced by the attention's own, relative to the channels the
     attention sees. timm's ``EfficientNetBuilder`` divides the ratio by the expansion ratio unless ``se_from_exp`` is
-    set, so it is pre-multiplied there.
+    set, so it is pre-multiplied there. ``norm_layer`` / ``act_layer`` are resolved from ``kwargs`` as timm's own
+    generators do.
 
-    Returns:
-        The decoded block arguments and the layer for the builder's ``se_layer``.
+    Args:
+        skip_all: Give every block the identity skip where shapes allow (the reference V1; timm's ``dsa`` has none).
+        model_args: The architecture's fixed arguments of the model class (``num_features``, ``stem_size``...).
     """
     se_layer, rd_ratio = resolve_attn(attn, pool_types, rate, v3_style=v3_style, mrap_impl=mrap_impl)
     block_args = decode_arch_def(arch_def)
@@ -141,7 +150,18 @@ def _decode_with_attn(
         for ba in stage:
             if ba.get('se_ratio'):
                 ba['se_ratio'] = rd_ratio if se_from_exp else rd_ratio * ba.get('exp_ratio', 1.0)
-    return block_args, se_layer
+            if skip_all:
+                ba['noskip'] = False
+    return create_fn(
+        variant,
+        pretrained,
+        block_args=block_args,
+        se_layer=se_layer,
+        norm_layer=kwargs.pop('norm_layer', None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
+        act_layer=resolve_act_layer(kwargs, default_act),
+        **(model_args or {}),
+        **kwargs,
+    )
 
 
 def gen_mobilenetv1(
@@ -162,20 +182,8 @@ def gen_mobilenetv1(
         ['dsa_r6_k3_s2_c512_se0.25'],
         ['dsa_r2_k3_s2_c1024_se0.25'],
     ]
-    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=False, mrap_impl=mrap_impl)
-    for stage in block_args:
-        for ba in stage:
-            ba['noskip'] = False  # 'dsa' disables the skip; the reference adds one when in == out and stride 1
-    model_kwargs = dict(
-        block_args=block_args,
-        num_features=0,
-        stem_size=32,
-        se_layer=se_layer,
-        norm_layer=kwargs.pop('norm_layer', None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
-        act_layer=resolve_act_layer(kwargs, 'relu'),
-        **kwargs,
-    )
-    return create_fn(variant, pretrained, **model_kwargs)
+    return _build(variant, pretrained, arch_def, attn, pool_types, rate, mrap_impl, create_fn, 'relu', skip_all=True,
+                  model_args=dict(num_features=0, stem_size=32), **kwargs)
 
 
 def gen_mobilenetv2(
@@ -198,17 +206,8 @@ def gen_mobilenetv2(
         ['ir_r3_k3_s2_e6_c160_se0.25'],
         ['ir_r1_k3_s1_e6_c320_se0.25'],
     ]
-    block_args, se_layer = _decode_with_attn(arch_def, attn, pool_types, rate, se_from_exp=False, mrap_impl=mrap_impl)
-    model_kwargs = dict(
-        block_args=block_args,
-        num_features=1280,
-        stem_size=32,
-        se_layer=se_layer,
-        norm_layer=kwargs.pop('norm_layer', None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
-        act_layer=resolve_act_layer(kwargs, 'relu6'),
-        **kwargs,
-    )
-    return create_fn(variant, pretrained, **model_kwargs)
+    return _build(variant, pretrained, arch_def, attn, pool_types, rate, mrap_impl, create_fn, 'relu6',
+                  model_args=dict(num_features=1280, stem_size=32), **kwargs)
 
 
 def gen_mobilenetv3(
@@ -247,20 +246,10 @@ def gen_mobilenetv3(
             ['ir_r3_k5_s2_e6_c160_se0.25'],  # hard-swish
             ['cn_r1_k1_s1_c960'],  # hard-swish
         ]
-    block_args, se_layer = _decode_with_attn(
-        arch_def, attn, pool_types, rate, se_from_exp=True, v3_style=True, mrap_impl=mrap_impl)
-    model_kwargs = dict(
-        block_args=block_args,
-        num_features=num_features,
-        stem_size=16,
-        head_bias=False,
-        se_from_exp=True,
-        se_layer=se_layer,
-        norm_layer=kwargs.pop('norm_layer', None) or partial(nn.BatchNorm2d, **resolve_bn_args(kwargs)),
-        act_layer=resolve_act_layer(kwargs, 'hard_swish'),
-        **kwargs,
-    )
-    return create_fn(variant, pretrained, **model_kwargs)
+    return _build(variant, pretrained, arch_def, attn, pool_types, rate, mrap_impl, create_fn, 'hard_swish',
+                  se_from_exp=True, v3_style=True,
+                  model_args=dict(num_features=num_features, stem_size=16, head_bias=False, se_from_exp=True),
+                  **kwargs)
 
 
 def mobilenet_cfg(url: str = '', **kwargs) -> Dict[str, Any]:

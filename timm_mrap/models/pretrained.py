@@ -26,8 +26,8 @@ _HUB_MISSES = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundErro
 def unpublished_weights_message(model_name: str, hub_id: str, error: BaseException) -> str:
     """What went wrong and what to do, for a Hub miss ``error`` while loading ``model_name`` from ``hub_id``."""
     if isinstance(error, LocalEntryNotFoundError):
-        reason = (f'they are not in the local Hub cache and the Hub could not be asked (offline: HF_HUB_OFFLINE=1, '
-                  f'or no connection); either this tag is not published yet or it was never downloaded here')
+        reason = ('they are not in the local Hub cache and the Hub could not be asked (offline: HF_HUB_OFFLINE=1, '
+                  'or no connection); either this tag is not published yet or it was never downloaded here')
     elif isinstance(error, RepositoryNotFoundError):
         reason = 'the Hub has no such repository: the weights for this tag are not published yet'
     elif isinstance(error, RevisionNotFoundError):
@@ -48,7 +48,7 @@ def unpublished_weights_message(model_name: str, hub_id: str, error: BaseExcepti
         f'({type(error).__name__}). Train them (./train.sh {architecture} DATA_DIR ..., see docs/training.md), '
         f'or convert the authors\' checkpoint '
         f'(python -m timm_mrap.convert CKPT --model {architecture} --out DIR), then load the folder with '
-        f"timm.create_model('local-dir:DIR', pretrained=True) or publish it (python -m timm_mrap.hub export / push). "
+        f"timm.create_model('local-dir:DIR', pretrained=True) or publish it (python -m timm_mrap.hub prepare / push). "
         f'Use pretrained=False for random initialisation.')
 
 

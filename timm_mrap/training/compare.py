@@ -17,7 +17,6 @@ Output folder::
 A run with ``run.json`` is finished and skipped; one with ``last.pth.tar`` is resumed from it (or only validated when
 its last epoch is done), so a rerun of the same command continues a grid after a crash.
 """
-import argparse
 import csv
 import json
 import os
@@ -30,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import CliError, CompareError
+from ..checkpoint import Checkpoint, read_checkpoint
+from ..errors import CheckpointError, CliError, CompareError
 from .cli import _flag_value, _read_config, check_data_dir, model_kwargs_of, split_layer_options
 
 __all__ = [
@@ -231,18 +231,12 @@ def _kwarg_strings(kwargs: Dict[str, Any]) -> List[str]:
 
 # ------------------------------------------------------------------------------------------------------------ runs
 
-def _load_checkpoint(path: Path) -> Dict[str, Any]:
-    import torch
+def _read_run_checkpoint(path: Path) -> Checkpoint:
+    """A checkpoint this grid's trainer wrote into its own run folder."""
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception:
-        # a checkpoint this grid's trainer wrote into its own run folder; timm's train.py may pickle more in `args`
-        try:
-            return torch.load(path, map_location='cpu', weights_only=False)
-        except Exception as e:
-            raise CompareError(f'Could not read {path} ({type(e).__name__}: {e}); delete its run folder '
-                               f'{path.parent} to train that run again.') from e
+        return read_checkpoint(path)
+    except (CheckpointError, FileNotFoundError) as e:
+        raise CompareError(f'{e} Delete its run folder {path.parent} to train that run again.') from e
 
 
 def run_state(run_dir: Path, epochs: int) -> str:
@@ -252,7 +246,7 @@ def run_state(run_dir: Path, epochs: int) -> str:
         return 'done'
     last = run_dir / 'last.pth.tar'
     if last.is_file():
-        return 'trained' if int(_load_checkpoint(last)['epoch']) + 1 >= epochs else 'resume'
+        return 'trained' if (_read_run_checkpoint(last).epoch or 0) + 1 >= epochs else 'resume'
     return 'new'
 
 
@@ -306,10 +300,9 @@ def _validate(plan: Plan, run: Run) -> Dict[str, Any]:
     best_path = run_dir / 'model_best.pth.tar'
     if not best_path.is_file():
         raise CompareError(f'{run_dir} has no model_best.pth.tar; delete the folder to train {run.name} again.')
-    best = _load_checkpoint(best_path)
-    last = _load_checkpoint(run_dir / 'last.pth.tar')
-    train_args = best.get('args')
-    train_args = vars(train_args) if isinstance(train_args, argparse.Namespace) else dict(train_args or {})
+    best = _read_run_checkpoint(best_path)
+    last = _read_run_checkpoint(run_dir / 'last.pth.tar')
+    train_args = best.train_args
     argv = [plan.model, plan.cfg.data_dir, '--checkpoint', str(best_path), '--results-file',
             str(run_dir / 'validate'), '--runner', plan.runner, '--nproc', '1', *_validate_args(train_args)]
     try:
@@ -320,7 +313,7 @@ def _validate(plan: Plan, run: Run) -> Dict[str, Any]:
         raise CompareError(f'Validating {best_path} failed (exit status {rc}; its output is above).')
     params, gmacs = plan.complexity[run.attn]
     return dict(attn=run.attn, seed=run.seed, top1=float(result['top1']), top5=float(result['top5']),
-                epochs=int(last['epoch']) + 1, best_epoch=int(best['epoch']), params=params, gmacs=gmacs,
+                epochs=int(last.epoch) + 1, best_epoch=int(best.epoch), params=params, gmacs=gmacs,
                 run_dir=str(run_dir))
 
 
