@@ -13,7 +13,7 @@ from timm_mrap.training.datasets import (
     write_digits_imagefolder,
 )
 
-SHARED_LISTS = Path(__file__).resolve().parents[2] / 'shared' / 'datasets'
+FIXTURE_LISTS = Path(__file__).resolve().parent / 'fixtures' / 'class_lists'  # copies of the published lists
 
 
 def _png(path: Path, value: int = 0) -> None:
@@ -52,12 +52,11 @@ def test_digits_imagefolder(tmp_path):
         write_digits_imagefolder(str(tmp_path / 'busy'))
 
 
-def test_packaged_class_lists_match_shared():
+def test_packaged_class_lists_match_the_fixtures():
     for name, file in (('rein100', 'rein100_classes.txt'), ('cmc', 'cmc_imagenet100_classes.txt')):
         wnids = read_class_list(name)
         assert len(wnids) == 100 and len(set(wnids)) == 100 and all(w.startswith('n') for w in wnids)
-        if (SHARED_LISTS / file).is_file():
-            assert wnids == (SHARED_LISTS / file).read_text().split()
+        assert wnids == (FIXTURE_LISTS / file).read_text().split()
     assert read_class_list('rein100') != read_class_list('cmc')
     with pytest.raises(DatasetError, match="use one of \\['cmc', 'rein100'\\]"):
         read_class_list('imagenet200')
