@@ -1,4 +1,4 @@
-"""Shared test helpers: the reference fixtures live in ../shared/fixtures/reference (read in place, never copied)."""
+"""Shared test helpers: the reference fixtures live in tests/fixtures/reference (see tests/fixtures/README.md)."""
 import json
 import os
 import shutil
@@ -16,7 +16,8 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = Path(os.environ.get('TIMM_MRAP_FIXTURES', ROOT.parent / 'shared' / 'fixtures' / 'reference'))
+FIXTURES_DIR = ROOT / 'tests' / 'fixtures'
+REFERENCE_DIR = Path(os.environ.get('TIMM_MRAP_FIXTURES', FIXTURES_DIR / 'reference'))
 
 
 def load_fixture(name: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
@@ -24,7 +25,8 @@ def load_fixture(name: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     from safetensors import safe_open
     path = REFERENCE_DIR / f'{name}.safetensors'
     if not path.exists():
-        pytest.fail(f'Reference fixture {path} is missing; the tests expect ../shared beside the project root.')
+        pytest.fail(f'Reference fixture {path} is missing: {REFERENCE_DIR} should hold the slim copies that '
+                    f'tests/fixtures/slim_reference.py writes (set TIMM_MRAP_FIXTURES to read another folder).')
     with safe_open(str(path), 'pt') as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}

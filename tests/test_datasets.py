@@ -1,5 +1,6 @@
 """Data tools: the digits demo set, ImageNet-100 and Stanford Dogs symlink trees (on fake trees of tiny PNGs)."""
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,11 @@ from timm_mrap.training.datasets import (
     write_digits_imagefolder,
 )
 
-SHARED_LISTS = Path(__file__).resolve().parents[2] / 'shared' / 'datasets'
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_LISTS = ROOT / 'tests' / 'fixtures' / 'class_lists'  # copies of the published lists
+# a relative path with at least one folder, naming a text, recipe, Markdown or Python file (URLs are removed first)
+_QUOTED_PATH = re.compile(r'(?<![\w/.-])[\w.-]+(?:/[\w.-]+)+\.(?:txt|yaml|md|py)\b')
+_URL = re.compile(r'[a-z][a-z0-9+.-]*://\S+', re.I)
 
 
 def _png(path: Path, value: int = 0) -> None:
@@ -52,15 +57,27 @@ def test_digits_imagefolder(tmp_path):
         write_digits_imagefolder(str(tmp_path / 'busy'))
 
 
-def test_packaged_class_lists_match_shared():
+def test_packaged_class_lists_match_the_fixtures():
     for name, file in (('rein100', 'rein100_classes.txt'), ('cmc', 'cmc_imagenet100_classes.txt')):
         wnids = read_class_list(name)
         assert len(wnids) == 100 and len(set(wnids)) == 100 and all(w.startswith('n') for w in wnids)
-        if (SHARED_LISTS / file).is_file():
-            assert wnids == (SHARED_LISTS / file).read_text().split()
+        assert wnids == (FIXTURE_LISTS / file).read_text().split()
     assert read_class_list('rein100') != read_class_list('cmc')
     with pytest.raises(DatasetError, match="use one of \\['cmc', 'rein100'\\]"):
         read_class_list('imagenet200')
+
+
+def test_paths_quoted_for_card_readers_exist():
+    """Model cards and the Hub code (tag datasets, card facts, the template) cite files by their source-tree path."""
+    sources = [*sorted((ROOT / 'timm_mrap' / 'hub').glob('*.py')), *sorted((ROOT / 'timm_mrap' / 'hub').glob('*.md')),
+               *sorted((ROOT / 'hf_cards').glob('*.md'))]
+    assert ROOT / 'timm_mrap' / 'hub' / 'card_template.md' in sources
+    quoted = {(src.relative_to(ROOT).as_posix(), path)
+              for src in sources for path in _QUOTED_PATH.findall(_URL.sub('', src.read_text(encoding='utf-8')))}
+    # the rein100 tag's card names its packaged class list (and shows the pattern finds paths at all)
+    assert 'timm_mrap/training/class_lists/rein100_classes.txt' in {path for _, path in quoted}
+    missing = sorted(f'{src}: {path}' for src, path in quoted if not (ROOT / path).is_file())
+    assert not missing, f'paths that are not files in the source tree: {missing}'
 
 
 def test_imagenet100_symlinks(tmp_path):

@@ -248,3 +248,16 @@ def test_default_cfgs_and_released_checkpoint_tag():
     for name in timm.list_pretrained('*_mafc*'):
         assert timm.models.get_pretrained_cfg(name).hf_hub_id == f'timm-mrap/{name}'  # full repo id, one per tag
     assert {n.split('.')[0] for n in timm.list_pretrained('*_mafc*')} == set(MAFC_MODELS)
+
+
+def test_unknown_keyword_is_a_type_error_naming_it():
+    with pytest.raises(TypeError, match="'pool_types'") as e:  # MRAP's argument: MAFC's pools are fixed
+        MAFC(32, pool_types=('avg', 'max'))
+    assert 'rd_ratio' in str(e.value) and 'spatial_kernel_size' in str(e.value)
+    with pytest.raises(TypeError, match="'bogus'"):
+        MAFC(32, bogus=1)
+
+
+def test_se_gate_options_are_accepted_and_ignored():
+    assert MAFC(32, gate_layer='sigmoid', rd_round_fn=round).fc1.out_features == 2
+    assert MAFC(32, rd_divisor=8).fc1.out_features == 2

@@ -1,4 +1,6 @@
 """MRAP against the reference module fixtures, plus the properties timm relies on (script, FX, compile, autocast)."""
+from functools import partial
+
 import pytest
 import torch
 
@@ -150,3 +152,21 @@ def test_compiled_training_has_finite_zero_variance_gradients():
 def test_bad_configuration_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MRAP(64, **kwargs)
+
+
+def test_unknown_keyword_is_a_type_error_naming_it():
+    """A misspelled argument is an error, not silently dropped; the message lists what MRAP takes."""
+    with pytest.raises(TypeError, match="'pool_type'") as e:
+        MRAP(32, pool_type=('avg',))
+    assert 'pool_types' in str(e.value) and 'rate' in str(e.value)
+
+
+def test_se_gate_options_are_accepted_and_ignored():
+    """timm binds gate_layer / rd_divisor / rd_round_fn into SE layers; MRAP takes them so it drops in there."""
+    m = MRAP(32, gate_layer='sigmoid')
+    assert m.fc1.out_features == 2
+    assert MRAP(32, gate_layer='hard_sigmoid', rd_divisor=8, rd_round_fn=round).fc1.out_features == 2
+    # MobileNetV3's binding of its SE layer, through the builder's probe (which reads a TypeError as "no rd_ratio")
+    from timm.models._efficientnet_builder import EfficientNetBuilder
+    se_layer = partial(MRAP, gate_layer='hard_sigmoid', force_act_layer=torch.nn.ReLU, rd_round_fn=round)
+    assert EfficientNetBuilder(se_layer=se_layer).se_has_ratio

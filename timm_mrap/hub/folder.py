@@ -41,7 +41,7 @@ DATA_CONFIG_KEYS = ('input_size', 'img_size', 'in_chans', 'crop_pct', 'crop_mode
 # what a tag says about the data, for tags whose dataset is fixed (others need --dataset)
 KNOWN_TAG_DATASETS = {
     'rein100': ("ReIN100: the authors' 100-class subset of ImageNet-1k (full ImageNet-1k train / val images of the "
-                'classes in datasets/rein100_classes.txt)', 'imagenet-1k'),
+                'classes in timm_mrap/training/class_lists/rein100_classes.txt)', 'imagenet-1k'),
     'in100': ('ImageNet-100 (the CMC 100-class subset of ImageNet-1k)', 'imagenet-1k'),
     'in1k': ('ImageNet-1k', 'imagenet-1k'),
 }

@@ -14,7 +14,7 @@ from torch import nn
 
 from timm.layers import get_act_layer, register_notrace_module
 
-from .mrap import pool_statistic
+from .mrap import check_layer_kwargs, pool_statistic
 
 __all__ = ['MAFC']
 
@@ -43,8 +43,13 @@ class MAFC(nn.Module):
             spatial_kernel_size: Kernel of the spatial conv.
             act_layer: Perceptron activation (ReLU in the paper).
             force_act_layer: Overrides ``act_layer``; timm's builder passes the block's activation as ``act_layer``.
-            **kwargs: Ignored; accepted so MAFC plugs in where timm passes SE-specific options.
+            **kwargs: Only the SE-gate options timm binds into an ``se_layer`` (``gate_layer``, ``rd_divisor``,
+                ``rd_round_fn``; see ``timm_mrap.layers.mrap.SE_ONLY_ARGS``), which MAFC accepts and ignores.
+
+        Raises:
+            TypeError: Any other keyword argument.
         """
+        check_layer_kwargs(type(self), kwargs)
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         rd_channels = rd_channels or max(1, int(channels * rd_ratio))

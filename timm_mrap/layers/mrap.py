@@ -20,8 +20,10 @@ implementations in ``mrap_fused`` (eager ops, one hand-written backward) and ``m
 ``timm_mrap.layers.config`` for how one is chosen. All of them share ``MRAP.weights_from_statistics``, the small
 per-sample part (top-n, perceptron, spatial conv).
 """
+import difflib
+import inspect
 import math
-from typing import List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +34,35 @@ from timm.layers import get_act_layer, register_notrace_module
 from .config import check_mrap_impl, get_mrap_impl
 from .mrap_fused import mrap_fused
 
-__all__ = ['MRAP', 'POOL_TYPES', 'split_top_n', 'interleave', 'pool_statistic', 'interleave_index']
+__all__ = [
+    'MRAP', 'POOL_TYPES', 'SE_ONLY_ARGS', 'check_layer_kwargs', 'split_top_n', 'interleave', 'pool_statistic',
+    'interleave_index',
+]
 
 POOL_TYPES = ('avg', 'std', 'max')
 _DEFAULT_RATES = {2: (0.5, 0.5), 3: (0.3, 0.5, 0.2)}
+# Options of timm's SE gates that its models bind into an ``se_layer`` / ``attn_layer`` (e.g. MobileNetV3's
+# ``partial(SqueezeExcite, gate_layer='hard_sigmoid', rd_round_fn=...)``, ``attn_kwargs=dict(rd_divisor=8)``).
+# MRAP and MAFC have no such gate or rounding, so they accept these and ignore them.
+SE_ONLY_ARGS = ('gate_layer', 'rd_divisor', 'rd_round_fn')
+
+
+def check_layer_kwargs(layer: type, kwargs: Dict[str, Any]) -> None:
+    """Raise ``TypeError`` if ``kwargs`` (the ``**kwargs`` of ``layer.__init__``) holds more than ``SE_ONLY_ARGS``.
+
+    The message names the unknown arguments, a close accepted name where there is one, and every accepted argument.
+    """
+    unknown = [k for k in kwargs if k not in SE_ONLY_ARGS]
+    if not unknown:
+        return
+    accepted = [
+        n for n, p in inspect.signature(layer.__init__).parameters.items()
+        if n != 'self' and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    hints = [f'{k!r} (did you mean {m[0]!r}?)' if (m := difflib.get_close_matches(k, accepted, n=1)) else repr(k)
+             for k in unknown]
+    raise TypeError(
+        f'{layer.__name__} got unexpected keyword argument(s) {", ".join(hints)}; it accepts '
+        f'{", ".join(accepted)}, and ignores the SE-gate options {", ".join(SE_ONLY_ARGS)}.')
 
 
 def split_top_n(channels: int, rate: Sequence[float]) -> List[int]:
@@ -169,8 +196,14 @@ class MRAP(nn.Module):
             force_act_layer: Overrides ``act_layer``; timm's builder passes the block's activation as ``act_layer``.
             impl: ``'auto'``, ``'reference'``, ``'fused'`` or ``'triton'`` (see ``timm_mrap.layers.config``);
                 None takes ``get_mrap_impl()`` (``TIMM_MRAP_IMPL``, default ``'auto'``).
-            **kwargs: Ignored; accepted so MRAP plugs in where timm passes SE-specific options (e.g. ``gate_layer``).
+            **kwargs: Only the SE-gate options timm binds into an ``se_layer`` (``gate_layer``, ``rd_divisor``,
+                ``rd_round_fn``; see ``SE_ONLY_ARGS``), which MRAP accepts and ignores.
+
+        Raises:
+            TypeError: Any other keyword argument (e.g. a misspelled ``pool_type=``).
+            ValueError: Bad ``pool_types`` / ``rate``.
         """
+        check_layer_kwargs(type(self), kwargs)
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
         pool_types = tuple(pool_types)
