@@ -120,6 +120,21 @@ def test_prepare_training_checkpoint_loads_back_identically(training_run, ema_fo
     assert 'EMA weights (state_dict_ema)' in card
 
 
+def test_prepare_from_a_hub_folder(ema_folder, tmp_path):
+    """A Hub folder is a source too: architecture, model arguments and data config come from its config.json."""
+    out = tmp_path / 'again'
+    result = write_hub_folder(ema_folder.out_dir, out, tag='digits', repo_id='someone/mobilenetv2_mrap.digits',
+                              dataset='digits', label_names=['zero', 'one', 'two'])
+    assert (out / 'model.safetensors').read_bytes() != b'' and result.model.num_classes == 3
+    first, again = (json.loads((d / 'config.json').read_text()) for d in (ema_folder.out_dir, out))
+    assert again['model_args'] == first['model_args'] and again['pretrained_cfg'] == first['pretrained_cfg']
+    with torch.no_grad():
+        x = _inputs()
+        assert torch.equal(timm.create_model(f'local-dir:{out}', pretrained=True).eval()(x),
+                           timm.create_model(f'local-dir:{ema_folder.out_dir}', pretrained=True).eval()(x))
+    assert 'Hub folder `' in (out / 'README.md').read_text()
+
+
 def test_prepare_raw_weights(training_run, tmp_path):
     out = tmp_path / 'raw'
     _prepare_digits(training_run, out, use_ema=False)

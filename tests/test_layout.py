@@ -155,3 +155,24 @@ def test_norm_layer_argument(name):
     model = timm.create_model(name, num_classes=3, norm_layer=partial(nn.BatchNorm2d, eps=1e-3))
     assert model.bn1.eps == 1e-3 and all(m.eps == 1e-3 for m in model.modules() if isinstance(m, nn.BatchNorm2d)
                                          and m.num_features > 1)
+
+
+def test_names_quoted_in_docstrings_exist():
+    """Every ``timm_mrap.x.y`` a docstring or comment names can be imported (a moved name leaves no stale pointer)."""
+    import importlib
+    import re
+    stale = []
+    for path in sorted(PACKAGE.rglob('*.py')):
+        for ref in sorted(set(re.findall(r'`(timm_mrap(?:\.\w+)+)`', path.read_text()))):
+            parts = ref.split('.')
+            for i in range(len(parts), 0, -1):  # the longest importable module, then attributes
+                try:
+                    obj = importlib.import_module('.'.join(parts[:i]))
+                    break
+                except ImportError:
+                    continue
+            for name in parts[i:]:
+                obj = getattr(obj, name, None)
+            if obj is None:
+                stale.append(f'{path.relative_to(PACKAGE.parent)}: {ref}')
+    assert not stale, 'names that do not exist:\n' + '\n'.join(stale)

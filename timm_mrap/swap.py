@@ -107,6 +107,7 @@ def swap_attention(model: nn.Module, attn: str = 'mrap', **attn_kwargs) -> nn.Mo
 
     Raises:
         ValueError: An unknown ``attn`` or bad MRAP arguments, or a model with no attention module to swap.
+        TypeError: An argument the attention layer does not take (the message lists those it does).
     """
     kwargs = dict(attn_kwargs)
     layer, rd_ratio = resolve_attn(attn, kwargs.pop('pool_types', None), kwargs.pop('rate', None))

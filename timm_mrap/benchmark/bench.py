@@ -7,9 +7,9 @@ the median over repeats with the inter-quartile range and min / max.
 
 Runtimes: ``eager`` PyTorch, ``compile`` (``torch.compile``), ``onnxruntime`` (the export users get by default,
 ``timm_mrap.deploy.export_onnx``: dynamo, dynamic batch and size, run by onnxruntime's CPU provider; fp32 inference
-only) and ``executorch`` (the ``.pte`` program of ``timm_mrap.deploy.export_executorch``, XNNPACK delegate, run by
-ExecuTorch's runtime; fp32 or ``int8`` inference, int8 calibrated on random inputs, which sets the scales but not the
-speed). Precisions: ``fp32``, ``bf16`` / ``fp16`` autocast (the ``--amp`` paths of timm's scripts) and ``int8``
+only) and ``executorch`` (the ``.pte`` program of ``timm_mrap.deploy.executorch.export_executorch``, XNNPACK delegate,
+run by ExecuTorch's runtime; fp32 or ``int8`` inference, int8 calibrated on random inputs, which sets the scales but not
+the speed). Precisions: ``fp32``, ``bf16`` / ``fp16`` autocast (the ``--amp`` paths of timm's scripts) and ``int8``
 (ExecuTorch only).
 
 MACs come from ``torch.utils.flop_counter.FlopCounterMode`` at batch 1 (MACs = FLOPs / 2). That counter sees

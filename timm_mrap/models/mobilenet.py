@@ -121,16 +121,16 @@ def _build(
         variant: str,
         pretrained: bool,
         arch_def: List[List[str]],
-        attn: str,
-        pool_types: Optional[Sequence[str]],
-        rate: Optional[Sequence[float]],
-        mrap_impl: Optional[str],
         create_fn: Callable[..., nn.Module],
         default_act: str,
         se_from_exp: bool = False,
         v3_style: bool = False,
         skip_all: bool = False,
         model_args: Optional[Dict[str, Any]] = None,
+        attn: str = 'mrap',
+        pool_types: Optional[Sequence[str]] = None,
+        rate: Optional[Sequence[float]] = None,
+        mrap_impl: Optional[str] = None,
         **kwargs,
 ) -> nn.Module:
     """Decode ``arch_def``, put the chosen attention on every block whose string carries an ``_se`` token and build.
@@ -143,6 +143,11 @@ def _build(
     Args:
         skip_all: Give every block the identity skip where shapes allow (the reference V1; timm's ``dsa`` has none).
         model_args: The architecture's fixed arguments of the model class (``num_features``, ``stem_size``...).
+        attn: One of ``ATTN_CHOICES`` (``timm_mrap.layers.resolve_attn``).
+        pool_types: MRAP's statistics (``attn='mrap'`` only).
+        rate: MRAP's top-n shares (``attn='mrap'`` only).
+        mrap_impl: MRAP's implementation (a runtime choice; never recorded in ``config.json``).
+        **kwargs: timm's model arguments (``num_classes``, ``drop_rate``, ``norm_layer``, ``features_only``...).
     """
     se_layer, rd_ratio = resolve_attn(attn, pool_types, rate, v3_style=v3_style, mrap_impl=mrap_impl)
     block_args = decode_arch_def(arch_def)
@@ -167,14 +172,13 @@ def _build(
 def gen_mobilenetv1(
         variant: str,
         pretrained: bool = False,
-        attn: str = 'mrap',
-        pool_types: Optional[Sequence[str]] = None,
-        rate: Optional[Sequence[float]] = None,
-        mrap_impl: Optional[str] = None,
         create_fn: Callable[..., nn.Module] = create_efficientnet,
         **kwargs,
 ) -> EfficientNet:
-    """MobileNetV1 of the reference: ReLU, attention in all 13 units, identity skip where shapes allow, no head."""
+    """MobileNetV1 of the reference: ReLU, attention in all 13 units, identity skip where shapes allow, no head.
+
+    ``kwargs``: ``attn``, ``pool_types``, ``rate``, ``mrap_impl`` and timm's model arguments (see ``_build``).
+    """
     arch_def = [
         ['dsa_r1_k3_s1_c64_se0.25'],
         ['dsa_r2_k3_s2_c128_se0.25'],
@@ -182,17 +186,13 @@ def gen_mobilenetv1(
         ['dsa_r6_k3_s2_c512_se0.25'],
         ['dsa_r2_k3_s2_c1024_se0.25'],
     ]
-    return _build(variant, pretrained, arch_def, attn, pool_types, rate, mrap_impl, create_fn, 'relu', skip_all=True,
+    return _build(variant, pretrained, arch_def, create_fn, 'relu', skip_all=True,
                   model_args=dict(num_features=0, stem_size=32), **kwargs)
 
 
 def gen_mobilenetv2(
         variant: str,
         pretrained: bool = False,
-        attn: str = 'mrap',
-        pool_types: Optional[Sequence[str]] = None,
-        rate: Optional[Sequence[float]] = None,
-        mrap_impl: Optional[str] = None,
         create_fn: Callable[..., nn.Module] = create_efficientnet,
         **kwargs,
 ) -> EfficientNet:
@@ -206,17 +206,13 @@ def gen_mobilenetv2(
         ['ir_r3_k3_s2_e6_c160_se0.25'],
         ['ir_r1_k3_s1_e6_c320_se0.25'],
     ]
-    return _build(variant, pretrained, arch_def, attn, pool_types, rate, mrap_impl, create_fn, 'relu6',
+    return _build(variant, pretrained, arch_def, create_fn, 'relu6',
                   model_args=dict(num_features=1280, stem_size=32), **kwargs)
 
 
 def gen_mobilenetv3(
         variant: str,
         pretrained: bool = False,
-        attn: str = 'mrap',
-        pool_types: Optional[Sequence[str]] = None,
-        rate: Optional[Sequence[float]] = None,
-        mrap_impl: Optional[str] = None,
         create_fn: Callable[..., nn.Module] = create_mobilenetv3,
         **kwargs,
 ) -> MobileNetV3:
@@ -246,8 +242,7 @@ def gen_mobilenetv3(
             ['ir_r3_k5_s2_e6_c160_se0.25'],  # hard-swish
             ['cn_r1_k1_s1_c960'],  # hard-swish
         ]
-    return _build(variant, pretrained, arch_def, attn, pool_types, rate, mrap_impl, create_fn, 'hard_swish',
-                  se_from_exp=True, v3_style=True,
+    return _build(variant, pretrained, arch_def, create_fn, 'hard_swish', se_from_exp=True, v3_style=True,
                   model_args=dict(num_features=num_features, stem_size=16, head_bias=False, se_from_exp=True),
                   **kwargs)
 
