@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 import timm
-
 from timm.models import save_for_hf
 
 from .errors import CheckpointError
