@@ -150,7 +150,7 @@ def small_data(tmp_path) -> Path:
 @pytest.mark.parametrize('change, message', [
     (dict(attns=['none', 'sse']), r"Unknown attention \['sse'\]; choose from mrap mafc se eca cbam none"),
     (dict(attns=['se', 'se']), 'each attention once'),
-    (dict(data_dir='missing'), 'Data folder missing does not exist'),
+    (dict(data_dir='missing'), 'data folder missing does not exist'),
     (dict(model='resnet18'), r"resnet18 with attn='none'.*takes a model with attn= choices"),
     (dict(model=None), 'Pass --model'),
     (dict(recipe='nope'), 'No recipe'),

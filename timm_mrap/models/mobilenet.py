@@ -40,6 +40,7 @@ class ArchArgsMixin:
     timm stores every ``create_model`` argument in ``model._model_args``; ``save_for_hf`` / ``push_to_hf_hub`` write
     them to ``config.json`` and every later load passes them back.
     """
+    __jit_unused_properties__ = ['_model_args']  # TorchScript compiles a module's properties unless told not to
 
     @property
     def _model_args(self) -> Dict[str, Any]:
