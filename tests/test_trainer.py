@@ -215,6 +215,22 @@ def test_missing_data_folder_is_a_clear_error_not_a_traceback(tmp_path):
     assert 'Traceback' not in proc.stderr
 
 
+def test_tar_archive_is_read_by_timm_not_checked_as_a_folder(tmp_path):
+    """A .tar of class folders (timm's ImageTar) passes the folder checks of both runners untouched."""
+    import tarfile
+    from PIL import Image
+    from timm_mrap.training.input_checks import check_data_dir, create_checked_dataset
+    for name in ('a', 'b'):
+        (tmp_path / 'src' / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new('RGB', (8, 8)).save(tmp_path / 'src' / name / f'{i}.png')
+    with tarfile.open(tmp_path / 'data.tar', 'w') as tar:
+        for name in ('a', 'b'):
+            tar.add(tmp_path / 'src' / name, arcname=name)
+    assert len(create_checked_dataset('', str(tmp_path / 'data.tar'), 'train', '--train-split')) == 6
+    assert check_data_dir(str(tmp_path / 'data.tar'), [('train', '--train-split')]) == []
+
+
 def test_empty_data_folder(tmp_path, capsys):
     (tmp_path / 'train' / 'a').mkdir(parents=True)
     (tmp_path / 'validation' / 'a').mkdir(parents=True)

@@ -76,15 +76,21 @@ def check_split_folder(root: Optional[str], split: str, split_flag: str) -> Path
     return folder
 
 
+def _is_image_folder(dataset: Optional[str], root: Optional[str]) -> bool:
+    """Whether timm reads ``root`` as an ImageFolder (not a tar archive, nor a ``torch/``, ``hfds/``... data set)."""
+    return (not dataset or dataset.startswith('folder')) and not (root and os.path.isfile(root))
+
+
 def check_data_dir(data_dir: str, splits: Sequence[Tuple[str, str]], dataset: Optional[str] = None) -> List[str]:
     """Check an ImageFolder data set before a runner reads it; the class folders of the first split.
 
     Args:
         data_dir: The data folder.
         splits: ``(split, flag)`` pairs, e.g. ``[('train', '--train-split'), ('validation', '--val-split')]``.
-        dataset: timm's ``--dataset``; other kinds than image folders (``torch/``, ``hfds/``...) are timm's to check.
+        dataset: timm's ``--dataset``; other kinds than image folders (``torch/``, ``hfds/``, tar archives...) are
+            timm's to check.
     """
-    if dataset and not dataset.startswith('folder'):
+    if not _is_image_folder(dataset, data_dir):
         return []
     return [_class_folders(check_split_folder(data_dir, split, flag)) for split, flag in splits][0]
 
@@ -105,10 +111,10 @@ def create_checked_dataset(
         split_flag: The flag that sets ``split`` (named in errors).
         **kwargs: Passed to ``create_dataset``.
     """
-    if not name or name.startswith('folder'):
-        check_split_folder(root, split, split_flag)
-    elif not root and not name.startswith(('torch/', 'hfds/', 'hfids/', 'tfds/', 'wds/')):
+    if not root:
         raise InputError(f'no data folder given: pass --data-dir DIR (expected {_DATA_LAYOUT}).')
+    if _is_image_folder(name, root):
+        check_split_folder(root, split, split_flag)
     try:
         return create_dataset(name, root=root, split=split, **kwargs)
     except RuntimeError as e:
