@@ -209,14 +209,14 @@ def model_from_checkpoint(
         model_name: Registered model name (a Hub folder names its own architecture).
         path: Checkpoint file or Hub folder.
         num_classes: ``--num-classes``; None takes the checkpoint classifier's.
-        use_ema: Take a training checkpoint's EMA weights.
+        use_ema: Take a training checkpoint's EMA weights when it has them (timm's ``--use-ema``).
         flag: The flag that named ``path`` (in errors).
         **model_kwargs: Further ``create_model`` arguments (``attn``, ``in_chans``, ...).
 
     Returns:
         The model (in train mode, as ``create_model`` makes it) and the checkpoint it was loaded from.
     """
-    checkpoint = load_checked_state_dict(path, use_ema=use_ema, flag=flag)
+    checkpoint = load_checked_state_dict(path, prefer_ema=use_ema, flag=flag)
     if checkpoint.kind == 'hub-folder':
         return create_checked_model(f'local-dir:{path}', pretrained=True, num_classes=num_classes), checkpoint
     if checkpoint.is_reference:
