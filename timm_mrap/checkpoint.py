@@ -229,37 +229,56 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> FitRe
     )
 
 
+def _classifier_name(model_name: str) -> str:
+    """The classifier module of a registered model (``'classifier'`` for names timm has no config for yet)."""
+    try:
+        return timm.models.get_pretrained_cfg_value(model_name.split('.')[0], 'classifier') or 'classifier'
+    except RuntimeError:  # local-dir: / hf-hub: names
+        return 'classifier'
+
+
 def load_model(
         model_name: str,
-        checkpoint: Optional[PathLike] = None,
+        checkpoint: Optional[Union[PathLike, Checkpoint]] = None,
         pretrained: bool = False,
         num_classes: Optional[int] = None,
+        use_ema: bool = True,
+        source: Optional[str] = None,
         **model_kwargs,
 ) -> nn.Module:
     """Create a registered model (or ``local-dir:`` / ``hf-hub:`` name) and optionally load a timm checkpoint.
 
+    The one create-and-load path of the package: deployment, the built-in validator, ``validate.sh`` and Hub folders
+    all load weights through it.
+
     Args:
         model_name: Registered timm name (``mobilenetv2_mrap``) or a ``local-dir:PATH`` / ``hf-hub:ID`` name.
-        checkpoint: A timm checkpoint (``.pth.tar`` from train.py, ``.pth`` / ``.safetensors`` state dict), loaded
-            strictly, its EMA weights when it has them (as timm's ``load_checkpoint``). Reference checkpoints need
-            ``timm_mrap.convert`` first.
+        checkpoint: A timm checkpoint (``.pth.tar`` from train.py, ``.pth`` / ``.safetensors`` state dict) or one
+            already read, loaded strictly. Reference checkpoints need ``timm_mrap.convert`` first.
         pretrained: Load the name's pretrained weights (``local-dir:`` folders need it).
-        num_classes: Classifier size; with a checkpoint and None, the checkpoint classifier's.
+        num_classes: Classifier size; with a checkpoint and None, the checkpoint classifier's (an error if both are
+            given and differ).
+        use_ema: Take the EMA weights of a checkpoint file when it has them (as timm's ``load_checkpoint``).
+        source: How errors name the checkpoint (default ``Checkpoint PATH``), e.g. ``--checkpoint PATH``.
         **model_kwargs: Further ``timm.create_model`` arguments (``attn``, ``pool_types``, ...).
 
     Returns:
         The model in eval mode.
     """
-    ckpt = read_checkpoint(checkpoint, prefer_ema=True) if checkpoint is not None else None
-    if ckpt is not None and num_classes is None:
-        num_classes = classifier_classes(ckpt.state_dict)
+    ckpt = checkpoint
+    if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+        ckpt = read_checkpoint(checkpoint, prefer_ema=use_ema)
+    if ckpt is not None:
+        source = source or f'Checkpoint {ckpt.path}'
+        found = classifier_classes(ckpt.state_dict, _classifier_name(model_name))
+        num_classes = checkpoint_num_classes(num_classes, found, source, model_name)
     if num_classes is not None:
         model_kwargs['num_classes'] = num_classes
     model = timm.create_model(model_name, pretrained=pretrained, **model_kwargs)
     if ckpt is not None:
         report = check_fit(model, ckpt.state_dict)
         if not report.fits:
-            raise CheckpointError(report.message(f'Checkpoint {checkpoint}', model_name, ckpt.arch))
+            raise CheckpointError(report.message(source, model_name, ckpt.arch))
         model.load_state_dict(ckpt.state_dict)
     return model.eval()
 

@@ -19,12 +19,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
-import timm
 from timm.models import get_pretrained_cfg, is_model
 from timm.models._hub import load_model_config_from_path
 
-from ..checkpoint import Checkpoint, check_fit, checkpoint_num_classes, classifier_classes, read_checkpoint, \
-    reraise_as, save_hub_folder
+from ..checkpoint import Checkpoint, classifier_classes, load_model, read_checkpoint, reraise_as, save_hub_folder
 from ..errors import CardError, HubFolderError
 from ..models.mobilenet import RUNTIME_ARGS
 from .cards import ModelStats, card_source, card_values, measure_model, read_results, render_card
@@ -128,16 +126,6 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
                                   f'{foreign[:5]}; choose another --out.')
 
 
-def _build_timm_model(architecture: str, checkpoint: Checkpoint, num_classes: int, model_kwargs: Dict) -> nn.Module:
-    model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_kwargs)
-    report = check_fit(model, checkpoint.state_dict)
-    if not report.fits:
-        source = f'{checkpoint.path}' + (f' (built with {model_kwargs})' if model_kwargs else '')
-        raise HubFolderError(report.message(source, architecture, checkpoint.arch))
-    model.load_state_dict(checkpoint.state_dict)
-    return model
-
-
 def write_hub_folder(
         src: Union[str, Path],
         out_dir: Union[str, Path],
@@ -238,12 +226,11 @@ def write_hub_folder(
         data_args = {'mean': model.pretrained_cfg['mean'], 'std': model.pretrained_cfg['std'], **data_args}
     else:
         classifier = get_pretrained_cfg(architecture).classifier or 'classifier'
-        with reraise_as(HubFolderError):
-            found = classifier_classes(checkpoint.state_dict, classifier)
-            classes = checkpoint_num_classes(num_classes, found, f'{src}', architecture)
-        if classes is None:
+        if num_classes is None and classifier_classes(checkpoint.state_dict, classifier) is None:
             raise HubFolderError(f'{src} has no {classifier}.weight to infer the classes from; pass --num-classes.')
-        model = _build_timm_model(architecture, checkpoint, classes, kwargs)
+        source = f'{src}' + (f' (built with {kwargs})' if kwargs else '')
+        with reraise_as(HubFolderError):
+            model = load_model(architecture, checkpoint, num_classes=num_classes, source=source, **kwargs)
     model.eval()
     if label_names is not None and len(label_names) != model.num_classes:
         raise HubFolderError(f'{len(label_names)} label names for {model.num_classes} classes; pass the class list the '

@@ -19,8 +19,7 @@ import torch.nn as nn
 import timm
 from timm.data import create_dataset
 
-from ..checkpoint import Checkpoint, check_fit, checkpoint_num_classes, classifier_classes, read_checkpoint, \
-    reraise_as
+from ..checkpoint import Checkpoint, check_fit, load_model, read_checkpoint, reraise_as
 from ..errors import ConversionError, InputError
 
 __all__ = [
@@ -227,22 +226,22 @@ def model_from_checkpoint(
             return convert_checkpoint(path, model_name, num_classes=num_classes, **user_kwargs).train(), checkpoint
         except ConversionError as e:
             raise InputError(f'{flag} {path} (a reference checkpoint) does not convert to {model_name}: {e}') from e
-    probe = create_checked_model(model_name, pretrained=False, **model_kwargs)
-    classifier = probe.pretrained_cfg.get('classifier') or 'classifier'
+    _check_model_name(model_name)
     with reraise_as(InputError):
-        classes = checkpoint_num_classes(num_classes, classifier_classes(checkpoint.state_dict, classifier),
-                                         source=f'{flag} {path}', model_name=model_name)
-    model = create_checked_model(model_name, pretrained=False, num_classes=classes, **model_kwargs)
-    check_state_dict_fits(model, checkpoint, model_name, flag)
-    model.load_state_dict(checkpoint.state_dict)
-    return model, checkpoint
+        model = load_model(model_name, checkpoint, num_classes=num_classes, source=f'{flag} {path}', **model_kwargs)
+    return model.train(), checkpoint
+
+
+def _check_model_name(model_name: str) -> None:
+    """A clear error for an unknown model name."""
+    if not timm.is_model(model_name) and ':' not in model_name:
+        mrap = ', '.join(timm.list_models('*mrap*') + timm.list_models('*mafc*'))
+        raise InputError(f'unknown --model {model_name!r}: pass a timm model name (timm-mrap registers {mrap}).')
 
 
 def create_checked_model(model_name: str, **kwargs) -> nn.Module:
     """``timm.create_model`` with a clear error for an unknown model name."""
-    if not timm.is_model(model_name) and ':' not in model_name:
-        mrap = ', '.join(timm.list_models('*mrap*') + timm.list_models('*mafc*'))
-        raise InputError(f'unknown --model {model_name!r}: pass a timm model name (timm-mrap registers {mrap}).')
+    _check_model_name(model_name)
     return timm.create_model(model_name, **kwargs)
 
 
