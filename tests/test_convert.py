@@ -7,7 +7,7 @@ import torch
 import timm
 from timm_mrap import MRAP
 from timm_mrap.convert import ConversionError, convert_checkpoint, fold_data_bn, load_reference_state_dict, main
-from timm_mrap.layers.config import get_mrap_impl
+from timm_mrap.layers import config as mrap_config
 
 from conftest import fixture_state_dict, load_fixture
 
@@ -55,14 +55,15 @@ def test_converted_checkpoint_reproduces_reference_logits(reference_network, lay
 
 
 @pytest.mark.parametrize('impl', ['reference', 'fused', 'triton'])
-def test_every_mrap_impl_reproduces_reference_logits(reference_network, impl, tmp_path):
+def test_every_mrap_impl_reproduces_reference_logits(reference_network, impl, tmp_path, monkeypatch):
     """The fused path and the reference ops on every network; Triton (through its interpreter on CPU, slow) on V3."""
     name, t, _ = reference_network
     if impl == 'triton' and name != 'mobilenetv3_mrap' and not torch.cuda.is_available():
         pytest.skip('the Triton interpreter takes about 20 s per V1 / V2 network; V3 covers its kernels')
     torch.save(fixture_state_dict(t), tmp_path / 'ref.pth')
     convert_checkpoint(str(tmp_path / 'ref.pth'), name, str(tmp_path / 'converted'))
-    model = timm.create_model(f'local-dir:{tmp_path / "converted"}', pretrained=True, mrap_impl=impl).eval()
+    monkeypatch.setattr(mrap_config, '_MRAP_IMPL', impl)  # the switch: TIMM_MRAP_IMPL / set_mrap_impl
+    model = timm.create_model(f'local-dir:{tmp_path / "converted"}', pretrained=True).eval()
     assert {m.impl for m in model.modules() if isinstance(m, MRAP)} == {impl}
     cfg = model.pretrained_cfg
     mean, std = torch.tensor(cfg['mean']).view(1, 3, 1, 1), torch.tensor(cfg['std']).view(1, 3, 1, 1)
@@ -120,13 +121,11 @@ def test_cli_writes_folder_and_refuses_to_overwrite(v2_checkpoint, tmp_path, cap
     main([str(v2_checkpoint), '--model', 'mobilenetv2_mrap', '--out', str(out), '--overwrite'])
 
 
-def test_runtime_choice_never_reaches_the_config(v2_checkpoint, tmp_path):
-    """Converted with mrap_impl='triton' (how the kernels run, not what they compute): the config loads anywhere."""
-    out = tmp_path / 'converted'
-    convert_checkpoint(str(v2_checkpoint), 'mobilenetv2_mrap', str(out), mrap_impl='triton')
-    assert 'model_args' not in json.loads((out / 'config.json').read_text())
-    model = timm.create_model(f'local-dir:{out}', pretrained=True)
-    assert {m.impl for m in model.modules() if isinstance(m, MRAP)} == {get_mrap_impl()}
+def test_implementation_is_not_a_conversion_argument(v2_checkpoint, tmp_path):
+    """How the kernels run is the switch's, not the weights': passing it as a model argument names the switch."""
+    with pytest.raises(TypeError, match='switch.*set_mrap_impl.*TIMM_MRAP_IMPL'):
+        convert_checkpoint(str(v2_checkpoint), 'mobilenetv2_mrap', str(tmp_path / 'converted'), mrap_impl='triton')
+    assert not (tmp_path / 'converted' / 'model.safetensors').exists()
 
 
 def test_num_classes_is_inferred_and_checked(v2_checkpoint):

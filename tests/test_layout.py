@@ -130,21 +130,24 @@ def test_import_timm_mrap_loads_no_hub_export_or_benchmark_code():
     assert 'timm_mrap.models.mobilenet_mrap' in loaded and not heavy, heavy
 
 
-def test_runtime_choice_never_reaches_config_json(tmp_path):
-    """mrap_impl picks kernels, not weights: timm's own save_for_hf leaves it out, so the folder loads anywhere."""
+def test_config_json_holds_architecture_arguments_only(tmp_path, monkeypatch):
+    """MRAP's implementation is a switch, not a model argument: timm's own save_for_hf writes what the model was built
+    with, and a folder written under one implementation loads under another."""
     from timm.models import save_for_hf
+    from timm_mrap.layers import config as mrap_config
+    monkeypatch.setattr(mrap_config, '_MRAP_IMPL', 'triton')
     for name in ('mobilenetv2_mrap', 'mobilenetv3_mrap', 'mobilenetv1_mafc'):
-        kwargs = {'mrap_impl': 'triton'} if 'mrap' in name else {}
-        model = timm.create_model(name, num_classes=3, pool_types=('avg', 'std', 'max'), **kwargs) if 'v2' in name \
-            else timm.create_model(name, num_classes=3, **kwargs)
+        kwargs = {'pool_types': ('avg', 'std', 'max')} if 'v2' in name else {}
+        model = timm.create_model(name, num_classes=3, **kwargs)
+        assert isinstance(model, (timm.models.EfficientNet, timm.models.MobileNetV3))
         save_for_hf(model, str(tmp_path / name))
         config = json.loads((tmp_path / name / 'config.json').read_text())
-        assert 'mrap_impl' not in config.get('model_args', {}), config
-        if 'v2' in name:  # architecture arguments are still recorded
+        assert set(config.get('model_args', {})) <= {'num_classes', 'pool_types', 'in_chans', 'global_pool'}, config
+        if 'v2' in name:  # architecture arguments are recorded
             assert config['model_args']['pool_types'] == ['avg', 'std', 'max']
+        mrap_config.set_mrap_impl('reference')
         timm.create_model(f'local-dir:{tmp_path / name}', pretrained=True)
-    features = timm.create_model('mobilenetv2_mrap', features_only=True, mrap_impl='fused')
-    assert 'mrap_impl' not in features._model_args
+        mrap_config.set_mrap_impl('triton')
 
 
 @pytest.mark.parametrize('name', ['mobilenetv1_mrap', 'mobilenetv2_mrap', 'mobilenetv3_mrap', 'mobilenetv3_mafc'])

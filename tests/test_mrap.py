@@ -18,8 +18,9 @@ IMPLS = ['reference', 'fused', 'triton']
 
 def _builder(impl):
     def build(meta):
-        return MRAP(int(meta['channels']), pool_types=fixture_json(meta, 'pool_types'), rate=fixture_json(meta, 'rate'),
-                    impl=impl)
+        m = MRAP(int(meta['channels']), pool_types=fixture_json(meta, 'pool_types'), rate=fixture_json(meta, 'rate'))
+        m.impl = impl
+        return m
     return build
 
 
@@ -47,10 +48,11 @@ def test_hidden_size_and_top_n_follow_the_spec():
 @pytest.mark.parametrize('impl', IMPLS)
 def test_meta_device_build_restores_the_top_n_index(impl):
     """timm's meta-device convention: build on 'meta', ``to_empty``, load weights, ``init_non_persistent_buffers``."""
-    kwargs = dict(pool_types=('avg', 'std', 'max'), rate=(0.3, 0.5, 0.2), impl=impl)
+    kwargs = dict(pool_types=('avg', 'std', 'max'), rate=(0.3, 0.5, 0.2))
     ref = MRAP(50, **kwargs).eval()
     with torch.device('meta'):
         meta = MRAP(50, **kwargs)
+    ref.impl = meta.impl = impl
     model = meta.to_empty(device='cpu').eval()
     model.load_state_dict(ref.state_dict())
     model.init_non_persistent_buffers()

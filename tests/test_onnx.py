@@ -71,10 +71,10 @@ def test_torch_export_dynamic_height_width():
         torch.testing.assert_close(program.module()(y), m(y), atol=1e-6, rtol=1e-5)
 
 
-def test_export_rejects_inputs_too_small_for_the_exported_graph(tmp_path):
+def test_export_rejects_inputs_too_small_for_the_network(tmp_path):
     model = timm.create_model('mobilenetv3_mrap', num_classes=4)
-    with pytest.raises(ValueError, match=r'32 x 32 px, too small .* at least 33 x 33'):
-        export_onnx(model, tmp_path / 'm.onnx', input_size=(3, 32, 32))
+    with pytest.raises(ValueError, match=r'16 x 16 px, too small .* at least 32 x 32'):
+        export_onnx(model, tmp_path / 'm.onnx', input_size=(3, 16, 16))
     with pytest.raises(ValueError, match='Unknown exporter'):
         export_onnx(model, tmp_path / 'm.onnx', input_size=(3, 64, 64), exporter='tensorrt')
     assert not (tmp_path / 'm.onnx').exists()
@@ -97,16 +97,18 @@ def test_exported_mrap_has_few_full_size_operations(tmp_path):
     _assert_parity(onnx_parity(m, path, [(10, 10)], batch_size=2))
 
 
-def test_command_checks_the_default_export_at_two_sizes(tmp_path, capsys, monkeypatch):
-    """Without flags the command compares onnxruntime with PyTorch at the export size and 32 px more; --no-check
-    skips that."""
+@pytest.mark.parametrize('exporter', ['dynamo', 'torchscript'])
+def test_command_checks_the_dynamic_export_from_1x1_maps_to_twice_its_size(tmp_path, capsys, monkeypatch, exporter):
+    """Without flags the command compares onnxruntime with PyTorch at 32 px (1 x 1 final maps, where MRAP's std is of
+    one element), at the export size and at twice it; --no-check skips that."""
     monkeypatch.chdir(tmp_path)
-    args = ['--model', 'mobilenetv3_small_mrap', '--num-classes', '10', '--img-size', '64', '--exporter', 'torchscript']
+    args = ['--model', 'mobilenetv3_small_mrap', '--num-classes', '10', '--img-size', '64', '--exporter', exporter]
     export_main(args)
     printed = capsys.readouterr().out
     assert (tmp_path / 'mobilenetv3_small_mrap.onnx').exists()
-    assert '64 x 64: max |onnx - torch|' in printed and '96 x 96: max |onnx - torch|' in printed
-    assert printed.count(' ok') == 2
+    for size in (32, 64, 128):
+        assert f'{size} x {size}: max |onnx - torch|' in printed, printed
+    assert printed.count(' ok') == 3 and 'nan' not in printed.lower()
     export_main(args + ['--out', 'other.onnx', '--no-check'])
     assert 'max |onnx - torch|' not in capsys.readouterr().out
 
@@ -124,7 +126,7 @@ def test_exported_std_does_not_cancel_on_large_means(tmp_path):
     got = torch.from_numpy(session.run(None, {'input0': x.numpy()})[0])
     with torch.no_grad():
         expected = m(x)
-        stats_c, stats_s = m.statistics_exported(x)
+        stats_c, stats_s = m.statistics(x)
         one_pass_std = (x.square().mean((2, 3)) - x.mean((2, 3)).square()).clamp_min(0).mul(144 / 143).sqrt()
     assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
     torch.testing.assert_close(stats_c[1], x.std((2, 3)), rtol=1e-4, atol=1e-6)

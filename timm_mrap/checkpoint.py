@@ -11,7 +11,7 @@ One reader and one fit report for every entry point (conversion, Hub folders, de
 * ``load_model`` creates a model and loads a checkpoint into it, with those checks.
 * ``save_hub_folder`` writes the Hub format back: timm's ``save_for_hf`` with ``config.json`` in timm's shape
   (``architecture_args``): ``num_classes`` top-level only, ``in_chans`` / ``global_pool`` only where they differ from
-  the models' defaults, and never a runtime choice (``mrap_impl``). Clients that pass the classes themselves together
+  the models' defaults. Clients that pass the classes themselves together
   with ``model_args`` (transformers' ``TimmWrapper``: ``create_model(architecture, num_classes=..., **model_args)``)
   would otherwise fail with "got multiple values for keyword argument 'num_classes'".
 
@@ -32,7 +32,6 @@ import timm
 from timm.models import save_for_hf
 
 from .errors import CheckpointError
-from .models.mobilenet import RUNTIME_ARGS
 
 __all__ = [
     'CHECKPOINT_KINDS', 'Checkpoint', 'FitReport', 'read_checkpoint', 'is_reference_state_dict', 'classifier_classes',
@@ -304,13 +303,13 @@ def reraise_as(error: Type[Exception], prefix: str = '', missing_file: bool = Tr
 def architecture_args(model_args: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
     """The ``model_args`` that change the architecture, and the names of those dropped.
 
-    Dropped: runtime choices, ``num_classes``, and ``in_chans`` / ``global_pool`` at their defaults.
+    Dropped: ``num_classes``, and ``in_chans`` / ``global_pool`` at their defaults.
     """
     kept, dropped = {}, []
     for key, value in model_args.items():
         top_level = key in _TOP_LEVEL_DEFAULTS and (
             _TOP_LEVEL_DEFAULTS[key] is None or value == _TOP_LEVEL_DEFAULTS[key])
-        if key in RUNTIME_ARGS or top_level:
+        if top_level:
             dropped.append(key)
         else:
             kept[key] = value

@@ -3,7 +3,7 @@
 #
 #   tools/gpu_check.sh [OUT_DIR]          default OUT_DIR: $OUT if set, else gpu_check/
 #
-#   1. the Triton kernels and the fused path against MRAP's reference ops, on CUDA (pytest)  -> tests.log
+#   1. MRAP's operators on CUDA (Triton and torch kernels, torch.compile, AMP) against a float64 oracle -> tests.log
 #   2. the benchmark on CUDA: none / cbam / mrap (auto = Triton, and fused), fp32 and AMP bf16 / fp16, eager and
 #      compiled, inference and training step                                                  -> bench/, bench.log
 #   3. one epoch of the digits demo through ./train.sh on the GPU                            -> demo/, demo.log
@@ -44,7 +44,8 @@ step() {  # step NAME COMMAND...: run, log to NAME.log, record status and time
 }
 
 : >"$out/summary.txt"
-step tests "$py" -m pytest -q -p no:cacheprovider tests/test_mrap_triton.py tests/test_mrap_impls.py tests/test_mrap.py
+step tests "$py" -m pytest -q -p no:cacheprovider tests/test_mrap_paths.py tests/test_mrap_ops.py tests/test_mrap_triton.py \
+    tests/test_mrap.py
 variants=(mobilenetv2_mrap:none mobilenetv2_mrap:cbam mobilenetv2_mrap:mrap mobilenetv2_mrap:mrap:fused)
 settings=(fp32:eager:infer:1 fp32:eager:infer:32 fp32:eager:train:32 bf16:eager:infer:32 bf16:eager:train:32
           fp16:eager:infer:32 fp16:eager:train:32 fp32:compile:infer:32 bf16:compile:train:32 bf16:eager:train:128)

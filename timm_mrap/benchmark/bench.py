@@ -66,7 +66,8 @@ STANDARD_SETTINGS = (
 @dataclass(frozen=True)
 class Variant:
     """One model to measure: a timm model name and, for our ``*_mrap`` / ``*_mafc`` models, an ``attn`` choice and
-    MRAP's implementation (``'model:attn:impl'``, e.g. ``mobilenetv2_mrap:mrap:reference``)."""
+    MRAP's implementation (``'model:attn:impl'``, e.g. ``mobilenetv2_mrap:mrap:reference``; set as ``module.impl`` on
+    every MRAP, over the ``TIMM_MRAP_IMPL`` switch the others take)."""
     model: str
     attn: Optional[str] = None
     mrap_impl: Optional[str] = None
@@ -78,9 +79,13 @@ class Variant:
     def create(self, **kwargs) -> nn.Module:
         if self.attn:
             kwargs['attn'] = self.attn
+        model = timm.create_model(self.model, **kwargs)
         if self.mrap_impl:
-            kwargs['mrap_impl'] = self.mrap_impl
-        return timm.create_model(self.model, **kwargs)
+            from timm_mrap.layers import MRAP
+            for module in model.modules():
+                if isinstance(module, MRAP):
+                    module.impl = self.mrap_impl
+        return model
 
 
 def parse_variants(specs: Sequence[str]) -> List[Variant]:

@@ -14,13 +14,14 @@ import re
 import warnings
 from typing import List, Optional
 
+import torch
 from timm.utils import ParseKwargs
 
 from ..checkpoint import load_model
 from ..errors import TimmMrapError
 from . import (
     EXPORTERS, FORMATS, SUFFIXES, add_model_arguments, calibration_batches, check_export, export_model,
-    runtime_predictor, top1_accuracy,
+    min_input_size, runtime_predictor, top1_accuracy,
 )
 
 __all__ = ['main']
@@ -49,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--static-size', action='store_true', help='ONNX: fix height and width (batch stays dynamic)')
     parser.add_argument('--opset', type=int, default=None, help='ONNX opset (default: the exporter\'s)')
     parser.add_argument('--check-sizes', type=int, nargs='*', default=None,
-                        help='ONNX: image sizes to compare onnxruntime with PyTorch at (default: --img-size and '
-                             '--img-size + 32; with --static-size, --img-size)')
+                        help='ONNX: image sizes to compare onnxruntime with PyTorch at (default: the smallest input '
+                             '(1 x 1 final maps), --img-size and twice --img-size; with --static-size, --img-size)')
     parser.add_argument('--no-check', action='store_true', help='skip the comparison with PyTorch')
     parser.add_argument('--tolerance', type=float, default=1e-4,
                         help='max |runtime - torch| allowed, relative to max(1, max |torch|) (default 1e-4; '
@@ -67,10 +68,10 @@ def _default_out(args: argparse.Namespace) -> str:
     return f'{name}{"_int8" if args.int8 else ""}{SUFFIXES[args.format]}'
 
 
-def _onnx_check_sizes(args: argparse.Namespace) -> List[int]:
+def _onnx_check_sizes(args: argparse.Namespace, model: torch.nn.Module) -> List[int]:
     if args.check_sizes is not None:
         return args.check_sizes
-    return [args.img_size] if args.static_size else [args.img_size, args.img_size + 32]
+    return [args.img_size] if args.static_size else sorted({min_input_size(model), args.img_size, 2 * args.img_size})
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -111,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         _report_top1(args, model, str(path))
     if args.no_check:
         return
-    sizes = [(s, s) for s in _onnx_check_sizes(args)] if args.format == 'onnx' else ()
+    sizes = [(s, s) for s in _onnx_check_sizes(args, model)] if args.format == 'onnx' else ()
     results = check_export(model, args.format, str(path), (batch_size,) + input_size, onnx_sizes=sizes)
     if results is None:
         print('Not checked: Core ML models run on Apple platforms only (the conversion and the saved package were '

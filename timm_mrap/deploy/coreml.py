@@ -46,7 +46,7 @@ def export_coreml(
     if path.suffix != '.mlpackage':
         raise ValueError(f'Core ML writes an .mlpackage folder; name the output {path.with_suffix(".mlpackage")}.')
     if validate_input:
-        check_input(model, (batch_size,) + tuple(input_size), exported=True)
+        check_input(model, (batch_size,) + tuple(input_size))
     example = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         program = torch.export.export(model.eval(), (example,), strict=False).run_decompositions({})

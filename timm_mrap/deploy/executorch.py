@@ -1,6 +1,6 @@
 """ ExecuTorch export (XNNPACK delegate, fp32 or int8) and a parity check with ExecuTorch's own runtime
 
-``torch.export`` records the network with MRAP's exported statistics (``MRAP.statistics_exported``): everything but
+``torch.export`` records the network with MRAP's reference math (``MRAP.statistics``): everything but
 the top-n sort is an op the XNNPACK delegate takes. The sort runs in ExecuTorch's portable kernels, so the graph
 leaves the delegate at every MRAP. The activations are made channels-last at the input, so each of those boundaries
 hands the delegate's own NHWC layout over as it is instead of converting full-size activations to NCHW and back.
@@ -161,7 +161,7 @@ def export_executorch(
     """
     path = output_path(output_file, overwrite)
     if validate_input:
-        check_input(model, (batch_size,) + tuple(input_size), exported=True)
+        check_input(model, (batch_size,) + tuple(input_size))
     example = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))
     buffer = executorch_program(model, example, int8, calibration, channels_last)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,28 +40,21 @@ def model_stride(model: nn.Module) -> int:
     return 32
 
 
-def min_input_size(model: nn.Module, exported: bool = False) -> int:
-    """Smallest height / width the entry points accept.
-
-    Eager models need every stage to see at least one stride of real pixels (``H >= stride``). Exported graphs
-    (ONNX, ``torch.export``) need the deepest MRAP stage to be at least 2 x 2 (``H > stride``): exporters take the
-    multi-element branch of MRAP's unbiased std, which is NaN on a 1 x 1 map (eager defines it as 0).
-    """
-    stride = model_stride(model)
-    return stride + 1 if exported else stride
+def min_input_size(model: nn.Module) -> int:
+    """Smallest height / width the entry points accept: every stage must see at least one stride of real pixels
+    (``H >= stride``; the last stage's map is then 1 x 1, where MRAP's std is 0 in eager and exported graphs alike)."""
+    return model_stride(model)
 
 
 def check_input(
         model: nn.Module,
         x: Union[torch.Tensor, Sequence[int]],
-        exported: bool = False,
 ) -> None:
     """Raise a ``ValueError`` that names the fix if ``x`` (a batch or its shape) does not suit ``model``.
 
     Args:
         model: The network the input is meant for.
         x: A B x C x H x W tensor, or its shape (a C x H x W shape is accepted too).
-        exported: Apply the stricter size limit of exported graphs (see ``min_input_size``).
     """
     shape = tuple(x.shape) if isinstance(x, torch.Tensor) else tuple(int(s) for s in x)
     if len(shape) == 3:
@@ -77,13 +70,11 @@ def check_input(
         raise ValueError(
             f'The input has {chans} channels but the model expects {in_chans}{hint}; '
             f'convert the image or create the model with in_chans={chans}.')
-    min_size = min_input_size(model, exported=exported)
+    min_size = min_input_size(model)
     if min(height, width) < min_size:
-        what = 'exported graphs need the last stage to be at least 2 x 2' if exported else \
-            'every stage must see at least one stride of pixels'
         raise ValueError(
             f'The input is {height} x {width} px, too small for a network of total stride {model_stride(model)} '
-            f'({what}); resize it to at least {min_size} x {min_size} px (64 px or more is a sensible minimum).')
+            f'(every stage must see at least one stride of pixels); resize it to at least {min_size} x {min_size} px (64 px or more is a sensible minimum).')
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -43,7 +43,7 @@ def export_litert(
     import litert_torch
     path = output_path(output_file, overwrite)
     if validate_input:
-        check_input(model, (batch_size,) + tuple(input_size), exported=True)
+        check_input(model, (batch_size,) + tuple(input_size))
     example = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))
     previous = os.environ.get(_TFL_DECOMPS)
     os.environ[_TFL_DECOMPS] = '1'

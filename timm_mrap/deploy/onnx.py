@@ -2,12 +2,11 @@
 
 Wraps timm's own exporter (``timm.utils.onnx.onnx_export``). Two exporters are supported:
 
-* ``'dynamo'`` (torch's default since 2.9): ``torch.export`` then ONNX translation. Dynamic batch / height / width;
-  ``torch.export`` assumes every dynamic size is >= 2, so the graph takes the multi-element branch of MRAP's unbiased
-  std everywhere (see ``min_input_size``). Slow on a small CPU (about 1.5 min for a full MobileNet on 2 cores).
-* ``'torchscript'`` (torch's legacy tracer): the same graph in a few seconds. The element count MRAP's std branches
-  on is read from the traced shape, but it only picks the branch; the std op itself reduces over the runtime size,
-  so dynamic height / width stay correct (checked at sizes different from the export size).
+* ``'dynamo'`` (torch's default since 2.9): ``torch.export`` then ONNX translation. Dynamic batch / height / width:
+  MRAP's unbiased-std factor ``n / max(n - 1, 1)`` stays a symbolic expression of the runtime size, so the graph is
+  right from 1 x 1 maps up. Slow on a small CPU (about 1.5 min for a full MobileNet on 2 cores).
+* ``'torchscript'`` (torch's legacy tracer): the same graph in a few seconds, with the factor fixed at the traced size
+  (exact at the export size; elsewhere off by ``n / (n - 1)`` against the runtime ``n``).
 
 onnx, onnxruntime and onnxscript are optional dependencies (``pip install 'timm-mrap[onnx]'``), imported lazily.
 """
@@ -58,7 +57,7 @@ def export_onnx(
     path = output_path(output_file, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     if validate_input:
-        check_input(model, (batch_size,) + tuple(input_size), exported=True)
+        check_input(model, (batch_size,) + tuple(input_size))
     model.eval()
     onnx_export(
         model,

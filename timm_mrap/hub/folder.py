@@ -24,7 +24,6 @@ from timm.models._hub import load_model_config_from_path
 
 from ..checkpoint import Checkpoint, classifier_classes, load_model, read_checkpoint, reraise_as, save_hub_folder
 from ..errors import CardError, HubFolderError
-from ..models.mobilenet import RUNTIME_ARGS
 from .cards import ModelStats, card_source, card_values, measure_model, read_results, render_card
 
 __all__ = [
@@ -160,8 +159,7 @@ def write_hub_folder(
         label_names: Class names in classifier order (see ``read_label_names``).
         use_ema: Export a training checkpoint's EMA weights instead of its raw weights.
         weights_format: ``'auto'``, ``'timm'`` or ``'reference'``.
-        model_kwargs: Model arguments used at training (``attn``, ``pool_types``...), over the checkpoint's own;
-            runtime choices (``mrap_impl``) are dropped.
+        model_kwargs: Model arguments used at training (``attn``, ``pool_types``...), over the checkpoint's own.
         data_config: Preprocessing of these weights (``img_size``, ``crop_pct``, ``mean``...), over the checkpoint's.
         dataset: Training data for the card; default from known tags (``rein100``, ``in100``, ``in1k``).
         dataset_id: Hub dataset id for the card's front matter; default from the tag or ``dataset``.
@@ -213,8 +211,6 @@ def write_hub_folder(
     if checkpoint.train_args.get('in_chans') is not None:
         kwargs['in_chans'] = checkpoint.train_args['in_chans']
     kwargs.update(model_kwargs or {})
-    for key in RUNTIME_ARGS:  # e.g. mrap_impl='triton' of a GPU run: the model is built and measured here, on this
-        kwargs.pop(key, None)  # machine's default implementation, and the choice is not the weights'
     data_args = {k: checkpoint.train_args[k] for k in DATA_CONFIG_KEYS if checkpoint.train_args.get(k) is not None}
     if checkpoint.kind == 'hub-folder':
         data_args = {k: v for k, v in (checkpoint.config.get('pretrained_cfg') or {}).items() if k in DATA_CONFIG_KEYS}

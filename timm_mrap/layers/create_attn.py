@@ -13,7 +13,6 @@ from timm.layers.eca import EcaModule
 from timm.models._efficientnet_blocks import SqueezeExcite
 from timm.models._efficientnet_builder import round_channels
 
-from .config import check_mrap_impl, get_mrap_impl
 from .mafc import MAFC
 from .mrap import MRAP
 
@@ -27,7 +26,6 @@ def resolve_attn(
         pool_types: Optional[Sequence[str]] = None,
         rate: Optional[Sequence[float]] = None,
         v3_style: bool = False,
-        mrap_impl: Optional[str] = None,
 ) -> Tuple[Optional[Callable[..., nn.Module]], float]:
     """The attention layer for the builder's ``se_layer`` slot and its reduction ratio (of the channels it sees).
 
@@ -36,8 +34,6 @@ def resolve_attn(
         pool_types: MRAP's statistics; only valid with ``attn='mrap'``.
         rate: MRAP's top-n shares; only valid with ``attn='mrap'``.
         v3_style: Use MobileNetV3's SE flavour (hard-sigmoid gate, ReLU, channels rounded to 8) for ``'se'``.
-        mrap_impl: MRAP's implementation (``'auto'``, ``'reference'``, ``'fused'``, ``'triton'``); None takes
-            ``timm_mrap.layers.get_mrap_impl()``. Ignored by the other attentions.
 
     Returns:
         The layer (None for ``'none'``) and its reduction ratio.
@@ -51,8 +47,7 @@ def resolve_attn(
     if attn == 'mrap':
         # the reference perceptron always uses ReLU, whatever the block's activation
         mrap_kwargs = {k: tuple(v) for k, v in (('pool_types', pool_types), ('rate', rate)) if v is not None}
-        return partial(MRAP, force_act_layer=nn.ReLU, impl=check_mrap_impl(mrap_impl or get_mrap_impl()),
-                       **mrap_kwargs), 1. / 16
+        return partial(MRAP, force_act_layer=nn.ReLU, **mrap_kwargs), 1. / 16
     if attn == 'mafc':
         return partial(MAFC, force_act_layer=nn.ReLU), 1. / 16
     if attn == 'se':

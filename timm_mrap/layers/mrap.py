@@ -4,21 +4,26 @@ Paper: `Multiple channel-spatial residual attentive patterns for lightweight net
     T. T. Nguyen, H. A. Pham, V. T. Le, T. P. Nguyen, Machine Learning (2025); later titled SRAP.
 Reference code: https://github.com/nttbdrk25/MRAP (no licence; this file is written from the project's spec).
 
-Channel branch: per-channel squeezes (avg / std / max), the top-n sorted values of each interleaved into one vector,
-a single excitation perceptron, plus a residual sigmoid of the product of the squeezes. Spatial branch: the same
-statistics across channels, a 7x7 conv + BN, plus a residual sigmoid of their product. The two are fused as
-``x * (1 + sigmoid(w_c * w_s))``, so every element is scaled by a factor in (1, 2).
+For an input ``x`` (B x C x H x W) and the statistics ``p`` in ``pool_types`` (mean, unbiased std, max):
+
+    s_c^p = p over (H, W) of x                                          (B x C, one per statistic)
+    s_s^p = p over C of x                                               (B x 1 x H x W)
+    z     = interleave(top-n_p sorted values of each s_c^p)             (B x C)
+    w_c   = ReLU(W2 ReLU(W1 z + b1) + b2 + sigmoid(prod_p s_c^p))       (B x C)
+    w_s   = BN(Conv7x7(concat_p s_s^p)) + sigmoid(prod_p s_s^p)         (B x 1 x H x W)
+    y     = x * (1 + sigmoid(w_c * w_s))
+
+so every element is scaled by a factor in (1, 2). n_p = int(rate_p * C) for all statistics but the last, which takes
+the rest; the interleaving is [a1, s1, a2, s2, ...], then the leftovers of each list in order.
 
 Deviations from the reference: the unbiased std of a single element is 0 (the reference gives NaN), and statistics
 are computed in float32 under autocast.
 
-This file is the math, written with standard ops: the ``'reference'`` implementation, which TorchScript runs as it is,
-exported graphs (tracing, ONNX, ``torch.export``: ExecuTorch, Core ML, LiteRT) run with ``statistics_exported`` and
-``torch.compile`` with ``statistics_one_pass``.
-The full-size work (statistics, gate and their gradients) has faster
-implementations in ``mrap_fused`` (eager ops, one hand-written backward) and ``mrap_triton`` (GPU kernels); see
-``timm_mrap.layers.config`` for how one is chosen. All of them share ``MRAP.weights_from_statistics``, the small
-per-sample part (top-n, perceptron, spatial conv).
+This file is the math, written once with standard ops: ``MRAP.statistics`` (two-pass, exact for constant rows) and
+``MRAP.weights_from_statistics``. It is what TorchScript and recorded graphs (tracing, ONNX, ``torch.export``:
+ExecuTorch, Core ML, LiteRT) run, and what ``impl='reference'`` runs in eager mode. Every other implementation
+computes the full-size work (the statistics, the gate and their gradients) through the registered operators of
+``mrap_ops`` and shares ``weights_from_statistics``; ``timm_mrap.layers.config`` chooses.
 """
 import difflib
 import inspect
@@ -31,8 +36,8 @@ from torch import nn
 
 from timm.layers import get_act_layer, register_notrace_module
 
-from .config import check_mrap_impl, get_mrap_impl
-from .mrap_fused import mrap_fused
+from .config import SWITCH_HINT, get_mrap_impl
+from .mrap_ops import mrap_gate, mrap_statistics, select_kernel
 
 __all__ = [
     'MRAP', 'POOL_TYPES', 'SE_ONLY_ARGS', 'check_layer_kwargs', 'split_top_n', 'interleave', 'pool_statistic',
@@ -120,14 +125,20 @@ def pool_statistic(x: torch.Tensor, pool_type: str, dim: List[int], keepdim: boo
     return torch.zeros_like(x.mean(dim, keepdim=keepdim))
 
 
-def _std_from_moments(mean: torch.Tensor, mean_sq: torch.Tensor, count: int) -> torch.Tensor:
-    """Unbiased std from the means of ``x`` and ``x * x`` over ``count`` elements (0 for one element), with a zero
-    (not NaN) gradient where the variance is 0."""
-    if count <= 1:
-        return torch.zeros_like(mean)
-    var = (mean_sq - mean.square()) * (count / (count - 1))
-    positive = var > 0
-    return torch.where(positive, var.clamp_min(1e-30).sqrt(), torch.zeros_like(var))
+def _unbiased_std(mean_sq_dev: torch.Tensor, count: int) -> torch.Tensor:
+    """The unbiased std from the mean squared deviation over ``count`` elements: 0 for one element, and a zero (not
+    NaN) gradient where it is 0. Recorded graphs get the plain square root, and the factor ``count / max(count - 1, 1)``
+    as an expression of the runtime size (symbolic in ``torch.export``, a shape tensor under tracing): no branch is
+    decided at export time."""
+    if torch.jit.is_scripting():
+        var = mean_sq_dev * (count / max(count - 1, 1))
+    elif isinstance(count, torch.Tensor):  # torch.jit.trace (TorchScript-based ONNX) records shapes as tensors
+        var = mean_sq_dev * (count / (count - 1).clamp_min(1))
+    else:
+        var = mean_sq_dev * (count / torch.sym_max(count - 1, 1))
+    if _exporting():
+        return var.sqrt()
+    return torch.where(var > 0, var.clamp_min(1e-30).sqrt(), torch.zeros_like(var))
 
 
 def _product(values: List[torch.Tensor]) -> torch.Tensor:
@@ -179,7 +190,6 @@ class MRAP(nn.Module):
             spatial_kernel_size: int = 7,
             act_layer: Union[str, Type[nn.Module]] = nn.ReLU,
             force_act_layer: Optional[Union[str, Type[nn.Module]]] = None,
-            impl: Optional[str] = None,
             device=None,
             dtype=None,
             **kwargs,
@@ -194,15 +204,18 @@ class MRAP(nn.Module):
             spatial_kernel_size: Kernel of the spatial conv.
             act_layer: Perceptron activation (ReLU in the paper).
             force_act_layer: Overrides ``act_layer``; timm's builder passes the block's activation as ``act_layer``.
-            impl: ``'auto'``, ``'reference'``, ``'fused'`` or ``'triton'`` (see ``timm_mrap.layers.config``);
-                None takes ``get_mrap_impl()`` (``TIMM_MRAP_IMPL``, default ``'auto'``).
             **kwargs: Only the SE-gate options timm binds into an ``se_layer`` (``gate_layer``, ``rd_divisor``,
                 ``rd_round_fn``; see ``SE_ONLY_ARGS``), which MRAP accepts and ignores.
 
+        The implementation is not an argument: ``self.impl`` starts as ``get_mrap_impl()`` (``set_mrap_impl`` /
+        ``TIMM_MRAP_IMPL``) and can be set on the module.
+
         Raises:
-            TypeError: Any other keyword argument (e.g. a misspelled ``pool_type=``).
+            TypeError: Any other keyword argument (e.g. a misspelled ``pool_type=``, or ``impl=``).
             ValueError: Bad ``pool_types`` / ``rate``.
         """
+        if 'impl' in kwargs:
+            raise TypeError(f'MRAP takes no impl argument; {SWITCH_HINT}')
         check_layer_kwargs(type(self), kwargs)
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
@@ -218,7 +231,7 @@ class MRAP(nn.Module):
         self.pool_types: List[str] = list(pool_types)
         self.rate: Tuple[float, ...] = rate
         self.top_n: List[int] = top_n
-        self.impl: str = check_mrap_impl(impl or get_mrap_impl())
+        self.impl: str = get_mrap_impl()
 
         rd_channels = rd_channels or max(1, int(channels * rd_ratio))
         act_layer = get_act_layer(force_act_layer or act_layer)
@@ -244,15 +257,13 @@ class MRAP(nn.Module):
         self._init_buffers()
 
     def weights_from_statistics(
-            self, stats_c: List[torch.Tensor], stats_s: List[torch.Tensor], small_batch_conv: bool = False,
+            self, stats_c: List[torch.Tensor], stats_s: List[torch.Tensor],
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Channel weight ``w_c`` (B x C) and spatial weight ``w_s`` (B x 1 x H x W) from the squeezes, in their dtype.
 
         Args:
             stats_c: Float32 channel squeezes (B x C), one per pool type in ``pool_types`` order.
             stats_s: Float32 spatial squeezes (B x 1 x H x W), likewise.
-            small_batch_conv: Run the spatial conv through PyTorch's direct CPU kernel, which beats oneDNN's at batch 1
-                (eager CPU inference only).
         """
         tops = [torch.topk(s, n, dim=1).values for s, n in zip(stats_c, self.top_n)]
         if _exporting():
@@ -261,62 +272,37 @@ class MRAP(nn.Module):
             z = torch.cat(tops, dim=1).index_select(1, self.top_n_index)  # top-n of each pool, interleaved
         excitation = self.fc2(self.act(self.fc1(z.to(self.fc1.weight.dtype))))
         w_c = F.relu(excitation.to(z.dtype) + torch.sigmoid(_product(stats_c)))
-        squeezes = torch.cat(stats_s, dim=1).to(self.spatial_conv.weight.dtype)
-        if small_batch_conv:
-            conv = torch._C._nn.thnn_conv2d(
-                squeezes, self.spatial_conv.weight, self.spatial_conv.kernel_size, None, 1, self.spatial_conv.padding)
-        else:
-            conv = self.spatial_conv(squeezes)
+        conv = self.spatial_conv(torch.cat(stats_s, dim=1).to(self.spatial_conv.weight.dtype))
         w_s = self.spatial_bn(conv).to(z.dtype) + torch.sigmoid(_product(stats_s))
         return w_c, w_s
 
     def statistics(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """Float32 channel squeezes (B x C) and spatial squeezes (B x 1 x H x W) of ``x``, one per pool type.
 
-        Float64 inputs keep float64 throughout (for gradient checks).
+        The reference math in ops every runtime delegates: means over (H, W) by global average pooling, means over C
+        by ``_channel_mean``, the std in two passes (the mean of
+        ``(x - mean) ** 2``: exact for constant rows, where a one-pass ``E[x * x] - E[x] ** 2`` cancels). Float64
+        inputs keep float64 throughout (for gradient checks).
         """
         x = x if x.dtype == torch.float64 else x.float()
-        return ([pool_statistic(x, p, [2, 3]) for p in self.pool_types],
-                [pool_statistic(x, p, [1], keepdim=True) for p in self.pool_types])
-
-    def statistics_one_pass(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """``statistics`` with the std in one pass from the means of ``x`` and ``x * x`` (no full-size ``x - mean``),
-        for ``torch.compile``: Inductor fuses ``x * x`` into the mean reductions, one read per reduction."""
-        x = x if x.dtype == torch.float64 else x.float()
-        channels = x.shape[1]
-        x_sq = x * x
-        mean_c, mean_sq_c = x.mean((2, 3)), x_sq.mean((2, 3))
-        mean_s, mean_sq_s = x.mean(1, keepdim=True), x_sq.mean(1, keepdim=True)
-        channel = {'avg': mean_c, 'std': _std_from_moments(mean_c, mean_sq_c, x.shape[2] * x.shape[3])}
-        spatial = {'avg': mean_s, 'std': _std_from_moments(mean_s, mean_sq_s, channels)}
-        if 'max' in self.pool_types:
-            channel['max'] = x.amax((2, 3))
-            spatial['max'] = x.amax(1, keepdim=True)
-        return [channel[p] for p in self.pool_types], [spatial[p] for p in self.pool_types]
-
-    def statistics_exported(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """``statistics`` in the ops inference runtimes run in their convolution layout, for exported graphs.
-
-        Means over (H, W) by global average pooling, means over C by a 1x1 convolution with the constant weights
-        ``channel_average``, the std in two passes (the mean of ``(x - mean) ** 2``: as exact as ``torch.std``, where
-        a one-pass ``E[x * x] - E[x] ** 2`` cancels) and no branch on the variance, so ONNX runtimes and the
-        ExecuTorch XNNPACK delegate take the whole module except the top-n sort.
-        """
-        x = x if x.dtype == torch.float64 else x.float()
-        average = self.channel_average.to(x.dtype)
-        mean_c, mean_s = F.adaptive_avg_pool2d(x, 1), F.conv2d(x, average)
+        mean_c, mean_s = F.adaptive_avg_pool2d(x, 1), self._channel_mean(x)
         channel, spatial = {'avg': mean_c.flatten(1)}, {'avg': mean_s}
         if 'std' in self.pool_types:
-            count_c, count_s = x.shape[2] * x.shape[3], x.shape[1]
             centred_c, centred_s = x - mean_c, x - mean_s
-            var_c = F.adaptive_avg_pool2d(centred_c * centred_c, 1).flatten(1)
-            var_s = F.conv2d(centred_s * centred_s, average)
-            channel['std'] = (var_c * (count_c / (count_c - 1))).sqrt() if count_c > 1 else torch.zeros_like(var_c)
-            spatial['std'] = (var_s * (count_s / (count_s - 1))).sqrt() if count_s > 1 else torch.zeros_like(var_s)
+            channel['std'] = _unbiased_std(F.adaptive_avg_pool2d(centred_c * centred_c, 1).flatten(1),
+                                           x.shape[2] * x.shape[3])
+            spatial['std'] = _unbiased_std(self._channel_mean(centred_s * centred_s), x.shape[1])
         if 'max' in self.pool_types:
             channel['max'] = x.amax((2, 3))
             spatial['max'] = x.amax(1, keepdim=True)
         return [channel[p] for p in self.pool_types], [spatial[p] for p in self.pool_types]
+
+    def _channel_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over C (B x 1 x H x W); recorded graphs take a 1x1 convolution with constant weights, which delegates
+        run in their convolution layout."""
+        if _exporting():
+            return F.conv2d(x, self.channel_average.to(x.dtype))
+        return x.mean(1, keepdim=True)
 
     def channel_weight(self, x: torch.Tensor) -> torch.Tensor:
         """Channel weight ``w_c`` (B x C, float32) of ``x``."""
@@ -327,29 +313,29 @@ class MRAP(nn.Module):
         return self.weights_from_statistics(*self.statistics(x))[1]
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The math in standard ops (exported graphs take ``statistics_exported``, compiled ones
-        ``statistics_one_pass``)."""
-        if _exporting():
-            stats = self.statistics_exported(x)
-        elif torch.compiler.is_compiling():
-            stats = self.statistics_one_pass(x)
-        else:
-            stats = self.statistics(x)
-        w_c, w_s = self.weights_from_statistics(*stats)
+        """The math in standard ops."""
+        w_c, w_s = self.weights_from_statistics(*self.statistics(x))
         scale = 1. + torch.sigmoid(w_c[:, :, None, None] * w_s)
         return x * scale.to(x.dtype)
 
     @torch.jit.unused
-    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        """Eager path through the fused or Triton kernels (``impl``); same numbers as ``forward_reference``."""
-        return mrap_fused(self, x)
+    def forward_operators(self, x: torch.Tensor) -> torch.Tensor:
+        """The full-size work through the registered operators (``mrap_ops``), with the kernel ``impl`` selects."""
+        kernel = select_kernel(self.impl, x)
+        mean_c, std_c, mean_s, std_s = mrap_statistics(x, kernel)
+        channel = {'avg': mean_c, 'std': std_c}
+        spatial = {'avg': mean_s, 'std': std_s}
+        if 'max' in self.pool_types:
+            channel['max'] = x.amax((2, 3)).to(mean_c.dtype)
+            spatial['max'] = x.amax(1, keepdim=True).to(mean_c.dtype)
+        w_c, w_s = self.weights_from_statistics(
+            [channel[p] for p in self.pool_types], [spatial[p] for p in self.pool_types])
+        return mrap_gate(x, w_c, w_s, kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or self.impl == 'reference' or x.dim() != 4:
+        if self.impl == 'reference' or torch.jit.is_scripting() or _exporting():
             return self.forward_reference(x)
-        if _exporting() or torch.compiler.is_compiling():
-            return self.forward_reference(x)  # recorded graphs take standard ops; Inductor fuses them itself
-        return self.forward_fast(x)
+        return self.forward_operators(x)
 
     def extra_repr(self) -> str:
         return f'pool_types={tuple(self.pool_types)}, rate={self.rate}, top_n={tuple(self.top_n)}, impl={self.impl}'

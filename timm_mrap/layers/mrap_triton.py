@@ -7,16 +7,19 @@ channels_last (NHWC) tensors both work without copies; float32, bfloat16 and flo
   Chan's parallel formula) and per-block channel partials, which ``TritonKernels.statistics`` merges the same way.
   Every partial is two-pass over a tile held in registers, so constant rows give exactly 0.
 * ``_gate_kernel``: ``x * (1 + sigmoid(w_c * w_s))``, written in the input dtype.
-* ``_gate_backward_kernel``: the gradients of ``w_c`` (per-block partials) and ``w_s`` from one read of the
+* ``_gate_backward_kernel``: the gradients of ``x``, ``w_c`` (per-block partials) and ``w_s`` from one read of the
   output gradient and ``x``; the sigmoid is recomputed, nothing full-size is saved for backward.
-* ``_input_grad_kernel``: the whole input gradient, ``grad * (1 + gate) + (a_c + a_s) * x + b_c + b_s``, in one
-  write.
+* ``_deviation_mean_kernel``: the means of ``x - mean_c`` over positions and of ``x - mean_s`` over channels (the
+  rounding errors of the float32 means), from one read of ``x``;
+* ``_statistics_backward_kernel``: the statistics' input gradient ``a_c * (x - mean_c) + b_c + a_s * (x - mean_s) +
+  b_s``, each deviation less its mean, from one read of ``x``.
 
 They run on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1`` (how the tests check them without a GPU).
-``TritonKernels`` plugs them into ``timm_mrap.layers.mrap_fused``.
+``TritonKernels`` has the interface of ``mrap_kernels.TorchKernels``; ``mrap_ops`` registers both as the kernels of
+MRAP's operators.
 """
 import os
-from typing import Any, Tuple
+from typing import Tuple
 
 import torch
 
@@ -123,7 +126,7 @@ if _HAS_TRITON:
 
     @triton.jit
     def _gate_backward_kernel(
-            grad_ptr, x_ptr, w_c_ptr, w_s_ptr, part_grad_c_ptr, grad_s_ptr,
+            grad_ptr, x_ptr, w_c_ptr, w_s_ptr, grad_x_ptr, part_grad_c_ptr, grad_s_ptr,
             C, HW, n_blocks, stride_b, stride_c, stride_hw,
             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
@@ -134,10 +137,12 @@ if _HAS_TRITON:
         for c0 in range(0, C, BLOCK_C):
             c, c_mask, mask, offsets = _channel_chunk(c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C)
             offsets += base
-            grad = tl.load(grad_ptr + offsets, mask=mask, other=0.).to(tl.float32)
+            grad_in = tl.load(grad_ptr + offsets, mask=mask, other=0.)
+            grad = grad_in.to(tl.float32)
             x = tl.load(x_ptr + offsets, mask=mask, other=0.).to(tl.float32)
             w_c = tl.load(w_c_ptr + pid_b * C + c, mask=c_mask, other=0.)
             gate = tl.sigmoid(w_c[:, None] * w_s[None, :])
+            tl.store(grad_x_ptr + offsets, (grad * (1. + gate)).to(grad_in.dtype), mask=mask)
             grad_z = grad * x * gate * (1. - gate)
             tl.store(part_grad_c_ptr + (pid_b * n_blocks + pid_hw) * C + c,
                      tl.sum(grad_z * w_s[None, :], axis=1), mask=c_mask)
@@ -145,27 +150,47 @@ if _HAS_TRITON:
         tl.store(grad_s_ptr + pid_b * HW + hw, grad_s, mask=hw_mask)
 
     @triton.jit
-    def _input_grad_kernel(
-            grad_ptr, x_ptr, w_c_ptr, w_s_ptr, a_c_ptr, b_c_ptr, a_s_ptr, b_s_ptr, dx_ptr,
+    def _deviation_mean_kernel(
+            x_ptr, mean_c_ptr, mean_s_ptr, part_dev_c_ptr, dev_s_ptr,
+            C, HW, n_blocks, stride_b, stride_c, stride_hw,
+            BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+    ):
+        pid_b, pid_hw, hw, hw_mask = _position_block(HW, BLOCK_HW)
+        mean_s = tl.load(mean_s_ptr + pid_b * HW + hw, mask=hw_mask, other=0.)
+        dev_s = tl.zeros([BLOCK_HW], dtype=tl.float32)
+        base = x_ptr + pid_b.to(tl.int64) * stride_b
+        for c0 in range(0, C, BLOCK_C):
+            c, c_mask, mask, offsets = _channel_chunk(c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C)
+            tile = tl.load(base + offsets, mask=mask, other=0.).to(tl.float32)
+            mean_c = tl.load(mean_c_ptr + pid_b * C + c, mask=c_mask, other=0.)
+            tl.store(part_dev_c_ptr + (pid_b * n_blocks + pid_hw) * C + c,
+                     tl.sum(tl.where(mask, tile - mean_c[:, None], 0.), axis=1), mask=c_mask)
+            dev_s += tl.sum(tl.where(mask, tile - mean_s[None, :], 0.), axis=0)
+        tl.store(dev_s_ptr + pid_b * HW + hw, dev_s / C, mask=hw_mask)
+
+    @triton.jit
+    def _statistics_backward_kernel(
+            x_ptr, mean_c_ptr, dev_c_ptr, a_c_ptr, b_c_ptr, mean_s_ptr, dev_s_ptr, a_s_ptr, b_s_ptr, dx_ptr,
             C, HW, stride_b, stride_c, stride_hw,
             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
         pid_b, c, hw, c_mask, hw_mask, mask, offsets = _elementwise_tile(
             C, HW, stride_b, stride_c, stride_hw, BLOCK_C, BLOCK_HW)
-        grad = tl.load(grad_ptr + offsets, mask=mask, other=0.)
-        x = tl.load(x_ptr + offsets, mask=mask, other=0.).to(tl.float32)
+        x_in = tl.load(x_ptr + offsets, mask=mask, other=0.)
+        x = x_in.to(tl.float32)
         per_c = pid_b * C + c
         per_hw = pid_b * HW + hw
-        w_c = tl.load(w_c_ptr + per_c, mask=c_mask, other=0.)
+        mean_c = tl.load(mean_c_ptr + per_c, mask=c_mask, other=0.)
+        dev_c = tl.load(dev_c_ptr + per_c, mask=c_mask, other=0.)
         a_c = tl.load(a_c_ptr + per_c, mask=c_mask, other=0.)
         b_c = tl.load(b_c_ptr + per_c, mask=c_mask, other=0.)
-        w_s = tl.load(w_s_ptr + per_hw, mask=hw_mask, other=0.)
+        mean_s = tl.load(mean_s_ptr + per_hw, mask=hw_mask, other=0.)
+        dev_s = tl.load(dev_s_ptr + per_hw, mask=hw_mask, other=0.)
         a_s = tl.load(a_s_ptr + per_hw, mask=hw_mask, other=0.)
         b_s = tl.load(b_s_ptr + per_hw, mask=hw_mask, other=0.)
-        gate = tl.sigmoid(w_c[:, None] * w_s[None, :])
-        dx = grad.to(tl.float32) * (1. + gate) + x * (a_c[:, None] + a_s[None, :]) + (b_c[:, None] + b_s[None, :])
-        tl.store(dx_ptr + offsets, dx.to(grad.dtype), mask=mask)
-
+        dx = a_c[:, None] * ((x - mean_c[:, None]) - dev_c[:, None]) + b_c[:, None]
+        dx += a_s[None, :] * ((x - mean_s[None, :]) - dev_s[None, :]) + b_s[None, :]
+        tl.store(dx_ptr + offsets, dx.to(x_in.dtype), mask=mask)
 
 def _strides(x: torch.Tensor) -> Tuple[int, int, int]:
     """Batch, channel and flattened-position strides of a B x C x H x W tensor whose H and W are dense together."""
@@ -184,19 +209,20 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 
 class TritonKernels:
-    """The full-size work of MRAP in Triton kernels (same interface as ``mrap_fused.TorchKernels``)."""
+    """The full-size work of MRAP in Triton kernels (same interface as ``mrap_kernels.TorchKernels``)."""
 
     @staticmethod
     def check_input(x: torch.Tensor) -> None:
         """A clear error where the Triton kernels cannot run ``x``."""
         if not _HAS_TRITON:
             raise RuntimeError(
-                "MRAP impl='triton' needs Triton (it ships with PyTorch's CUDA wheels on Linux); "
-                "install it or use impl='auto' / 'fused'.")
+                "MRAP impl='triton' needs Triton (it ships with PyTorch's CUDA wheels on Linux); install it or use "
+                "'auto' / 'fused' (timm_mrap.layers.set_mrap_impl, TIMM_MRAP_IMPL or module.impl).")
         if not x.is_cuda and not triton_interpreted():
             raise RuntimeError(
-                f"MRAP impl='triton' runs on CUDA tensors (got a {x.device.type} tensor); use impl='auto' or 'fused' "
-                f"there, or set TRITON_INTERPRET=1 before importing triton to run the kernels on CPU for testing.")
+                f"MRAP impl='triton' runs on CUDA tensors (got a {x.device.type} tensor); use 'auto' or 'fused' there "
+                f"(timm_mrap.layers.set_mrap_impl, TIMM_MRAP_IMPL or module.impl), or set TRITON_INTERPRET=1 before "
+                f"importing triton to run the kernels on CPU for testing.")
         if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise TypeError(f"MRAP impl='triton' takes float32, bfloat16 or float16 inputs, got {x.dtype}.")
 
@@ -223,48 +249,57 @@ class TritonKernels:
         return mean_c, std_c, mean_s, var_s.sqrt_()
 
     @staticmethod
-    def gate(x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor, save: bool) -> Tuple[torch.Tensor, Any]:
-        """``x * (1 + sigmoid(w_c * w_s))`` in ``x``'s dtype and layout; nothing is saved (backward recomputes)."""
+    def statistics_backward(
+            x: torch.Tensor, mean_c: torch.Tensor, a_c: torch.Tensor, b_c: torch.Tensor, mean_s: torch.Tensor,
+            a_s: torch.Tensor, b_s: torch.Tensor,
+    ) -> torch.Tensor:
+        """``a_c * (x - mean_c) + b_c + a_s * (x - mean_s) + b_s`` in ``x``'s dtype and layout, each deviation less its
+        mean (see ``TorchKernels.statistics_backward``), from two reads of ``x``."""
+        x = _dense(x)
+        b, c, h, w = x.shape
+        # the exact means: the float32 means plus the means of the deviations from them (their rounding errors)
+        n_blocks = triton.cdiv(h * w, _BLOCK_HW)
+        part_dev_c = torch.empty((b, n_blocks, c), device=x.device, dtype=torch.float32)
+        dev_s = torch.empty((b, 1, h, w), device=x.device, dtype=torch.float32)
+        mean_c, mean_s = _flat(mean_c), _flat(mean_s)
+        _deviation_mean_kernel[(b, n_blocks)](
+            x, mean_c, mean_s, part_dev_c, dev_s, c, h * w, n_blocks, *_strides(x),
+            BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
+        dev_c = part_dev_c.sum(1) / (h * w)
+        dx = torch.empty_like(x)
+        grid = (b, triton.cdiv(h * w, _BLOCK_HW), triton.cdiv(c, _BLOCK_C))
+        _statistics_backward_kernel[grid](
+            x, mean_c, dev_c, _flat(a_c), _flat(b_c), mean_s, dev_s, _flat(a_s), _flat(b_s), dx, c, h * w,
+            *_strides(x),
+            BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
+        return dx
+
+    @staticmethod
+    def gate(x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor) -> torch.Tensor:
+        """``x * (1 + sigmoid(w_c * w_s))`` in ``x``'s dtype and layout."""
         x = _dense(x)
         b, c, h, w = x.shape
         out = torch.empty_like(x)
         grid = (b, triton.cdiv(h * w, _BLOCK_HW), triton.cdiv(c, _BLOCK_C))
         _gate_kernel[grid](
             x, _flat(w_c), _flat(w_s), out, c, h * w, *_strides(x), BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
-        return out, None
+        return out
 
     @staticmethod
     def gate_backward(
-            grad: torch.Tensor, x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor, saved: Any,
-    ) -> Tuple[torch.Tensor, torch.Tensor, Any]:
-        """Float32 gradients of ``w_c`` (B x C) and ``w_s`` (B x 1 x H x W) from one read of ``grad`` and ``x``.
-
-        The third value is ``grad`` in ``x``'s layout, for ``input_grad``.
-        """
+            grad: torch.Tensor, x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gradients of ``x`` (its dtype and layout), ``w_c`` (B x C) and ``w_s`` (B x 1 x H x W) (float32), from one
+        read of ``grad`` and ``x``; the sigmoid is recomputed."""
         x = _dense(x)
         b, c, h, w = x.shape
         if grad.stride() != x.stride():  # the kernels walk both with x's strides
             grad = torch.empty_like(x).copy_(grad)
         n_blocks = triton.cdiv(h * w, _BLOCK_HW)
+        grad_x = torch.empty_like(x)
         part_grad_c = torch.empty((b, n_blocks, c), device=x.device, dtype=torch.float32)
         grad_s = torch.empty((b, 1, h, w), device=x.device, dtype=torch.float32)
         _gate_backward_kernel[(b, n_blocks)](
-            grad, x, _flat(w_c), _flat(w_s), part_grad_c, grad_s, c, h * w, n_blocks, *_strides(x),
+            grad, x, _flat(w_c), _flat(w_s), grad_x, part_grad_c, grad_s, c, h * w, n_blocks, *_strides(x),
             BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
-        return part_grad_c.sum(1), grad_s, grad
-
-    @staticmethod
-    def input_grad(
-            grad: torch.Tensor, x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor, saved: Any, work: Any,
-            a_c: torch.Tensor, b_c: torch.Tensor, a_s: torch.Tensor, b_s: torch.Tensor,
-    ) -> torch.Tensor:
-        """The input gradient in ``x``'s dtype and layout, from one read of ``grad`` and ``x``."""
-        x = _dense(x)
-        grad = work  # gate_backward already matched its layout to x
-        b, c, h, w = x.shape
-        dx = torch.empty_like(x)
-        grid = (b, triton.cdiv(h * w, _BLOCK_HW), triton.cdiv(c, _BLOCK_C))
-        _input_grad_kernel[grid](
-            grad, x, _flat(w_c), _flat(w_s), _flat(a_c), _flat(b_c), _flat(a_s), _flat(b_s), dx,
-            c, h * w, *_strides(x), BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
-        return dx
+        return grad_x, part_grad_c.sum(1), grad_s

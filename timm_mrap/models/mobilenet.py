@@ -6,9 +6,9 @@ pointwise / projection conv. Blocks that carry attention are the ones whose bloc
 ratio written there is replaced by the chosen attention's own. The MRAP models (``mobilenet_mrap``) and the MAFC
 models (``mobilenet_mafc``, which add their attention after the projection conv) are both built here.
 
-The model classes are timm's own with one change: ``create_model`` records the arguments a model was built with
-(timm writes them to ``config.json`` as ``model_args``), and runtime choices (``mrap_impl``: which kernels run, not
-what they compute) are left out of that record, so a config written on a GPU machine loads anywhere.
+The MRAP models are built by timm's own ``_create_effnet`` / ``_create_mnv3`` (``build_model_with_cfg`` with timm's
+feature modes), so they are timm's ``EfficientNet`` / ``MobileNetV3`` classes; ``create_mobilenet`` is that builder
+for other model classes (the MAFC models' ``*AttnPost`` subclasses).
 """
 from functools import partial
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
@@ -19,52 +19,13 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg
 from timm.models._builder import pretrained_cfg_for_features
 from timm.models._efficientnet_builder import decode_arch_def, resolve_act_layer, resolve_bn_args
-from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
-from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
+from timm.models.efficientnet import EfficientNet, _create_effnet
+from timm.models.mobilenetv3 import MobileNetV3, _create_mnv3
 
 from ..layers import resolve_attn
+from ..layers.config import SWITCH_HINT
 
-__all__ = [
-    'RUNTIME_ARGS', 'ArchArgsMixin', 'ArchArgsEfficientNet', 'ArchArgsEfficientNetFeatures', 'ArchArgsMobileNetV3',
-    'ArchArgsMobileNetV3Features', 'create_mobilenet', 'create_efficientnet', 'create_mobilenetv3', 'gen_mobilenetv1',
-    'gen_mobilenetv2', 'gen_mobilenetv3', 'mobilenet_cfg',
-]
-
-# create_model arguments that pick how the model runs, not what it computes
-RUNTIME_ARGS = ('mrap_impl',)
-
-
-class ArchArgsMixin:
-    """Keeps runtime choices (``RUNTIME_ARGS``) out of the arguments ``timm.create_model`` records on the model.
-
-    timm stores every ``create_model`` argument in ``model._model_args``; ``save_for_hf`` / ``push_to_hf_hub`` write
-    them to ``config.json`` and every later load passes them back.
-    """
-    __jit_unused_properties__ = ['_model_args']  # TorchScript compiles a module's properties unless told not to
-
-    @property
-    def _model_args(self) -> Dict[str, Any]:
-        return self.__dict__.get('_architecture_args', {})
-
-    @_model_args.setter
-    def _model_args(self, args: Mapping[str, Any]) -> None:
-        self.__dict__['_architecture_args'] = {k: v for k, v in args.items() if k not in RUNTIME_ARGS}
-
-
-class ArchArgsEfficientNet(ArchArgsMixin, EfficientNet):
-    """timm's ``EfficientNet`` (the V1 / V2 networks) recording architecture arguments only."""
-
-
-class ArchArgsEfficientNetFeatures(ArchArgsMixin, EfficientNetFeatures):
-    """timm's ``EfficientNetFeatures`` recording architecture arguments only."""
-
-
-class ArchArgsMobileNetV3(ArchArgsMixin, MobileNetV3):
-    """timm's ``MobileNetV3`` recording architecture arguments only."""
-
-
-class ArchArgsMobileNetV3Features(ArchArgsMixin, MobileNetV3Features):
-    """timm's ``MobileNetV3Features`` recording architecture arguments only."""
+__all__ = ['create_mobilenet', 'gen_mobilenetv1', 'gen_mobilenetv2', 'gen_mobilenetv3', 'mobilenet_cfg']
 
 
 def create_mobilenet(
@@ -76,7 +37,10 @@ def create_mobilenet(
         features_kwargs_filter: Tuple[str, ...],
         **kwargs,
 ) -> nn.Module:
-    """``build_model_with_cfg`` with timm's EfficientNet / MobileNetV3 feature modes, for any of their subclasses."""
+    """``build_model_with_cfg`` with timm's EfficientNet / MobileNetV3 feature modes, for any of their subclasses.
+
+    timm's ``_create_effnet`` / ``_create_mnv3`` do the same for their own classes only.
+    """
     features_mode = ''
     kwargs_filter = None
     if kwargs.pop('features_only', False):
@@ -104,19 +68,6 @@ def create_mobilenet(
 EFFICIENTNET_FEATURES_FILTER = ('num_classes', 'num_features', 'head_conv', 'global_pool')
 MOBILENETV3_FEATURES_FILTER = ('num_classes', 'num_features', 'head_conv', 'head_bias', 'head_norm', 'global_pool')
 
-create_efficientnet = partial(
-    create_mobilenet,
-    model_cls=ArchArgsEfficientNet,
-    features_cls=ArchArgsEfficientNetFeatures,
-    features_kwargs_filter=EFFICIENTNET_FEATURES_FILTER,
-)
-create_mobilenetv3 = partial(
-    create_mobilenet,
-    model_cls=ArchArgsMobileNetV3,
-    features_cls=ArchArgsMobileNetV3Features,
-    features_kwargs_filter=MOBILENETV3_FEATURES_FILTER,
-)
-
 
 def _build(
         variant: str,
@@ -131,7 +82,6 @@ def _build(
         attn: str = 'mrap',
         pool_types: Optional[Sequence[str]] = None,
         rate: Optional[Sequence[float]] = None,
-        mrap_impl: Optional[str] = None,
         **kwargs,
 ) -> nn.Module:
     """Decode ``arch_def``, put the chosen attention on every block whose string carries an ``_se`` token and build.
@@ -147,10 +97,14 @@ def _build(
         attn: One of ``ATTN_CHOICES`` (``timm_mrap.layers.resolve_attn``).
         pool_types: MRAP's statistics (``attn='mrap'`` only).
         rate: MRAP's top-n shares (``attn='mrap'`` only).
-        mrap_impl: MRAP's implementation (a runtime choice; never recorded in ``config.json``).
         **kwargs: timm's model arguments (``num_classes``, ``drop_rate``, ``norm_layer``, ``features_only``...).
+
+    Raises:
+        TypeError: ``mrap_impl=``: MRAP's implementation is a switch (``timm_mrap.layers.set_mrap_impl``).
     """
-    se_layer, rd_ratio = resolve_attn(attn, pool_types, rate, v3_style=v3_style, mrap_impl=mrap_impl)
+    if 'mrap_impl' in kwargs:
+        raise TypeError(f'mrap_impl is not a model argument. {SWITCH_HINT}')
+    se_layer, rd_ratio = resolve_attn(attn, pool_types, rate, v3_style=v3_style)
     block_args = decode_arch_def(arch_def)
     for stage in block_args:
         for ba in stage:
@@ -173,12 +127,12 @@ def _build(
 def gen_mobilenetv1(
         variant: str,
         pretrained: bool = False,
-        create_fn: Callable[..., nn.Module] = create_efficientnet,
+        create_fn: Callable[..., nn.Module] = _create_effnet,
         **kwargs,
 ) -> EfficientNet:
     """MobileNetV1 of the reference: ReLU, attention in all 13 units, identity skip where shapes allow, no head.
 
-    ``kwargs``: ``attn``, ``pool_types``, ``rate``, ``mrap_impl`` and timm's model arguments (see ``_build``).
+    ``kwargs``: ``attn``, ``pool_types``, ``rate`` and timm's model arguments (see ``_build``).
     """
     arch_def = [
         ['dsa_r1_k3_s1_c64_se0.25'],
@@ -194,7 +148,7 @@ def gen_mobilenetv1(
 def gen_mobilenetv2(
         variant: str,
         pretrained: bool = False,
-        create_fn: Callable[..., nn.Module] = create_efficientnet,
+        create_fn: Callable[..., nn.Module] = _create_effnet,
         **kwargs,
 ) -> EfficientNet:
     """MobileNetV2 of the reference: attention in all 17 bottlenecks; the first has a 1x1 expansion (e1)."""
@@ -214,7 +168,7 @@ def gen_mobilenetv2(
 def gen_mobilenetv3(
         variant: str,
         pretrained: bool = False,
-        create_fn: Callable[..., nn.Module] = create_mobilenetv3,
+        create_fn: Callable[..., nn.Module] = _create_mnv3,
         **kwargs,
 ) -> MobileNetV3:
     """MobileNetV3 with attention in place of SE; the first unit is an inverted residual with a 1x1 expansion (e1).

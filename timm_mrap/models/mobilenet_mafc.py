@@ -11,7 +11,8 @@ models' extra identity skips), in every MobileNetV2 bottleneck and in the 8 SE u
 
 timm's blocks have no slot after their last conv, so the marked blocks are turned into the small subclasses below
 (``attn_post`` applied after ``bn2`` / ``bn3``, before the skip), and the model classes are thin subclasses of timm's
-(through ``timm_mrap.models.mobilenet``) that do this right after timm's builder has made the blocks. Everything else
+that do this right after timm's builder has made the blocks (built by ``timm_mrap.models.mobilenet.create_mobilenet``,
+since timm's ``_create_effnet`` / ``_create_mnv3`` build their own classes only). Everything else
 (builder, ``features_only``, FX feature extraction, TorchScript, pretrained loading) is timm's own.
 """
 from functools import partial
@@ -25,8 +26,10 @@ from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedRes
 from timm.models._efficientnet_builder import efficientnet_init_weights
 
 from ..layers import MAFC
-from .mobilenet import EFFICIENTNET_FEATURES_FILTER, MOBILENETV3_FEATURES_FILTER, ArchArgsEfficientNet, \
-    ArchArgsEfficientNetFeatures, ArchArgsMobileNetV3, ArchArgsMobileNetV3Features, create_mobilenet, gen_mobilenetv1, \
+from timm.models.efficientnet import EfficientNet, EfficientNetFeatures
+from timm.models.mobilenetv3 import MobileNetV3, MobileNetV3Features
+
+from .mobilenet import EFFICIENTNET_FEATURES_FILTER, MOBILENETV3_FEATURES_FILTER, create_mobilenet, gen_mobilenetv1, \
     gen_mobilenetv2, gen_mobilenetv3, mobilenet_cfg
 from .pretrained import explain_unpublished_weights
 
@@ -121,19 +124,19 @@ class _AttnPostMixin:
                 add_attn_post(block, attn_post_layer, device=kwargs.get('device'), dtype=kwargs.get('dtype'))
 
 
-class EfficientNetAttnPost(_AttnPostMixin, ArchArgsEfficientNet):
+class EfficientNetAttnPost(_AttnPostMixin, EfficientNet):
     """timm's ``EfficientNet`` with an attention after the projection conv of the marked stages."""
 
 
-class EfficientNetFeaturesAttnPost(_AttnPostMixin, ArchArgsEfficientNetFeatures):
+class EfficientNetFeaturesAttnPost(_AttnPostMixin, EfficientNetFeatures):
     """timm's ``EfficientNetFeatures`` with an attention after the projection conv of the marked stages."""
 
 
-class MobileNetV3AttnPost(_AttnPostMixin, ArchArgsMobileNetV3):
+class MobileNetV3AttnPost(_AttnPostMixin, MobileNetV3):
     """timm's ``MobileNetV3`` with an attention after the projection conv of the marked stages."""
 
 
-class MobileNetV3FeaturesAttnPost(_AttnPostMixin, ArchArgsMobileNetV3Features):
+class MobileNetV3FeaturesAttnPost(_AttnPostMixin, MobileNetV3Features):
     """timm's ``MobileNetV3Features`` with an attention after the projection conv of the marked stages."""
 
 

@@ -5,13 +5,15 @@ after the depthwise conv block and before the pointwise / projection conv, which
 ``DepthwiseSeparableConv`` and ``InvertedResidual`` apply their ``se`` layer (built by ``timm_mrap.models.mobilenet``).
 
 The ``attn`` model argument swaps the attention on the identical backbone for a same-recipe comparison:
-``'mrap'`` (default), ``'none'``, ``'se'``, ``'eca'``, ``'cbam'`` and ``'mafc'``. ``mrap_impl`` picks MRAP's
-implementation for every MRAP in the network (see ``timm_mrap.layers.config``).
+``'mrap'`` (default), ``'none'``, ``'se'``, ``'eca'``, ``'cbam'`` and ``'mafc'``. MRAP's implementation is a switch,
+not a model argument (``timm_mrap.layers.config``).
 """
 from timm.models import generate_default_cfgs, register_model
 
-from .mobilenet import ArchArgsEfficientNet, ArchArgsMobileNetV3, gen_mobilenetv1, gen_mobilenetv2, gen_mobilenetv3, \
-    mobilenet_cfg as _cfg
+from timm.models.efficientnet import EfficientNet
+from timm.models.mobilenetv3 import MobileNetV3
+
+from .mobilenet import gen_mobilenetv1, gen_mobilenetv2, gen_mobilenetv3, mobilenet_cfg as _cfg
 from .pretrained import explain_unpublished_weights
 from .warm_start import BACKBONE_TAG, backbone_cfg, checkpoint_filter_fn
 
@@ -36,7 +38,7 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 @explain_unpublished_weights
-def mobilenetv1_mrap(pretrained: bool = False, **kwargs) -> ArchArgsEfficientNet:
+def mobilenetv1_mrap(pretrained: bool = False, **kwargs) -> EfficientNet:
     """MobileNetV1 with MRAP after every depthwise conv (reference topology)."""
     return gen_mobilenetv1(
         'mobilenetv1_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
@@ -44,7 +46,7 @@ def mobilenetv1_mrap(pretrained: bool = False, **kwargs) -> ArchArgsEfficientNet
 
 @register_model
 @explain_unpublished_weights
-def mobilenetv2_mrap(pretrained: bool = False, **kwargs) -> ArchArgsEfficientNet:
+def mobilenetv2_mrap(pretrained: bool = False, **kwargs) -> EfficientNet:
     """MobileNetV2 with MRAP in all 17 bottlenecks (reference topology)."""
     return gen_mobilenetv2(
         'mobilenetv2_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
@@ -52,7 +54,7 @@ def mobilenetv2_mrap(pretrained: bool = False, **kwargs) -> ArchArgsEfficientNet
 
 @register_model
 @explain_unpublished_weights
-def mobilenetv3_mrap(pretrained: bool = False, **kwargs) -> ArchArgsMobileNetV3:
+def mobilenetv3_mrap(pretrained: bool = False, **kwargs) -> MobileNetV3:
     """MobileNetV3-Large with MRAP in place of SE (reference topology)."""
     return gen_mobilenetv3(
         'mobilenetv3_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
@@ -60,7 +62,7 @@ def mobilenetv3_mrap(pretrained: bool = False, **kwargs) -> ArchArgsMobileNetV3:
 
 @register_model
 @explain_unpublished_weights
-def mobilenetv3_small_mrap(pretrained: bool = False, **kwargs) -> ArchArgsMobileNetV3:
+def mobilenetv3_small_mrap(pretrained: bool = False, **kwargs) -> MobileNetV3:
     """MobileNetV3-Small with MRAP in place of SE, built as mobilenetv3_mrap (its first unit has a 1x1 expansion)."""
     return gen_mobilenetv3(
         'mobilenetv3_small_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)

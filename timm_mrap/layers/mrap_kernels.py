@@ -1,0 +1,174 @@
+""" MRAP's full-size work in PyTorch ops: the CPU kernel of the ``timm_mrap::mrap_*`` operators
+
+Four functions of tensors, the implementations that ``timm_mrap.layers.mrap_ops`` registers for any device (the
+Triton kernels in ``mrap_triton`` have the same interface):
+
+* ``statistics(x)``: channel and spatial mean / unbiased std, float32 (float64 for float64 inputs), two-pass;
+* ``statistics_backward(x, mean_c, a_c, b_c, mean_s, a_s, b_s)``: their input gradient
+  ``a_c * (x - mean_c) + b_c + a_s * (x - mean_s) + b_s``;
+* ``gate(x, w_c, w_s)``: ``x * (1 + sigmoid(w_c * w_s))`` in the input dtype;
+* ``gate_backward(grad, x, w_c, w_s)``: the gradients of ``x``, ``w_c`` and ``w_s``.
+
+On CPU they work through cache-sized chunks of a few samples in reused float32 buffers: no full-size temporaries (whose
+page faults cost more than the arithmetic there) and float32 accuracy for bf16 / fp16 inputs. Elsewhere (CUDA without
+Triton) they are whole-tensor ops that accumulate in float32.
+"""
+import math
+from typing import Iterator, Tuple
+
+import torch
+
+__all__ = ['TorchKernels', 'std_grad_scale']
+
+Stats = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+# elements per chunk of the CPU kernels (their float32 work buffers of this size stay in cache)
+_CPU_CHUNK_NUMEL = 1 << 18
+
+
+def stats_dtype(x: torch.Tensor) -> torch.dtype:
+    """Statistics are float32, float64 for float64 inputs."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` for NHWC tensors, else ``contiguous_format``."""
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def std_grad_scale(g_std: torch.Tensor, std: torch.Tensor, count: int) -> torch.Tensor:
+    """``a`` in the input gradient ``a * (x - mean) + g_mean / count`` of a mean / unbiased-std reduction over ``count``
+    items: ``g_std / ((count - 1) * std)``, 0 where the std is 0 (the zero gradient ``torch.std`` gives there).
+
+    The gradient is kept in this centred form, exact where the mean is large against the spread (``a * x - a * mean``
+    would cancel). Plain differentiable ops, so double backward goes through them.
+    """
+    a = torch.zeros_like(std)
+    if count > 1:
+        a = torch.where(std > 0, g_std / (std.clamp_min(torch.finfo(std.dtype).tiny) * (count - 1)), a)
+    return a
+
+
+def _chunks(x: torch.Tensor) -> Tuple[int, torch.Tensor]:
+    """Samples per chunk (cache-sized on CPU, the whole batch elsewhere) and a float32 work buffer in ``x``'s layout."""
+    b, c, h, w = x.shape
+    rows = max(1, _CPU_CHUNK_NUMEL // max(1, c * h * w)) if x.device.type == 'cpu' else max(b, 1)
+    buf = torch.empty((min(rows, b), c, h, w), device=x.device, dtype=stats_dtype(x), memory_format=memory_format_of(x))
+    return rows, buf
+
+
+def _slices(batch: int, rows: int) -> Iterator[Tuple[slice, int]]:
+    for start in range(0, batch, rows):
+        yield slice(start, start + rows), min(rows, batch - start)
+
+
+def _empty_stats(x: torch.Tensor) -> Stats:
+    b, c, h, w = x.shape
+    new = dict(device=x.device, dtype=stats_dtype(x))
+    return torch.empty(b, c, **new), torch.empty(b, c, **new), torch.empty(b, 1, h, w, **new), \
+        torch.empty(b, 1, h, w, **new)
+
+
+def _whole_tensor_statistics(x: torch.Tensor) -> Stats:
+    """``TorchKernels.statistics`` off the CPU: ``torch.std_mean`` (two-pass / Welford) on a ``stats_dtype`` copy."""
+    b, c, h, w = x.shape
+    x = x.to(stats_dtype(x))
+    std_c, mean_c = torch.std_mean(x, (2, 3), correction=1 if h * w > 1 else 0)
+    std_s, mean_s = torch.std_mean(x, 1, keepdim=True, correction=1 if c > 1 else 0)
+    return mean_c, std_c, mean_s, std_s
+
+
+class TorchKernels:
+    """The full-size work of MRAP from PyTorch ops (any device; float64, float32, bfloat16, float16)."""
+
+    @staticmethod
+    def statistics(x: torch.Tensor) -> Stats:
+        """``mean_c, std_c`` (B x C) and ``mean_s, std_s`` (B x 1 x H x W) in ``stats_dtype``; unbiased std, 0 for one
+        element, two-pass (exactly 0 for constant rows, no cancellation on large means)."""
+        if x.device.type != 'cpu' or x.shape[0] == 0:
+            return _whole_tensor_statistics(x)
+        b, c, h, w = x.shape
+        rows, buf = _chunks(x)
+        convert = torch.empty_like(buf) if x.dtype != buf.dtype else None
+        scale_c, scale_s = 1. / math.sqrt(max(h * w - 1, 1)), 1. / max(c - 1, 1)
+        mean_c, std_c, mean_s, std_s = _empty_stats(x)
+        for sl, n in _slices(b, rows):
+            f = convert[:n].copy_(x[sl]) if convert is not None else x[sl]
+            torch.mean(f, (2, 3), out=mean_c[sl])
+            torch.mean(f, 1, keepdim=True, out=mean_s[sl])
+            dev = torch.sub(f, mean_c[sl].view(n, c, 1, 1), out=buf[:n])
+            torch.linalg.vector_norm(dev, 2, (2, 3), out=std_c[sl]).mul_(scale_c)  # fused square-sum
+            torch.sub(f, mean_s[sl], out=dev).square_()
+            torch.sum(dev, 1, keepdim=True, out=std_s[sl]).mul_(scale_s).sqrt_()
+        return mean_c, std_c, mean_s, std_s
+
+    @staticmethod
+    def statistics_backward(
+            x: torch.Tensor, mean_c: torch.Tensor, a_c: torch.Tensor, b_c: torch.Tensor, mean_s: torch.Tensor,
+            a_s: torch.Tensor, b_s: torch.Tensor,
+    ) -> torch.Tensor:
+        """``a_c * (x - mean_c) + b_c + a_s * (x - mean_s) + b_s`` (the statistics' input gradient) in ``x``'s dtype
+        and layout; the deviations are formed in float32 chunk by chunk.
+
+        Each deviation is taken from the exact mean: ``x - mean`` less its own mean, which is the rounding error of the
+        float32 ``mean`` (as autograd through ``x - x.mean()`` has it). Where the spread is tiny against the mean (a
+        ReLU6 channel at 6 + 1e-3 noise), that error is a sizeable part of every deviation.
+        """
+        b, c, h, w = x.shape
+        rows, buf = _chunks(x)
+        out = torch.empty_like(buf) if buf.dtype != x.dtype else None
+        dx = torch.empty_like(x, memory_format=memory_format_of(x))
+        mean_c, a_c, b_c = (t.view(b, c, 1, 1) for t in (mean_c, a_c, b_c))
+        for sl, n in _slices(b, rows):
+            target = dx[sl] if out is None else out[:n]
+            dev = torch.sub(x[sl], mean_c[sl], out=buf[:n])
+            dev.sub_(dev.mean((2, 3), keepdim=True))
+            torch.mul(dev, a_c[sl], out=target).add_(b_c[sl])
+            dev = torch.sub(x[sl], mean_s[sl], out=buf[:n])
+            dev.sub_(dev.mean(1, keepdim=True))
+            target.addcmul_(dev, a_s[sl]).add_(b_s[sl])
+            if out is not None:
+                dx[sl].copy_(target)
+        return dx
+
+    @staticmethod
+    def gate(x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor) -> torch.Tensor:
+        """``x * (1 + sigmoid(w_c * w_s))`` in ``x``'s dtype and layout."""
+        gate = torch.empty_like(x, memory_format=memory_format_of(x))
+        # in x's dtype: a float32 product written to a bf16 / fp16 buffer takes a slow unvectorized path on CPU
+        torch.mul(w_c.to(x.dtype)[:, :, None, None], w_s.to(x.dtype), out=gate)
+        return torch.addcmul(x, x, gate.sigmoid_(), out=gate)
+
+    @staticmethod
+    def gate_backward(
+            grad: torch.Tensor, x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gradients of ``x`` (its dtype and layout), ``w_c`` (B x C) and ``w_s`` (B x 1 x H x W) (float32).
+
+        The sigmoid is recomputed a few samples at a time in reused float32 buffers, and the ``w_c`` / ``w_s`` terms
+        ``grad * x * gate * (1 - gate)`` are reduced by batched matrix products: exact in float32, never full-size.
+        """
+        b, c, h, w = x.shape
+        channels_last = memory_format_of(x) == torch.channels_last
+        grad = grad.contiguous(memory_format=memory_format_of(x))
+        rows, buf = _chunks(x)
+        gate = torch.empty_like(buf)
+        grad_x = torch.empty_like(x, memory_format=memory_format_of(x))
+        grad_c = torch.empty(b, c, device=x.device, dtype=buf.dtype)
+        grad_s = torch.empty(b, 1, h, w, device=x.device, dtype=buf.dtype)
+        for sl, n in _slices(b, rows):
+            g = torch.mul(w_c[sl].view(n, c, 1, 1), w_s[sl], out=gate[:n]).sigmoid_()
+            torch.addcmul(grad[sl], grad[sl], g, out=grad_x[sl])
+            grad_z = torch.mul(grad[sl], x[sl], out=buf[:n]).mul_(g)
+            grad_z.addcmul_(grad_z, g, value=-1.)  # grad * x * gate * (1 - gate)
+            ws, wc = w_s[sl].reshape(n, h * w, 1).to(buf.dtype), w_c[sl].reshape(n, c, 1).to(buf.dtype)
+            if channels_last:  # reduce over n x HW x C
+                flat = grad_z.permute(0, 2, 3, 1).reshape(n, h * w, c)
+                torch.bmm(ws.transpose(1, 2), flat, out=grad_c[sl].view(n, 1, c))
+                torch.bmm(flat, wc, out=grad_s[sl].view(n, h * w, 1))
+            else:
+                flat = grad_z.view(n, c, h * w)
+                torch.bmm(flat, ws, out=grad_c[sl].view(n, c, 1))
+                torch.bmm(wc.transpose(1, 2), flat, out=grad_s[sl].view(n, 1, h * w))
+        return grad_x, grad_c, grad_s
