@@ -8,7 +8,8 @@ reaches ``config.json``.
 Implementations:
 
 * ``'reference'``: the math in standard ops (``MRAP.statistics`` / ``MRAP.weights_from_statistics``).
-  TorchScript and recorded graphs (tracing, ONNX, ``torch.export``) always take it.
+  TorchScript, ``torch.compile`` (Inductor fuses it) and recorded graphs (tracing, ONNX, ``torch.export``) always take
+  it.
 * ``'fused'``: the registered operators of ``timm_mrap.layers.mrap_ops`` with the PyTorch-op kernel
   (``mrap_kernels``: cache-sized chunks on CPU, whole-tensor ops on CUDA); float64 / float32 / bfloat16 / float16.
 * ``'triton'``: the same operators with the Triton kernels (``mrap_triton``): CUDA tensors, or CPU tensors under
@@ -17,7 +18,7 @@ Implementations:
   elsewhere.
 
 All of them are exact in the same way (two-pass statistics) and work with ``torch.compile``, ``torch.func``,
-double backward and activation checkpointing.
+double backward and activation checkpointing. The choice applies to eager mode.
 """
 import os
 

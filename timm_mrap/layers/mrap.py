@@ -20,10 +20,10 @@ Deviations from the reference: the unbiased std of a single element is 0 (the re
 are computed in float32 under autocast.
 
 This file is the math, written once with standard ops: ``MRAP.statistics`` (two-pass, exact for constant rows) and
-``MRAP.weights_from_statistics``. It is what TorchScript and recorded graphs (tracing, ONNX, ``torch.export``:
-ExecuTorch, Core ML, LiteRT) run, and what ``impl='reference'`` runs in eager mode. Every other implementation
-computes the full-size work (the statistics, the gate and their gradients) through the registered operators of
-``mrap_ops`` and shares ``weights_from_statistics``; ``timm_mrap.layers.config`` chooses.
+``MRAP.weights_from_statistics``. It is what TorchScript, ``torch.compile`` (Inductor fuses it) and recorded graphs
+(tracing, ONNX, ``torch.export``: ExecuTorch, Core ML, LiteRT) run, and what ``impl='reference'`` runs in eager mode.
+Eager mode otherwise computes the full-size work (the statistics, the gate and their gradients) through the
+registered operators of ``mrap_ops`` and shares ``weights_from_statistics``; ``timm_mrap.layers.config`` chooses.
 """
 import difflib
 import inspect
@@ -114,15 +114,13 @@ def _count(x: torch.Tensor, dim: List[int]) -> int:
 
 
 def pool_statistic(x: torch.Tensor, pool_type: str, dim: List[int], keepdim: bool = False) -> torch.Tensor:
-    """One squeeze of ``x`` over ``dim``: mean, unbiased std (0 where a single element is reduced) or max."""
+    """One squeeze of ``x`` over ``dim``: mean, unbiased std (two-pass, 0 where a single element is reduced) or max."""
     if pool_type == 'avg':
         return x.mean(dim, keepdim=keepdim)
     if pool_type == 'max':
         return x.amax(dim, keepdim=keepdim)
-    if _count(x, dim) > 1:
-        # torch.std has a zero (not NaN) gradient where the variance is 0, unlike var().sqrt()
-        return torch.std(x, dim, correction=1, keepdim=keepdim)
-    return torch.zeros_like(x.mean(dim, keepdim=keepdim))
+    centred = x - x.mean(dim, keepdim=True)
+    return _unbiased_std((centred * centred).mean(dim, keepdim=keepdim), _count(x, dim))
 
 
 def _unbiased_std(mean_sq_dev: torch.Tensor, count: int) -> torch.Tensor:
@@ -139,6 +137,11 @@ def _unbiased_std(mean_sq_dev: torch.Tensor, count: int) -> torch.Tensor:
     if _exporting():
         return var.sqrt()
     return torch.where(var > 0, var.clamp_min(1e-30).sqrt(), torch.zeros_like(var))
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype``; no op at all where it already is (recorded graphs would keep a copy)."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def _product(values: List[torch.Tensor]) -> torch.Tensor:
@@ -270,10 +273,10 @@ class MRAP(nn.Module):
             z = interleave(tops, min(self.top_n), self.top_n)  # static reshapes: no gather in exported graphs
         else:
             z = torch.cat(tops, dim=1).index_select(1, self.top_n_index)  # top-n of each pool, interleaved
-        excitation = self.fc2(self.act(self.fc1(z.to(self.fc1.weight.dtype))))
-        w_c = F.relu(excitation.to(z.dtype) + torch.sigmoid(_product(stats_c)))
-        conv = self.spatial_conv(torch.cat(stats_s, dim=1).to(self.spatial_conv.weight.dtype))
-        w_s = self.spatial_bn(conv).to(z.dtype) + torch.sigmoid(_product(stats_s))
+        excitation = self.fc2(self.act(self.fc1(_cast(z, self.fc1.weight.dtype))))
+        w_c = F.relu(_cast(excitation, z.dtype) + torch.sigmoid(_product(stats_c)))
+        conv = self.spatial_conv(_cast(torch.cat(stats_s, dim=1), self.spatial_conv.weight.dtype))
+        w_s = _cast(self.spatial_bn(conv), z.dtype) + torch.sigmoid(_product(stats_s))
         return w_c, w_s
 
     def statistics(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
@@ -284,7 +287,7 @@ class MRAP(nn.Module):
         ``(x - mean) ** 2``: exact for constant rows, where a one-pass ``E[x * x] - E[x] ** 2`` cancels). Float64
         inputs keep float64 throughout (for gradient checks).
         """
-        x = x if x.dtype == torch.float64 else x.float()
+        x = x if x.dtype == torch.float64 else _cast(x, torch.float32)
         mean_c, mean_s = F.adaptive_avg_pool2d(x, 1), self._channel_mean(x)
         channel, spatial = {'avg': mean_c.flatten(1)}, {'avg': mean_s}
         if 'std' in self.pool_types:
@@ -301,7 +304,7 @@ class MRAP(nn.Module):
         """Mean over C (B x 1 x H x W); recorded graphs take a 1x1 convolution with constant weights, which delegates
         run in their convolution layout."""
         if _exporting():
-            return F.conv2d(x, self.channel_average.to(x.dtype))
+            return F.conv2d(x, _cast(self.channel_average, x.dtype))
         return x.mean(1, keepdim=True)
 
     def channel_weight(self, x: torch.Tensor) -> torch.Tensor:
@@ -316,7 +319,7 @@ class MRAP(nn.Module):
         """The math in standard ops."""
         w_c, w_s = self.weights_from_statistics(*self.statistics(x))
         scale = 1. + torch.sigmoid(w_c[:, :, None, None] * w_s)
-        return x * scale.to(x.dtype)
+        return x * _cast(scale, x.dtype)
 
     @torch.jit.unused
     def forward_operators(self, x: torch.Tensor) -> torch.Tensor:
@@ -326,14 +329,16 @@ class MRAP(nn.Module):
         channel = {'avg': mean_c, 'std': std_c}
         spatial = {'avg': mean_s, 'std': std_s}
         if 'max' in self.pool_types:
-            channel['max'] = x.amax((2, 3)).to(mean_c.dtype)
-            spatial['max'] = x.amax(1, keepdim=True).to(mean_c.dtype)
+            channel['max'] = _cast(x.amax((2, 3)), mean_c.dtype)
+            spatial['max'] = _cast(x.amax(1, keepdim=True), mean_c.dtype)
         w_c, w_s = self.weights_from_statistics(
             [channel[p] for p in self.pool_types], [spatial[p] for p in self.pool_types])
         return mrap_gate(x, w_c, w_s, kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.impl == 'reference' or torch.jit.is_scripting() or _exporting():
+            return self.forward_reference(x)
+        if torch.compiler.is_compiling():  # Inductor fuses the reference math itself, faster than opaque operators
             return self.forward_reference(x)
         return self.forward_operators(x)
 

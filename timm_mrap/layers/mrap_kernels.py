@@ -63,13 +63,6 @@ def _slices(batch: int, rows: int) -> Iterator[Tuple[slice, int]]:
         yield slice(start, start + rows), min(rows, batch - start)
 
 
-def _empty_stats(x: torch.Tensor) -> Stats:
-    b, c, h, w = x.shape
-    new = dict(device=x.device, dtype=stats_dtype(x))
-    return torch.empty(b, c, **new), torch.empty(b, c, **new), torch.empty(b, 1, h, w, **new), \
-        torch.empty(b, 1, h, w, **new)
-
-
 def _whole_tensor_statistics(x: torch.Tensor) -> Stats:
     """``TorchKernels.statistics`` off the CPU: ``torch.std_mean`` (two-pass / Welford) on a ``stats_dtype`` copy."""
     b, c, h, w = x.shape
@@ -92,16 +85,16 @@ class TorchKernels:
         rows, buf = _chunks(x)
         convert = torch.empty_like(buf) if x.dtype != buf.dtype else None
         scale_c, scale_s = 1. / math.sqrt(max(h * w - 1, 1)), 1. / max(c - 1, 1)
-        mean_c, std_c, mean_s, std_s = _empty_stats(x)
-        for sl, n in _slices(b, rows):
-            f = convert[:n].copy_(x[sl]) if convert is not None else x[sl]
-            torch.mean(f, (2, 3), out=mean_c[sl])
-            torch.mean(f, 1, keepdim=True, out=mean_s[sl])
-            dev = torch.sub(f, mean_c[sl].view(n, c, 1, 1), out=buf[:n])
-            torch.linalg.vector_norm(dev, 2, (2, 3), out=std_c[sl]).mul_(scale_c)  # fused square-sum
-            torch.sub(f, mean_s[sl], out=dev).square_()
-            torch.sum(dev, 1, keepdim=True, out=std_s[sl]).mul_(scale_s).sqrt_()
-        return mean_c, std_c, mean_s, std_s
+        parts = []
+        for chunk in x.split(rows) if rows < b else (x,):
+            n = chunk.shape[0]
+            f = convert[:n].copy_(chunk) if convert is not None else chunk
+            mean_c, mean_s = f.mean((2, 3)), f.mean(1, keepdim=True)
+            dev = torch.sub(f, mean_c.view(n, c, 1, 1), out=buf[:n])
+            std_c = torch.linalg.vector_norm(dev, 2, (2, 3)).mul_(scale_c)  # fused square-sum over the contiguous axes
+            std_s = torch.sub(f, mean_s, out=dev).square_().sum(1, keepdim=True).mul_(scale_s).sqrt_()
+            parts.append((mean_c, std_c, mean_s, std_s))
+        return parts[0] if len(parts) == 1 else tuple(torch.cat(p) for p in zip(*parts))
 
     @staticmethod
     def statistics_backward(

@@ -14,7 +14,7 @@ ops elsewhere) or ``'triton'`` (``mrap_triton.TritonKernels``).
 
 ``mrap_statistics`` and ``mrap_gate`` differentiate them through two ``torch.autograd.Function``s with ``setup_context`` and
 ``generate_vmap_rule``, so ``torch.func.grad`` / ``vmap`` / ``jacrev``, activation checkpointing and ``torch.compile``
-all go through (torch 2.14's ``register_autograd`` is refused by ``torch.func``). Their backward calls the backward
+(of code that calls them; ``MRAP`` itself hands Inductor its reference math, which Inductor fuses) all go through (torch 2.14's ``register_autograd`` is refused by ``torch.func``). Their backward calls the backward
 operators; where a graph of the gradient is being recorded (double backward, ``create_graph=True``, ``torch.func``)
 it computes the same formulas in differentiable ops instead.
 """
@@ -180,9 +180,13 @@ class _Gate(torch.autograd.Function):
 def mrap_statistics(x: Tensor, kernel: str = 'torch') -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """``mean_c, std_c`` (B x C) and ``mean_s, std_s`` (B x 1 x H x W) of ``x`` (B x C x H x W), float32 (float64 for
     float64 inputs); the std is unbiased, 0 where one element is reduced, and has a zero gradient where it is 0."""
-    return _Statistics.apply(x, kernel)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Statistics.apply(x, kernel)
+    return _statistics_op(x, kernel)  # nothing to differentiate: the operator alone (autograd.Function costs ~40 us)
 
 
 def mrap_gate(x: Tensor, w_c: Tensor, w_s: Tensor, kernel: str = 'torch') -> Tensor:
     """``x * (1 + sigmoid(w_c * w_s))`` in ``x``'s dtype and layout, for ``w_c`` (B x C) and ``w_s`` (B x 1 x H x W)."""
-    return _Gate.apply(x, w_c, w_s, kernel)
+    if torch.is_grad_enabled() and (x.requires_grad or w_c.requires_grad or w_s.requires_grad):
+        return _Gate.apply(x, w_c, w_s, kernel)
+    return _gate_op(x, w_c, w_s, kernel)
