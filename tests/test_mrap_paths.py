@@ -27,7 +27,7 @@ CHANNELS = 32
 # conditioned); bf16 runs the perceptron and the spatial conv in bf16 under autocast. Measured: docs/performance.md.
 BOUNDS = {
     torch.float64: (1e-13, 1e-13, 1e-11),
-    torch.float32: (5e-6, 2e-5, 2e-4),
+    torch.float32: (5e-6, 2e-5, 3e-4),
     torch.float16: (3e-3, 3e-3, 5e-2),  # one fp16 rounding of the output (11 bits), float32 statistics
     torch.bfloat16: (6e-2, 6e-2, 3e-1),  # one bf16 rounding of the output (8 bits), float32 statistics
 }
