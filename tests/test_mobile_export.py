@@ -129,7 +129,7 @@ def test_missing_executorch_names_the_extra(monkeypatch, tmp_path):
     (['--format', 'tensorrt'], 'invalid choice'),
     (['--format', 'onnx', '--int8'], '--int8 and --calibration-dir are for --format executorch'),
     (['--format', 'coreml', '--static-size'], 'are ONNX options'),
-    (['--format', 'executorch', '--img-size', '32'], 'too small'),
+    (['--format', 'executorch', '--img-size', '16'], 'too small'),
     (['--format', 'coreml', '--out', 'm.onnx'], 'writes an .mlpackage folder'),
     (['--format', 'executorch', '--int8', '--calibration-dir', 'no/such/folder'], 'does not exist'),
 ])
