@@ -30,6 +30,15 @@ def make_pair(impl, channels, pool_types=('avg', 'std'), rate=None, train=True, 
     return fast.train(train), reference.train(train)
 
 
+def reference_copy(model):
+    """A copy of ``model`` whose every MRAP runs the reference math."""
+    ref = copy.deepcopy(model)
+    for m in ref.modules():
+        if isinstance(m, MRAP):
+            m.impl = 'reference'
+    return ref
+
+
 def forward_backward(module, x, probe):
     """Output, input gradient and parameter gradients of ``sum(module(x) * probe)``."""
     x = x.clone().requires_grad_()
@@ -238,10 +247,7 @@ def test_compile_fullgraph_captures_training_and_inference_of_a_network(name):
     ``test_mrap_paths.py``."""
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=5).train()
-    eager = copy.deepcopy(model)
-    for m in eager.modules():
-        if isinstance(m, MRAP):
-            m.impl = 'reference'
+    eager = reference_copy(model)
     compiled = torch.compile(model, fullgraph=True, backend='aot_eager')
     x = torch.randn(2, 3, 64, 64)
     out_c, out_e = compiled(x), eager(x)
@@ -319,10 +325,7 @@ def test_environment_variable_sets_the_default():
 def test_network_operators_match_reference_with_gradients(name, monkeypatch):
     torch.manual_seed(0)
     fused = timm.create_model(name, num_classes=10).train()
-    ref = copy.deepcopy(fused)
-    for m in ref.modules():
-        if isinstance(m, MRAP):
-            m.impl = 'reference'
+    ref = reference_copy(fused)
     x = torch.randn(2, 3, 64, 64)
     out_f, out_r = fused(x), ref(x)
     torch.testing.assert_close(out_f, out_r, atol=1e-4 * out_r.abs().max().item(), rtol=0.)
