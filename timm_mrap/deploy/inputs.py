@@ -74,7 +74,8 @@ def check_input(
     if min(height, width) < min_size:
         raise ValueError(
             f'The input is {height} x {width} px, too small for a network of total stride {model_stride(model)} '
-            f'(every stage must see at least one stride of pixels); resize it to at least {min_size} x {min_size} px (64 px or more is a sensible minimum).')
+            f'(every stage must see at least one stride of pixels); resize it to at least {min_size} x {min_size} px '
+            f'(64 px or more is a sensible minimum).')
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,8 +5,8 @@ Wraps timm's own exporter (``timm.utils.onnx.onnx_export``). Two exporters are s
 * ``'dynamo'`` (torch's default since 2.9): ``torch.export`` then ONNX translation. Dynamic batch / height / width:
   MRAP's unbiased-std factor ``n / max(n - 1, 1)`` stays a symbolic expression of the runtime size, so the graph is
   right from 1 x 1 maps up. Slow on a small CPU (about 1.5 min for a full MobileNet on 2 cores).
-* ``'torchscript'`` (torch's legacy tracer): the same graph in a few seconds, with the factor fixed at the traced size
-  (exact at the export size; elsewhere off by ``n / (n - 1)`` against the runtime ``n``).
+* ``'torchscript'`` (torch's legacy tracer): the same graph in a few seconds; the tracer records shapes as tensors, so
+  the factor follows the runtime size there too.
 
 onnx, onnxruntime and onnxscript are optional dependencies (``pip install 'timm-mrap[onnx]'``), imported lazily.
 """
