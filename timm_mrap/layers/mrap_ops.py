@@ -12,11 +12,12 @@ implementation, so ``torch.compile`` and ``torch.export`` trace them without a g
 ``kernel`` names the implementation: ``'torch'`` (``mrap_kernels.TorchKernels``: the chunked CPU kernel, whole-tensor
 ops elsewhere) or ``'triton'`` (``mrap_triton.TritonKernels``).
 
-``mrap_statistics`` and ``mrap_gate`` differentiate them through two ``torch.autograd.Function``s with ``setup_context`` and
-``generate_vmap_rule``, so ``torch.func.grad`` / ``vmap`` / ``jacrev``, activation checkpointing and ``torch.compile``
-(of code that calls them; ``MRAP`` itself hands Inductor its reference math, which Inductor fuses) all go through (torch 2.14's ``register_autograd`` is refused by ``torch.func``). Their backward calls the backward
-operators; where a graph of the gradient is being recorded (double backward, ``create_graph=True``, ``torch.func``)
-it computes the same formulas in differentiable ops instead.
+``mrap_statistics`` and ``mrap_gate`` differentiate them through two ``torch.autograd.Function``s with
+``setup_context`` and ``generate_vmap_rule``, so ``torch.func.grad`` / ``vmap`` / ``jacrev``, activation checkpointing
+and ``torch.compile`` of code that calls them all go through (torch 2.14's ``register_autograd`` is refused by
+``torch.func``; ``MRAP`` itself hands ``torch.compile`` its reference math, which Inductor fuses). Their backward
+calls the backward operators; where a graph of the gradient is being recorded (double backward,
+``create_graph=True``, ``torch.func``) it computes the same formulas in differentiable ops instead.
 """
 from typing import Callable, List, Sequence, Tuple
 
