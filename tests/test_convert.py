@@ -6,7 +6,7 @@ import torch
 
 import timm
 from timm_mrap import MRAP
-from timm_mrap.convert import ConversionError, convert_checkpoint, fold_data_bn, load_reference_state_dict, main
+from timm_mrap.convert import ConversionError, convert_checkpoint, fold_data_bn, main
 from timm_mrap.layers import config as mrap_config
 
 from conftest import fixture_state_dict, load_fixture
@@ -154,6 +154,6 @@ def test_unreadable_and_missing_files(tmp_path):
     bad = tmp_path / 'truncated.pth'
     bad.write_bytes(b'PK\x03\x04 not really a checkpoint')
     with pytest.raises(ConversionError, match='Could not read'):
-        load_reference_state_dict(str(bad))
+        convert_checkpoint(str(bad), 'mobilenetv2_mrap')
     with pytest.raises(FileNotFoundError, match='does not exist'):
-        load_reference_state_dict(str(tmp_path / 'nope.pth'))
+        convert_checkpoint(str(tmp_path / 'nope.pth'), 'mobilenetv2_mrap')

@@ -181,19 +181,27 @@ def test_prepare_overwrite_protection_cli(training_run, tmp_path, capsys):
         hub_main(argv + ['--overwrite'])
     assert "also holds ['notes.txt']" in capsys.readouterr().err
     assert (out / 'notes.txt').read_text() == 'keep me'
-
-    # the subcommand's earlier name still works, and says what it is called now
-    old_name = tmp_path / 'old_name'
-    hub_main(['export'] + argv[1:3] + [str(old_name)] + argv[4:])
-    out_err = capsys.readouterr()
-    assert 'Wrote' in out_err.out and 'is now "python -m timm_mrap.hub prepare"' in out_err.err
-    assert (old_name / 'model.safetensors').read_bytes() == (out / 'model.safetensors').read_bytes()
+    with pytest.raises(SystemExit) as e:  # prepare has one name
+        hub_main(['export'] + argv[1:])
+    assert e.value.code == 2 and 'export' in capsys.readouterr().err
 
 
-def _old_style_config(config: dict) -> dict:
-    """config.json as earlier exports wrote it: classes, channels and pooling repeated in model_args."""
-    return {**config, 'model_args': {'num_classes': config['num_classes'], **config.get('model_args', {}),
-                                     'in_chans': 3, 'global_pool': 'avg'}}
+@pytest.mark.parametrize('prefix', ['_orig_mod.', 'module._orig_mod.'])
+@pytest.mark.parametrize('layout', ['state_dict', 'train.py'])
+def test_prepare_compiled_model_checkpoint(training_run, tmp_path, capsys, prefix, layout):
+    """Checkpoints of a compiled (and DDP-wrapped) model: the wrapper prefixes are dropped as timm drops them."""
+    weights = {prefix + k: v for k, v in training_run.model.state_dict().items()}
+    path = tmp_path / 'compiled.pth.tar'
+    torch.save({'epoch': 3, 'arch': 'mobilenetv2_mrap', 'state_dict': weights} if layout == 'train.py' else weights,
+               path)
+    out = tmp_path / 'out'
+    hub_main(['prepare', str(path), '--out', str(out), '--model', 'mobilenetv2_mrap', '--tag', 'digits',
+              '--dataset', 'digits', '--repo-id', 'someone/m', '--model-kwargs', 'pool_types=("avg","std","max")',
+              'rate=(0.3,0.5,0.2)'])
+    assert '3 classes' in capsys.readouterr().out
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(_inputs()), training_run.logits['raw'])
 
 
 def test_folder_loads_under_any_implementation(training_run, tmp_path, monkeypatch):
@@ -235,21 +243,12 @@ def test_non_default_channels_stay_in_model_args(tmp_path):
         torch.testing.assert_close(hf_model(pixel_values=x).logits, expected, rtol=0, atol=1e-5)
 
 
-def test_old_style_config_loads_and_is_pushed_in_timms_shape(training_run, ema_folder, tmp_path):
+def test_pushed_folder_loads_in_transformers(training_run, ema_folder, tmp_path):
     from transformers import AutoModelForImageClassification
-    folder = tmp_path / 'old_export'
-    shutil.copytree(ema_folder.out_dir, folder)
-    config = json.loads((folder / 'config.json').read_text())
-    (folder / 'config.json').write_text(json.dumps(_old_style_config(config), indent=2))
-    with torch.no_grad():
-        assert torch.equal(timm.create_model(f'local-dir:{folder}', pretrained=True).eval()(_inputs()),
-                           training_run.logits['ema'])
-
     api = RecordingHubApi(tmp_path / 'remote')
-    push_folder(folder, 'someone/mobilenetv2_mrap.digits', api=api)
+    push_folder(ema_folder.out_dir, 'someone/mobilenetv2_mrap.digits', api=api)
     uploaded = tmp_path / 'remote' / 'someone' / 'mobilenetv2_mrap.digits' / 'main'
-    assert json.loads((uploaded / 'config.json').read_text()) == config
-    assert json.loads((folder / 'config.json').read_text()) == config
+    assert (uploaded / 'config.json').read_bytes() == (ema_folder.out_dir / 'config.json').read_bytes()
     hf_model = AutoModelForImageClassification.from_pretrained(uploaded).eval()
     with torch.no_grad():
         torch.testing.assert_close(hf_model(pixel_values=_inputs()).logits, training_run.logits['ema'],
@@ -377,19 +376,27 @@ def published_v2(tmp_path_factory):
 
 
 def test_pretrained_true_from_offline_hub_cache(published_v2):
-    """pretrained=True resolves the default tag's repo in a pre-filled cache with HF_HUB_OFFLINE=1."""
+    """A published tag resolves its repo in a pre-filled cache with HF_HUB_OFFLINE=1, as timm fetches it; an
+    unpublished one is refused even when a repo of that name is in the cache."""
     hub_cache = published_v2.root / 'hf_home' / 'hub'
     fill_hub_cache(hub_cache, 'timm-mrap/mobilenetv2_mrap.rein100', published_v2.folder)
     script = textwrap.dedent(f'''
         import json, torch, timm, timm_mrap
         from timm_mrap.errors import WeightsNotPublishedError
+        from timm_mrap.models import pretrained
         x = torch.randn(2, 3, {IMG}, {IMG}, generator=torch.Generator().manual_seed(0))
         out = {{}}
+        try:
+            timm.create_model('mobilenetv2_mrap', pretrained=True)
+        except WeightsNotPublishedError as e:
+            out['unpublished'] = str(e)
+        pretrained.PUBLISHED_REPOS = frozenset({{'timm-mrap/mobilenetv2_mrap.rein100'}})
         for name in ('mobilenetv2_mrap', 'mobilenetv2_mrap.rein100', 'hf-hub:timm-mrap/mobilenetv2_mrap.rein100'):
             model = timm.create_model(name, pretrained=True).eval()
             with torch.no_grad():
                 out[name] = bool(torch.equal(model(x), torch.load({str(published_v2.root / 'logits.pt')!r})))
         out['hub_id'] = timm.create_model('mobilenetv2_mrap', pretrained=True).pretrained_cfg['hf_hub_id']
+        pretrained.PUBLISHED_REPOS = frozenset({{'timm-mrap/mobilenetv1_mrap.rein100'}})
         try:
             timm.create_model('mobilenetv1_mrap', pretrained=True)
         except WeightsNotPublishedError as e:
@@ -403,9 +410,27 @@ def test_pretrained_true_from_offline_hub_cache(published_v2):
     assert out['mobilenetv2_mrap'] and out['mobilenetv2_mrap.rein100']
     assert out['hf-hub:timm-mrap/mobilenetv2_mrap.rein100']
     assert out['hub_id'] == 'timm-mrap/mobilenetv2_mrap.rein100'
-    error = out['error']
-    assert "'timm-mrap/mobilenetv1_mrap.rein100'" in error and 'not published yet' in error
-    assert 'HF_HUB_OFFLINE=1' in error and './train.sh' in error and 'python -m timm_mrap.convert' in error
+    assert "'timm-mrap/mobilenetv2_mrap.rein100'" in out['unpublished'] and 'not published' in out['unpublished']
+    error = out['error']  # listed as published, but not in this cache
+    assert "'timm-mrap/mobilenetv1_mrap.rein100'" in error and 'HF_HUB_OFFLINE=1' in error
+    assert './train.sh' in error and 'python -m timm_mrap.convert' in error
+
+
+@pytest.mark.parametrize('name', ['mobilenetv2_mrap', 'mobilenetv3_small_mrap.rein100', 'mobilenetv1_mafc.in1k'])
+def test_unpublished_tag_fails_without_asking_the_hub(name, monkeypatch):
+    import huggingface_hub
+    import timm.models._hub
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError(f'the Hub was asked for {args} {kwargs}')
+
+    for module in (huggingface_hub, huggingface_hub.file_download, timm.models._hub):
+        for fn in ('hf_hub_download', 'snapshot_download'):
+            if hasattr(module, fn):
+                monkeypatch.setattr(module, fn, no_hub)
+    with pytest.raises(WeightsNotPublishedError) as e:
+        timm.create_model(name, pretrained=True)
+    assert e.match('not published') and e.match('timm-mrap/') and e.match('local-dir:')
 
 
 def test_not_published_error_keeps_other_paths(tmp_path):

@@ -11,7 +11,7 @@ from timm.models._efficientnet_blocks import ConvBnAct, DepthwiseSeparableConv, 
 from timm_mrap import MAFC
 from timm_mrap.checkpoint import is_reference_state_dict, read_checkpoint
 from timm_mrap.convert import (
-    INPUT_NORMS, ConversionError, convert_checkpoint, convert_state_dict, load_reference_state_dict,
+    INPUT_NORMS, ConversionError, convert_checkpoint, convert_state_dict,
     main as convert_main,
 )
 from timm_mrap.models.mobilenet_mafc import DepthwiseSeparableConvAttnPost, InvertedResidualAttnPost, add_attn_post
@@ -154,7 +154,7 @@ def test_checkpoint_kinds(tmp_path):
     torch.save({'model_state_dict': sd}, tmp_path / 'mrap.pth')
     assert read_checkpoint(tmp_path / 'mrap.pth').kind == 'reference-mrap'
     assert is_reference_state_dict(sd)
-    assert len(load_reference_state_dict(str(maf))) == len(sd)
+    assert len(read_checkpoint(maf).state_dict) == len(sd)
     timm_sd = timm.create_model('mobilenetv1_mafc', num_classes=10).state_dict()
     assert not is_reference_state_dict(timm_sd)
     torch.save({'state_dict': timm_sd}, tmp_path / 'timm.pth')

@@ -1,19 +1,16 @@
-""" Checkpoints: read any supported file into a state dict plus what it is, and check that it fits a model
+""" Checkpoints: read a file into a state dict plus what it is, and check that it fits a model
 
-One reader and one fit report for every entry point (conversion, Hub folders, deployment, training, validation):
+Files are read with timm's own readers (``timm.models.load_state_dict``'s: safetensors, or ``_torch_load`` with
+``weights_only=True`` and timm's ``argparse.Namespace`` of training args allowed) and cleaned by timm's
+``clean_state_dict`` (``module.``, ``_orig_mod.``, ``module._orig_mod.``), so every checkpoint timm loads loads here.
+What this module adds is what timm lacks:
 
-* ``read_checkpoint`` reads a timm state dict or ``train.py`` checkpoint (``.pth`` / ``.pth.tar`` / ``.safetensors``,
-  ``state_dict`` / ``state_dict_ema``, ``arch``, ``args``), an authors' reference checkpoint (MRAP: ``MRAP_Dogs.py``,
-  MAF: ``MAFAttention_main.py``) or a Hub-format folder (``config.json`` + ``model.safetensors``) into a
-  :class:`Checkpoint`. Files are loaded with ``weights_only=True`` (timm's ``argparse.Namespace`` of training args is
-  the one object allowed).
+* ``read_checkpoint`` keeps what a ``train.py`` checkpoint says about its weights (``arch``, ``args``, ``epoch``, the
+  entry they came from), recognises the authors' reference layouts (MRAP: ``MRAP_Dogs.py``, MAF:
+  ``MAFAttention_main.py``; convert them with ``timm_mrap.convert``) and reads Hub-format folders.
 * ``check_fit`` compares a state dict with a model; :class:`FitReport` says what does not fit and how to fix it.
 * ``load_model`` creates a model and loads a checkpoint into it, with those checks.
-* ``save_hub_folder`` writes the Hub format back: timm's ``save_for_hf`` with ``config.json`` in timm's shape
-  (``architecture_args``): ``num_classes`` top-level only, ``in_chans`` / ``global_pool`` only where they differ from
-  the models' defaults. Clients that pass the classes themselves together
-  with ``model_args`` (transformers' ``TimmWrapper``: ``create_model(architecture, num_classes=..., **model_args)``)
-  would otherwise fail with "got multiple values for keyword argument 'num_classes'".
+* ``save_hub_folder`` is timm's ``save_for_hf`` with ``config.json`` in the shape clients need (below).
 
 Errors are :class:`~timm_mrap.errors.CheckpointError` (a ``ValueError``), or ``FileNotFoundError`` for a path that
 does not exist; callers with their own error type re-raise them with ``reraise_as``.
@@ -21,6 +18,7 @@ does not exist; callers with their own error type re-raise them with ``reraise_a
 import argparse
 import contextlib
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Type, Union
@@ -29,32 +27,28 @@ import torch
 from torch import nn
 
 import timm
-from timm.models import save_for_hf
+from timm.models import clean_state_dict, load_state_dict, save_for_hf
+from timm.models._helpers import _torch_load
 
 from .errors import CheckpointError
 
 __all__ = [
-    'CHECKPOINT_KINDS', 'Checkpoint', 'FitReport', 'read_checkpoint', 'is_reference_state_dict', 'classifier_classes',
-    'checkpoint_num_classes', 'check_fit', 'load_model', 'reraise_as', 'architecture_args', 'tidy_config',
-    'save_hub_folder',
+    'Checkpoint', 'FitReport', 'read_checkpoint', 'is_reference_state_dict', 'classifier_classes',
+    'checkpoint_num_classes', 'check_fit', 'load_model', 'reraise_as', 'save_hub_folder',
 ]
 
-# 'timm': timm's layout; 'reference-mrap' / 'reference-maf': the authors' layouts (backbone.stageS.unitU keys)
-CHECKPOINT_KINDS = ('timm', 'reference-mrap', 'reference-maf', 'hub-folder')
-_WEIGHTS_KEYS = ('state_dict', 'model_state_dict', 'model')
+# timm's load_state_dict looks for these entries too, but returns only the weights: the rest of the file is kept here
+_WEIGHTS_KEYS = ('state_dict', 'model', 'model_state_dict')  # model_state_dict: MRAP_Dogs.py
 _EMA_KEYS = ('state_dict_ema', 'model_ema')
 _HUB_WEIGHTS = ('model.safetensors', 'pytorch_model.bin')
 PathLike = Union[str, Path]
-# arguments config.json holds elsewhere (num_classes top-level, channels in pretrained_cfg's input_size), with the
-# value every registered model takes when they are not given; None: never in model_args
-_TOP_LEVEL_DEFAULTS = {'num_classes': None, 'in_chans': 3, 'global_pool': 'avg'}
 
 
 @dataclass
 class Checkpoint:
     """Weights read from a file or Hub folder, with what the file says about them."""
     path: Path
-    kind: str  # one of CHECKPOINT_KINDS
+    kind: str  # 'timm', 'reference-mrap', 'reference-maf' or 'hub-folder'
     state_dict: Dict[str, torch.Tensor]
     weights_key: Optional[str] = None  # the entry the weights came from ('state_dict', 'state_dict_ema', ...)
     arch: Optional[str] = None  # train.py's 'arch', a Hub folder's 'architecture'
@@ -73,40 +67,43 @@ def is_reference_state_dict(state_dict: Mapping[str, Any]) -> bool:
     return 'classifier.conv.weight' in state_dict and any(k.startswith('backbone.') for k in state_dict)
 
 
+def _read_error(path: Path, error: Exception) -> CheckpointError:
+    """The reader's own error, named; a file blocked by ``weights_only`` is not called incomplete."""
+    cause = f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:300]}'
+    if isinstance(error.__cause__, pickle.UnpicklingError):
+        fix = 'it holds Python objects besides tensors; save its state dict alone (model.state_dict())'
+    else:
+        fix = 'it is incomplete or not a PyTorch / safetensors checkpoint; copy or download it again'
+    return CheckpointError(f'Could not read checkpoint {path} ({cause}): {fix}.')
+
+
 def _load_file(path: Path) -> Any:
     try:
         if path.suffix == '.safetensors':
-            from safetensors.torch import load_file
-            return load_file(str(path))
-        with torch.serialization.safe_globals([argparse.Namespace]):  # timm's train.py saves its args
-            return torch.load(path, map_location='cpu', weights_only=True)
+            return load_state_dict(str(path))
+        return _torch_load(str(path))  # timm's weights_only reader, which keeps the whole file (arch, args, epoch)
     except Exception as e:
-        first_line = (str(e).splitlines() or [''])[0][:200]
-        raise CheckpointError(
-            f'Could not read checkpoint {path} ({type(e).__name__}: {first_line}); is the file complete? It is '
-            f'truncated or not a PyTorch / safetensors checkpoint: copy or download it again.') from e
+        raise _read_error(path, e) from e
 
 
-def _read_hub_folder(path: Path) -> Checkpoint:
-    config_file = path / 'config.json'
-    if not config_file.is_file():
-        raise CheckpointError(f'{path} is a folder without config.json; pass a checkpoint file or a Hub-format folder '
-                              f'(config.json + model.safetensors).')
-    weights = next((path / name for name in _HUB_WEIGHTS if (path / name).is_file()), None)
-    if weights is None:
-        raise CheckpointError(f'Hub folder {path} has no {" or ".join(_HUB_WEIGHTS)}; copy or download it again.')
-    config = json.loads(config_file.read_text())
-    state_dict = _bare_state_dict(_load_file(weights), weights)
-    return Checkpoint(path, 'hub-folder', state_dict, arch=config.get('architecture'), config=config)
-
-
-def _bare_state_dict(weights: Mapping[str, Any], path: Path) -> Dict[str, torch.Tensor]:
-    """``weights`` without DataParallel's ``module.`` prefix; every value must be a tensor."""
+def _tensors_only(weights: Mapping[str, Any], path: Path) -> Dict[str, torch.Tensor]:
     bad = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f'{path}: entries {bad[:3]} are not tensors; not a state dict or a timm training '
                               f'checkpoint.')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in weights.items()}
+    return clean_state_dict(dict(weights))
+
+
+def _read_hub_folder(path: Path, use_ema: bool) -> Checkpoint:
+    if use_ema:
+        raise CheckpointError(f'{path} is a Hub folder, which holds one set of weights; drop --use-ema.')
+    weights = next((path / name for name in _HUB_WEIGHTS if (path / name).is_file()), None)
+    if not (path / 'config.json').is_file() or weights is None:
+        raise CheckpointError(f'{path} is a folder without config.json and {" or ".join(_HUB_WEIGHTS)}; pass a '
+                              f'checkpoint file or a complete Hub-format folder.')
+    config = json.loads((path / 'config.json').read_text())
+    state_dict = _tensors_only(_load_file(weights), weights)
+    return Checkpoint(path, 'hub-folder', state_dict, arch=config.get('architecture'), config=config)
 
 
 def read_checkpoint(path: PathLike, use_ema: bool = False, prefer_ema: bool = False) -> Checkpoint:
@@ -123,9 +120,7 @@ def read_checkpoint(path: PathLike, use_ema: bool = False, prefer_ema: bool = Fa
     """
     path = Path(path)
     if path.is_dir():
-        if use_ema:
-            raise CheckpointError(f'{path} is a Hub folder, which holds one set of weights; drop --use-ema.')
-        return _read_hub_folder(path)
+        return _read_hub_folder(path, use_ema)
     if not path.is_file():
         raise FileNotFoundError(f'Checkpoint {path} does not exist; pass the path of a .pth / .pth.tar / .safetensors '
                                 f'file or a Hub-format folder.')
@@ -136,19 +131,14 @@ def read_checkpoint(path: PathLike, use_ema: bool = False, prefer_ema: bool = Fa
     weights_key = next((k for k in keys if isinstance(raw.get(k), dict)), None)
     if use_ema and weights_key is None:
         raise CheckpointError(f'{path} has no EMA weights (state_dict_ema); drop --use-ema to use its state_dict.')
-    state_dict = _bare_state_dict(raw[weights_key] if weights_key else raw, path)
+    state_dict = _tensors_only(raw[weights_key] if weights_key else raw, path)
     kind = 'timm'
     if is_reference_state_dict(state_dict):
         kind = 'reference-maf' if 'best_prec1' in raw and weights_key == 'state_dict' else 'reference-mrap'
-    train_args = raw.get('args')
-    train_args = vars(train_args) if isinstance(train_args, argparse.Namespace) else \
-        dict(train_args) if isinstance(train_args, dict) else {}
-    return Checkpoint(
-        path, kind, state_dict, weights_key,
-        arch=raw['arch'] if isinstance(raw.get('arch'), str) else None,
-        train_args=train_args,
-        epoch=raw['epoch'] if isinstance(raw.get('epoch'), int) else None,
-    )
+    args, arch, epoch = raw.get('args'), raw.get('arch'), raw.get('epoch')
+    train_args = vars(args) if isinstance(args, argparse.Namespace) else dict(args) if isinstance(args, dict) else {}
+    return Checkpoint(path, kind, state_dict, weights_key, arch=arch if isinstance(arch, str) else None,
+                      train_args=train_args, epoch=epoch if isinstance(epoch, int) else None)
 
 
 def classifier_classes(state_dict: Mapping[str, torch.Tensor], classifier: str = 'classifier') -> Optional[int]:
@@ -200,13 +190,9 @@ class FitReport:
             _, found, built = next(s for s in self.shapes if s[0].endswith('.weight'))
             return (f'{source} has a {found[0]}-class classifier but model {model_name} was built with {built[0]} '
                     f'classes: pass --num-classes {found[0]}.')
-        details = []
-        if self.missing:
-            details.append(f'{len(self.missing)} missing keys {self.missing[:3]}')
-        if self.unexpected:
-            details.append(f'{len(self.unexpected)} unexpected keys {self.unexpected[:3]}')
-        if self.shapes:
-            details.append(f'{len(self.shapes)} shape mismatches (key, checkpoint, model) {self.shapes[:2]}')
+        details = [f'{len(keys)} {what} {keys[:3]}' for what, keys in (
+            ('missing keys', self.missing), ('unexpected keys', self.unexpected),
+            ('shape mismatches (key, checkpoint, model)', self.shapes)) if keys]
         if any(k.startswith('backbone.') for k in self.unexpected):
             hint = "it is an authors' reference checkpoint: convert it first with python -m timm_mrap.convert"
         elif arch and arch.split('.')[0] != model_name.split('.')[0]:
@@ -247,9 +233,6 @@ def load_model(
 ) -> nn.Module:
     """Create a registered model (or ``local-dir:`` / ``hf-hub:`` name) and optionally load a timm checkpoint.
 
-    The one create-and-load path of the package: deployment, the built-in validator, ``validate.sh`` and Hub folders
-    all load weights through it.
-
     Args:
         model_name: Registered timm name (``mobilenetv2_mrap``) or a ``local-dir:PATH`` / ``hf-hub:ID`` name.
         checkpoint: A timm checkpoint (``.pth.tar`` from train.py, ``.pth`` / ``.safetensors`` state dict) or one
@@ -284,13 +267,7 @@ def load_model(
 
 @contextlib.contextmanager
 def reraise_as(error: Type[Exception], prefix: str = '', missing_file: bool = True) -> Iterator[None]:
-    """Re-raise checkpoint errors as ``error``, for entry points with their own error type.
-
-    Args:
-        error: The entry point's error class.
-        prefix: Put before the message (e.g. which input it was about).
-        missing_file: Re-raise ``FileNotFoundError`` too (else it passes through as it is).
-    """
+    """Re-raise checkpoint errors (and ``FileNotFoundError`` unless not ``missing_file``) as ``error``."""
     caught = (CheckpointError, FileNotFoundError) if missing_file else (CheckpointError,)
     try:
         yield
@@ -300,43 +277,23 @@ def reraise_as(error: Type[Exception], prefix: str = '', missing_file: bool = Tr
         raise error(f'{prefix}{e}') from e
 
 
-def architecture_args(model_args: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
-    """The ``model_args`` that change the architecture, and the names of those dropped.
-
-    Dropped: ``num_classes``, and ``in_chans`` / ``global_pool`` at their defaults.
-    """
-    kept, dropped = {}, []
-    for key, value in model_args.items():
-        top_level = key in _TOP_LEVEL_DEFAULTS and (
-            _TOP_LEVEL_DEFAULTS[key] is None or value == _TOP_LEVEL_DEFAULTS[key])
-        if top_level:
-            dropped.append(key)
-        else:
-            kept[key] = value
-    return kept, dropped
-
-
-def tidy_config(path: PathLike) -> List[str]:
-    """Rewrite a ``config.json`` in timm's shape (see ``architecture_args``); the dropped keys, [] if none."""
-    path = Path(path)
-    config = json.loads(path.read_text())
-    kept, dropped = architecture_args(config.get('model_args') or {})
-    if dropped:
-        if kept:
-            config['model_args'] = kept
-        else:
-            config.pop('model_args', None)
-        with path.open('w') as f:
-            json.dump(config, f, indent=2)  # as timm's save_config_for_hf writes it
-    return dropped
-
-
 def save_hub_folder(
         model: nn.Module,
         out_dir: PathLike,
         model_config: Optional[Dict[str, Any]] = None,
         data_config: Optional[Dict[str, Any]] = None,
 ) -> None:
-    """timm's ``save_for_hf`` (``model.safetensors`` + ``config.json``), with ``config.json`` in timm's shape."""
+    """timm's ``save_for_hf`` (``model.safetensors`` + ``config.json``), then ``model_args`` reduced to the
+    architecture arguments: ``num_classes`` top-level only, ``in_chans`` / ``global_pool`` only where not 3 / avg.
+
+    save_for_hf records every construction argument; transformers' ``TimmWrapper`` calls
+    ``create_model(architecture, num_classes=..., **model_args)`` and fails on a second ``num_classes``.
+    """
     save_for_hf(model, str(out_dir), model_config=model_config, safe_serialization=True, data_config=data_config)
-    tidy_config(Path(out_dir) / 'config.json')
+    path = Path(out_dir) / 'config.json'
+    config = json.loads(path.read_text())
+    defaults = {'in_chans': 3, 'global_pool': 'avg'}
+    model_args = {k: v for k, v in (config.pop('model_args', None) or {}).items()
+                  if k != 'num_classes' and defaults.get(k, object()) != v}
+    config.update({'model_args': model_args} if model_args else {})
+    path.write_text(json.dumps(config, indent=2))  # as save_for_hf writes it

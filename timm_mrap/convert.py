@@ -18,7 +18,7 @@ Usage::
 import argparse
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -29,8 +29,8 @@ from .checkpoint import Checkpoint, checkpoint_num_classes, read_checkpoint, rer
 from .errors import ConversionError
 
 __all__ = [
-    'ConversionError', 'load_reference_state_dict', 'convert_state_dict', 'fold_data_bn', 'convert_checkpoint',
-    'remap_attention_keys', 'reference_input_norm', 'INPUT_NORMS',
+    'ConversionError', 'convert_state_dict', 'fold_data_bn', 'convert_checkpoint', 'remap_attention_keys',
+    'reference_input_norm', 'INPUT_NORMS',
 ]
 
 _UNIT_RE = re.compile(r'^backbone\.stage(\d+)\.unit(\d+)\.(.+)$')
@@ -72,16 +72,6 @@ INPUT_NORMS = {
     'none': ((0., 0., 0.), (1., 1., 1.)),  # MRAP_Dogs.py
     'imagenet': (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),  # MAFAttention_main.py
 }
-
-
-def load_reference_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """Load a reference ``.pth`` / ``.pth.tar`` (or ``.safetensors``) and unwrap it to a bare state dict.
-
-    Accepts ``{'model_state_dict': ...}`` (MRAP), ``{'epoch', 'arch', 'state_dict', 'best_prec1', 'optimizer'}``
-    (MAF) or a bare dict, with or without DataParallel's ``module.`` prefix (``timm_mrap.checkpoint``).
-    """
-    with reraise_as(ConversionError, missing_file=False):
-        return read_checkpoint(path).state_dict
 
 
 def reference_input_norm(checkpoint: Checkpoint) -> str:
@@ -207,13 +197,6 @@ def convert_state_dict(
     return converted
 
 
-def infer_num_classes(ref_state_dict: Dict[str, torch.Tensor]) -> int:
-    """Number of classes of a reference classifier (``classifier.conv.weight``)."""
-    if 'classifier.conv.weight' not in ref_state_dict:
-        raise ConversionError('No classifier.conv.weight in the checkpoint: not a reference MRAP / MAF network.')
-    return int(ref_state_dict['classifier.conv.weight'].shape[0])
-
-
 def convert_checkpoint(
         src: str,
         model_name: str,
@@ -244,7 +227,9 @@ def convert_checkpoint(
         checkpoint = read_checkpoint(src)
     ref = checkpoint.state_dict
     input_mean, input_std = INPUT_NORMS[reference_input_norm(checkpoint) if input_norm == 'auto' else input_norm]
-    found_classes = infer_num_classes(ref)
+    if 'classifier.conv.weight' not in ref:
+        raise ConversionError(f'{src} has no classifier.conv.weight: not a reference MRAP / MAF network.')
+    found_classes = int(ref['classifier.conv.weight'].shape[0])
     with reraise_as(ConversionError):
         checkpoint_num_classes(num_classes, found_classes, f'{src}', model_name)
     if out_dir is not None and Path(out_dir).exists() and any(Path(out_dir).iterdir()) and not overwrite:

@@ -23,9 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--version', action='version', version=f'timm-mrap {__version__}')
     sub = parser.add_subparsers(dest='command', required=True)
 
-    # 'export' is the name this command had before 'prepare'; it still works and says so
-    ex = sub.add_parser('prepare', aliases=['export'],
-                        help='write a Hub folder (model.safetensors, config.json, README.md); no upload')
+    ex = sub.add_parser('prepare', help='write a Hub folder (model.safetensors, config.json, README.md); no upload')
     ex.add_argument('src', help='timm training checkpoint (.pth.tar), .safetensors state dict, Hub folder or '
                                'reference checkpoint')
     ex.add_argument('--out', required=True, help='folder to write (must not exist or be empty, see --overwrite)')
@@ -74,10 +72,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        if args.command in ('prepare', 'export'):
-            if args.command == 'export':
-                print('note: "python -m timm_mrap.hub export" is now "python -m timm_mrap.hub prepare"',
-                      file=sys.stderr)
+        if args.command == 'prepare':
             data_config = dict(img_size=args.img_size, crop_pct=args.crop_pct, interpolation=args.interpolation,
                                mean=args.mean and tuple(args.mean), std=args.std and tuple(args.std))
             result = write_hub_folder(

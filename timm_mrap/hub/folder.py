@@ -9,13 +9,14 @@ pretrained_cfg with the data config used, label names; in timm's shape, see ``ch
 ``README.md`` is the architecture's card (the packaged template and facts, see ``cards``) filled with numbers measured
 here. The folder is written beside the target and moved into place when complete.
 """
+import contextlib
 import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -125,6 +126,122 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
                                   f'{foreign[:5]}; choose another --out.')
 
 
+def _read_source(src: Union[str, Path], use_ema: bool, weights_format: str) -> Checkpoint:
+    """The checkpoint to publish, in the layout ``weights_format`` asks for."""
+    if weights_format not in WEIGHT_FORMATS:
+        raise HubFolderError(f'Unknown weights format {weights_format!r}; choose one of {WEIGHT_FORMATS}.')
+    with reraise_as(HubFolderError):
+        checkpoint = read_checkpoint(src, use_ema=use_ema)
+    found_format = 'reference' if checkpoint.is_reference else 'timm'
+    if weights_format not in ('auto', found_format):
+        raise HubFolderError(f'{src} has {found_format} keys (e.g. {next(iter(checkpoint.state_dict))!r}), not '
+                             f'{weights_format} ones; drop --format or pass --format {found_format}.')
+    if checkpoint.is_reference and use_ema:
+        raise HubFolderError(f'{src} is a reference checkpoint, which has no EMA weights; drop --use-ema.')
+    return checkpoint
+
+
+def _architecture(checkpoint: Checkpoint, model_name: Optional[str]) -> Tuple[str, str]:
+    """``(architecture, tag)`` from ``--model`` (``architecture[.tag]``) or the checkpoint's ``arch``."""
+    model_name = model_name or checkpoint.arch
+    if not model_name:
+        raise HubFolderError(f'{checkpoint.path} does not name its architecture; pass --model (e.g. mobilenetv2_mrap).')
+    architecture, _, tag = model_name.partition('.')
+    if not is_model(architecture):
+        raise HubFolderError(f'{architecture!r} is not a registered model; see timm.list_models("*mrap*") / "*mafc*".')
+    if checkpoint.arch and checkpoint.arch.split('.')[0] != architecture:
+        raise HubFolderError(f'{checkpoint.path} was trained as {checkpoint.arch!r}, not {architecture!r}; fix '
+                             f'--model.')
+    return architecture, tag
+
+
+def _card_identity(architecture: str, tag: Optional[str], repo_id: Optional[str], dataset: Optional[str],
+                   dataset_id: Optional[str]) -> Tuple[str, str, str, str]:
+    """``(tag, repo_id, dataset, dataset_id)`` with the defaults of a registered tag filled in."""
+    tag = tag or get_pretrained_cfg(architecture).tag
+    if not tag:
+        raise HubFolderError(f'{architecture} has no default tag; pass --tag naming the training data (e.g. digits).')
+    repo_id = repo_id or default_repo_id(architecture, tag)
+    if not repo_id:
+        raise HubFolderError(f'{architecture}.{tag} has no registered Hub repo; pass --repo-id (e.g. '
+                             f'your-name/{architecture}.{tag}).')
+    known = KNOWN_TAG_DATASETS.get(tag)
+    dataset = dataset or (known[0] if known else None)
+    if not dataset:
+        raise HubFolderError(f'Tag {tag!r} does not say which data trained these weights; pass --dataset (e.g. '
+                             f'"scikit-learn digits, 10 classes").')
+    dataset_id = dataset_id or (known[1] if known and dataset == known[0] else
+                                re.sub(r'[^a-z0-9]+', '-', dataset.lower()).strip('-'))
+    return tag, repo_id, dataset, dataset_id
+
+
+def _build_model(checkpoint: Checkpoint, architecture: str, num_classes: Optional[int],
+                 model_kwargs: Optional[Dict[str, Any]], data_config: Optional[Dict[str, Any]]):
+    """The model with the checkpoint's weights, and the data config to record (checkpoint's, then ``data_config``)."""
+    train_args, src = checkpoint.train_args, checkpoint.path
+    kwargs = dict(train_args.get('model_kwargs') or checkpoint.config.get('model_args') or {})
+    if train_args.get('in_chans') is not None:
+        kwargs['in_chans'] = train_args['in_chans']
+    kwargs.update(model_kwargs or {})
+    data_args = {k: train_args[k] for k in DATA_CONFIG_KEYS if train_args.get(k) is not None}
+    if checkpoint.kind == 'hub-folder':
+        data_args = {k: v for k, v in (checkpoint.config.get('pretrained_cfg') or {}).items() if k in DATA_CONFIG_KEYS}
+    data_args.update({k: v for k, v in (data_config or {}).items() if v is not None})
+    if checkpoint.is_reference:
+        from ..convert import convert_checkpoint
+        model = convert_checkpoint(str(src), architecture, num_classes=num_classes, **kwargs)
+        return model, {'mean': model.pretrained_cfg['mean'], 'std': model.pretrained_cfg['std'], **data_args}
+    classifier = get_pretrained_cfg(architecture).classifier or 'classifier'
+    if num_classes is None and classifier_classes(checkpoint.state_dict, classifier) is None:
+        raise HubFolderError(f'{src} has no {classifier}.weight to infer the classes from; pass --num-classes.')
+    source = f'{src}' + (f' (built with {kwargs})' if kwargs else '')
+    with reraise_as(HubFolderError):
+        return load_model(architecture, checkpoint, num_classes=num_classes, source=source, **kwargs), data_args
+
+
+def _label_config(label_names: Optional[Sequence[str]], num_classes: int) -> Dict[str, Any]:
+    """``config.json``'s ``label_names`` (and timm's ImageNet descriptions when they are synsets)."""
+    if label_names is None:
+        return {}
+    if len(label_names) != num_classes:
+        raise HubFolderError(f'{len(label_names)} label names for {num_classes} classes; pass the class list the '
+                             f'model was trained with.')
+    descriptions = _imagenet_descriptions(label_names)
+    return {'label_names': list(label_names), **({'label_descriptions': descriptions} if descriptions else {})}
+
+
+def _result_row(results: Optional[Union[str, Path]], architecture: str, model: nn.Module) -> Optional[Dict[str, Any]]:
+    """The one validation result of these weights in ``results`` (None without a file)."""
+    if results is None:
+        return None
+    rows = read_results(results)
+    if len(rows) > 1:
+        rows = [r for r in rows if r['model'].split('.')[0] == architecture]
+    if len(rows) != 1:
+        raise CardError(f'{results} must hold one result for {architecture} (found {len(rows)}).')
+    params = sum(p.numel() for p in model.parameters())
+    if 'param_count' in rows[0] and abs(rows[0]['param_count'] - params / 1e6) > 0.01:
+        raise CardError(f'{results} was measured on a model with {rows[0]["param_count"]} M params, these '
+                        f'weights have {params / 1e6:.2f} M: results of another model.')
+    return rows[0]
+
+
+@contextlib.contextmanager
+def _staged_folder(out_dir: Path) -> Iterator[Path]:
+    """A folder beside ``out_dir`` that replaces it when the block succeeds and is removed when it fails."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
+    tmp_dir.chmod(0o755)  # mkdtemp's 0o700 would follow the folder into place
+    try:
+        yield tmp_dir
+        if out_dir.exists():
+            shutil.rmtree(out_dir)  # only an earlier Hub folder: _prepare_out_dir checked
+        os.replace(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+
+
 def write_hub_folder(
         src: Union[str, Path],
         out_dir: Union[str, Path],
@@ -149,10 +266,9 @@ def write_hub_folder(
     """Write a Hub-format folder for ``src``'s weights; nothing is uploaded.
 
     Args:
-        src: timm training checkpoint, safetensors state dict or reference checkpoint.
+        src: timm training checkpoint, safetensors state dict, Hub folder or reference checkpoint.
         out_dir: The folder to write (an error if it exists and is not empty, unless ``overwrite``).
-        model_name: Registered architecture, optionally with its tag (``mobilenetv2_mrap.rein100``); default: the
-            checkpoint's ``arch``.
+        model_name: Architecture, optionally with its tag (``mobilenetv2_mrap.rein100``); default: the checkpoint's.
         tag: Pretrained tag (names the training data); default: the one in ``model_name``, else the default tag.
         repo_id: Hub repo the card points at; default: the repo ``pretrained=True`` loads for ``architecture.tag``.
         num_classes: Expected classes; inferred from the classifier, an error if they differ.
@@ -161,127 +277,33 @@ def write_hub_folder(
         weights_format: ``'auto'``, ``'timm'`` or ``'reference'``.
         model_kwargs: Model arguments used at training (``attn``, ``pool_types``...), over the checkpoint's own.
         data_config: Preprocessing of these weights (``img_size``, ``crop_pct``, ``mean``...), over the checkpoint's.
-        dataset: Training data for the card; default from known tags (``rein100``, ``in100``, ``in1k``).
-        dataset_id: Hub dataset id for the card's front matter; default from the tag or ``dataset``.
+        dataset / dataset_id: Training data for the card and its Hub id; default from known tags (``rein100``...).
         license: Weights licence; default the architecture's (apache-2.0).
         results: timm ``validate.py`` results file of these weights (top-1 / top-5 in the card).
         compare: Results files of other models evaluated the same way (rows of the comparison table).
-        card_dir: Folder of architecture cards to use instead of the packaged template (e.g. an edited
-            ``hf_cards``).
+        card_dir: Folder of architecture cards to use instead of the packaged template (e.g. an edited ``hf_cards``).
         overwrite: Replace an earlier Hub folder in ``out_dir``.
     """
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
-    if weights_format not in WEIGHT_FORMATS:
-        raise HubFolderError(f'Unknown weights format {weights_format!r}; choose one of {WEIGHT_FORMATS}.')
-    with reraise_as(HubFolderError):
-        checkpoint = read_checkpoint(src, use_ema=use_ema)
-    found_format = 'reference' if checkpoint.is_reference else 'timm'
-    if weights_format != 'auto' and weights_format != found_format:
-        raise HubFolderError(f'{src} has {found_format} keys (e.g. {next(iter(checkpoint.state_dict))!r}), not '
-                             f'{weights_format} ones; drop --format or pass --format {found_format}.')
-    if checkpoint.is_reference and use_ema:
-        raise HubFolderError(f'{src} is a reference checkpoint, which has no EMA weights; drop --use-ema.')
-
-    model_name = model_name or checkpoint.arch
-    if not model_name:
-        raise HubFolderError(f'{src} does not name its architecture; pass --model (e.g. mobilenetv2_mrap).')
-    architecture, _, name_tag = model_name.partition('.')
-    if not is_model(architecture):
-        raise HubFolderError(f'{architecture!r} is not a registered model; see timm.list_models("*mrap*") / "*mafc*".')
-    if checkpoint.arch and checkpoint.arch.split('.')[0] != architecture:
-        raise HubFolderError(f'{src} was trained as {checkpoint.arch!r}, not {architecture!r}; fix --model.')
+    checkpoint = _read_source(src, use_ema, weights_format)
+    architecture, name_tag = _architecture(checkpoint, model_name)
     template = card_source(architecture, card_dir)
-    tag = tag or name_tag or (get_pretrained_cfg(architecture) and get_pretrained_cfg(architecture).tag)
-    if not tag:
-        raise HubFolderError(f'{architecture} has no default tag; pass --tag naming the training data (e.g. digits).')
-    repo_id = repo_id or default_repo_id(architecture, tag)
-    if not repo_id:
-        raise HubFolderError(f'{architecture}.{tag} has no registered Hub repo; pass --repo-id (e.g. '
-                             f'your-name/{architecture}.{tag}).')
-    known_dataset = KNOWN_TAG_DATASETS.get(tag)
-    dataset = dataset or (known_dataset[0] if known_dataset else None)
-    if not dataset:
-        raise HubFolderError(f'Tag {tag!r} does not say which data trained these weights; pass --dataset (e.g. '
-                             f'"scikit-learn digits, 10 classes").')
-    dataset_id = dataset_id or (known_dataset[1] if known_dataset and dataset == known_dataset[0] else
-                                re.sub(r'[^a-z0-9]+', '-', dataset.lower()).strip('-'))
-
-    kwargs = dict(checkpoint.train_args.get('model_kwargs') or checkpoint.config.get('model_args') or {})
-    if checkpoint.train_args.get('in_chans') is not None:
-        kwargs['in_chans'] = checkpoint.train_args['in_chans']
-    kwargs.update(model_kwargs or {})
-    data_args = {k: checkpoint.train_args[k] for k in DATA_CONFIG_KEYS if checkpoint.train_args.get(k) is not None}
-    if checkpoint.kind == 'hub-folder':
-        data_args = {k: v for k, v in (checkpoint.config.get('pretrained_cfg') or {}).items() if k in DATA_CONFIG_KEYS}
-    data_args.update({k: v for k, v in (data_config or {}).items() if v is not None})
-
-    if checkpoint.is_reference:
-        from ..convert import convert_checkpoint
-        model = convert_checkpoint(str(src), architecture, num_classes=num_classes, **kwargs)
-        data_args = {'mean': model.pretrained_cfg['mean'], 'std': model.pretrained_cfg['std'], **data_args}
-    else:
-        classifier = get_pretrained_cfg(architecture).classifier or 'classifier'
-        if num_classes is None and classifier_classes(checkpoint.state_dict, classifier) is None:
-            raise HubFolderError(f'{src} has no {classifier}.weight to infer the classes from; pass --num-classes.')
-        source = f'{src}' + (f' (built with {kwargs})' if kwargs else '')
-        with reraise_as(HubFolderError):
-            model = load_model(architecture, checkpoint, num_classes=num_classes, source=source, **kwargs)
-    model.eval()
-    if label_names is not None and len(label_names) != model.num_classes:
-        raise HubFolderError(f'{len(label_names)} label names for {model.num_classes} classes; pass the class list the '
-                             f'model was trained with.')
-    model.pretrained_cfg = {**model.pretrained_cfg, 'tag': tag, 'license': license or model.pretrained_cfg.get(
-        'license', 'apache-2.0')}
-    model_config = {}
-    if label_names is not None:
-        model_config['label_names'] = list(label_names)
-        descriptions = _imagenet_descriptions(label_names)
-        if descriptions:
-            model_config['label_descriptions'] = descriptions
-
-    result_row = None
-    if results is not None:
-        rows = read_results(results)
-        if len(rows) > 1:
-            rows = [r for r in rows if r['model'].split('.')[0] == architecture]
-        if len(rows) != 1:
-            raise CardError(f'{results} must hold one result for {architecture} (found {len(rows)}).')
-        result_row = rows[0]
-        params = sum(p.numel() for p in model.parameters())
-        if 'param_count' in result_row and abs(result_row['param_count'] - params / 1e6) > 0.01:
-            raise CardError(f'{results} was measured on a model with {result_row["param_count"]} M params, these '
-                            f'weights have {params / 1e6:.2f} M: results of another model.')
+    tag, repo_id, dataset, dataset_id = _card_identity(architecture, tag or name_tag, repo_id, dataset, dataset_id)
+    model, data_args = _build_model(checkpoint, architecture, num_classes, model_kwargs, data_config)
+    model_config = _label_config(label_names, model.num_classes)
+    license = license or model.pretrained_cfg.get('license', 'apache-2.0')
+    model.pretrained_cfg = {**model.pretrained_cfg, 'tag': tag, 'license': license}
+    result_row = _result_row(results, architecture, model)
     compare_rows = [row for path in compare for row in read_results(path)]
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
-    tmp_dir.chmod(0o755)  # mkdtemp's 0o700 would follow the folder into place
-    try:
+    with _staged_folder(out_dir) as tmp_dir:
         save_hub_folder(model, tmp_dir, model_config=model_config, data_config=data_args)
-        input_size = load_model_config_from_path(tmp_dir)[0]['input_size']
-        stats = measure_model(model, input_size)
+        stats = measure_model(model, load_model_config_from_path(tmp_dir)[0]['input_size'])
         registered = default_repo_id(architecture, tag) == repo_id
         values = card_values(
-            model_name=f'{architecture}.{tag}',
-            repo_id=repo_id,
-            create_name=f'{architecture}.{tag}' if registered else f'hf-hub:{repo_id}',
-            stats=stats,
-            num_classes=model.num_classes,
-            dataset=dataset,
-            dataset_id=dataset_id,
-            license=model.pretrained_cfg['license'],
-            weights_source=checkpoint_description(checkpoint),
-            results=result_row,
-            compare=compare_rows,
-        )
+            model_name=f'{architecture}.{tag}', repo_id=repo_id, stats=stats, num_classes=model.num_classes,
+            create_name=f'{architecture}.{tag}' if registered else f'hf-hub:{repo_id}', dataset=dataset,
+            dataset_id=dataset_id, license=license, weights_source=checkpoint_description(checkpoint),
+            results=result_row, compare=compare_rows)
         (tmp_dir / 'README.md').write_text(render_card(template, values), encoding='utf-8')
-        if out_dir.exists():
-            for path in out_dir.iterdir():
-                path.unlink()
-            out_dir.rmdir()
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return HubFolderResult(out_dir, model, repo_id, stats, result_row)

@@ -2,16 +2,12 @@
 
 ``push_folder`` checks the folder (``config.json``, ``model.safetensors``, ``README.md``; no pickle), creates the repo
 if needed (``HfApi.create_repo(exist_ok=True)``), refuses to replace a README or weights already there unless
-``overwrite``, and uploads with ``HfApi.upload_folder``. A ``config.json`` written by an older version, with the classes
-repeated in ``model_args``, is first rewritten in timm's shape (``checkpoint.tidy_config``), so transformers loads the
-pushed repo. The token comes from huggingface_hub's usual places (``HF_TOKEN``, ``hf auth login``); it is never printed
-or written here.
+``overwrite``, and uploads with ``HfApi.upload_folder`` as timm's ``push_to_hf_hub`` does (that one takes a model, not
+a folder with its card). The token comes from huggingface_hub's usual places (``HF_TOKEN``, ``hf auth login``).
 """
-import logging
 from pathlib import Path
 from typing import Any, List, Optional, Union
 
-from ..checkpoint import tidy_config
 from ..errors import PushError
 from .folder import FOLDER_FILES
 
@@ -19,8 +15,6 @@ __all__ = ['PushError', 'check_hub_folder', 'push_folder']
 
 PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.tar', '.pkl', '.pickle', '.ckpt')
 PROTECTED_FILES = ('README.md', 'model.safetensors')
-
-_logger = logging.getLogger(__name__)
 
 
 def check_hub_folder(folder: Union[str, Path], repo_id: Optional[str] = None) -> List[str]:
@@ -66,9 +60,6 @@ def push_folder(
         api: An ``HfApi``-compatible client; default ``HfApi()`` with the token from the usual places.
     """
     files = check_hub_folder(folder, repo_id)
-    dropped = tidy_config(Path(folder) / 'config.json')
-    if dropped:
-        _logger.warning(f'Rewrote {Path(folder) / "config.json"} in timm\'s shape: dropped {dropped} from model_args.')
     if api is None:
         from huggingface_hub import HfApi
         from ..version import __version__

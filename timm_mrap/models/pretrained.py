@@ -1,82 +1,73 @@
-""" A clear error for ``pretrained=True`` when a tag's weights are not on the Hub (or not in the offline cache)
+""" ``pretrained=True`` for the registered tags: fail at once for weights that are not published, say why otherwise
 
-timm loads our default tags from their Hugging Face Hub repos (``timm-mrap/<architecture>.<tag>``). Until a tag is
-published, huggingface_hub answers with a repository / entry not found error, or, with ``HF_HUB_OFFLINE=1``, a
-cache miss; neither says what to do. ``explain_unpublished_weights`` wraps a model entrypoint and re-raises those
-errors as ``WeightsNotPublishedError``, naming the repo and pointing to training and conversion (for the
-``in1k_backbone`` tags, which load timm's own ``timm/`` repos, it says how to get those instead). Every other path
-(``local-dir:``, ``hf-hub:``, ``pretrained_cfg_overlay=dict(file=...)``, ``pretrained=False``) is timm's own and
-is untouched.
+The default tags point at Hub repos of this project (``timm-mrap/<architecture>.<tag>``); ``PUBLISHED_REPOS`` lists
+those that hold weights. ``explain_unpublished_weights`` wraps a model entrypoint: a tag whose repo is not published
+raises ``WeightsNotPublishedError`` before any Hub request (huggingface_hub would otherwise retry for a minute on a
+machine without a connection), naming the repo and how to get weights. Published tags, and the ``in1k_backbone`` tags
+(timm's own ``timm/`` repos), are fetched as timm fetches them; a Hub miss there (not in the offline cache, no such
+repo) is re-raised as ``WeightsNotPublishedError`` naming the repo. ``local-dir:``, ``hf-hub:``,
+``pretrained_cfg_overlay=dict(file=...)`` and ``pretrained=False`` are timm's own and untouched.
 """
 import functools
 from typing import Any, Callable, TypeVar
 
 from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, \
     RevisionNotFoundError
+from timm.models import resolve_pretrained_cfg
+from timm.models._builder import _resolve_pretrained_source
 
 from ..errors import WeightsNotPublishedError
 
-__all__ = ['WeightsNotPublishedError', 'explain_unpublished_weights', 'unpublished_weights_message']
+__all__ = ['PUBLISHED_REPOS', 'WeightsNotPublishedError', 'explain_unpublished_weights']
+
+# this project's Hub repos that hold weights; any other timm-mrap/ repo is refused without asking the Hub
+PUBLISHED_REPOS = frozenset()
+_OWN_ORG = 'timm-mrap/'
+_HUB_MISSES = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)
 
 EntrypointT = TypeVar('EntrypointT', bound=Callable[..., Any])
 
-_HUB_MISSES = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)
 
-
-def unpublished_weights_message(model_name: str, hub_id: str, error: BaseException) -> str:
-    """What went wrong and what to do, for a Hub miss ``error`` while loading ``model_name`` from ``hub_id``."""
-    if isinstance(error, LocalEntryNotFoundError):
-        reason = ('they are not in the local Hub cache and the Hub could not be asked (offline: HF_HUB_OFFLINE=1, '
-                  'or no connection); either this tag is not published yet or it was never downloaded here')
-    elif isinstance(error, RepositoryNotFoundError):
-        reason = 'the Hub has no such repository: the weights for this tag are not published yet'
-    elif isinstance(error, RevisionNotFoundError):
-        reason = 'the repository has no such revision: the weights for this revision are not published yet'
-    else:
-        reason = 'the repository has no weights file (model.safetensors): the weights are not published yet'
-    architecture = model_name.split('.')[0]
-    if hub_id.startswith('timm/'):
-        where = ('they are not in the local Hub cache and the Hub could not be asked (HF_HUB_OFFLINE=1 or no '
-                 'connection)' if isinstance(error, LocalEntryNotFoundError) else 'the Hub did not have them')
-        return (
-            f'No pretrained weights for {model_name}: this tag loads timm\'s own ImageNet-1k weights from Hugging '
-            f'Face Hub repo {hub_id!r}, and {where} ({type(error).__name__}). Download them once with a connection '
-            f'(or copy that repo into the Hub cache, HF_HUB_CACHE), or use pretrained=False for random '
-            f'initialisation.')
-    return (
-        f'No pretrained weights for {model_name} at Hugging Face Hub repo {hub_id!r}: {reason} '
-        f'({type(error).__name__}). Train them (./train.sh {architecture} DATA_DIR ..., see docs/training.md), '
-        f'or convert the authors\' checkpoint '
-        f'(python -m timm_mrap.convert CKPT --model {architecture} --out DIR), then load the folder with '
-        f"timm.create_model('local-dir:DIR', pretrained=True) or publish it (python -m timm_mrap.hub prepare / push). "
-        f'Use pretrained=False for random initialisation.')
-
-
-def _resolve_hub_id(variant: str, kwargs: dict) -> tuple:
-    """The ``(architecture.tag, hf_hub_id)`` that timm resolves for this call (only used to word the error)."""
-    from timm.models import resolve_pretrained_cfg
+def _hub_source(variant: str, kwargs: dict) -> tuple:
+    """``(architecture.tag, hub id)`` when timm would load this call's weights from the Hub, else ``(name, None)``."""
     cfg = resolve_pretrained_cfg(
-        variant,
-        pretrained_cfg=kwargs.get('pretrained_cfg'),
-        pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
-    )
+        variant, kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
     name = f'{variant}.{cfg.tag}' if cfg.tag else variant
-    return name, cfg.hf_hub_id or '?'
+    load_from, location = _resolve_pretrained_source(cfg.to_dict())
+    hub_id = location[0] if isinstance(location, tuple) else location
+    return name, hub_id if load_from == 'hf-hub' and cfg.source != 'hf-hub' else None
+
+
+def _how_to_get_weights(architecture: str) -> str:
+    return (f"Train them (./train.sh {architecture} DATA_DIR ..., see docs/training.md) or convert the authors' "
+            f'checkpoint (python -m timm_mrap.convert CKPT --model {architecture} --out DIR), then load the folder '
+            f"with timm.create_model('local-dir:DIR', pretrained=True); pretrained=False for random initialisation.")
+
+
+def _hub_miss_message(name: str, hub_id: str, error: BaseException) -> str:
+    if isinstance(error, LocalEntryNotFoundError):
+        where = 'they are not in the local Hub cache and the Hub could not be asked (HF_HUB_OFFLINE=1, no connection)'
+    else:
+        where = f'the Hub does not have them ({type(error).__name__})'
+    fix = ('Download them once with a connection (or copy that repo into the Hub cache, HF_HUB_CACHE).'
+           if hub_id.startswith('timm/') else _how_to_get_weights(name.split('.')[0]))
+    return f'No pretrained weights for {name} from Hugging Face Hub repo {hub_id!r}: {where}. {fix}'
 
 
 def explain_unpublished_weights(entrypoint: EntrypointT) -> EntrypointT:
-    """Wrap a model entrypoint so Hub misses under ``pretrained=True`` raise ``WeightsNotPublishedError``.
-
-    Place it under ``@register_model`` (the wrapper keeps the entrypoint's name, module and docstring).
-    """
+    """Wrap a model entrypoint (under ``@register_model``) so ``pretrained=True`` fails clearly without weights."""
     @functools.wraps(entrypoint)
     def _entrypoint(pretrained: bool = False, **kwargs):
+        if not pretrained:
+            return entrypoint(pretrained=pretrained, **kwargs)
+        name, hub_id = _hub_source(entrypoint.__name__, kwargs)
+        if hub_id and hub_id.startswith(_OWN_ORG) and hub_id not in PUBLISHED_REPOS:
+            raise WeightsNotPublishedError(
+                f'No pretrained weights for {name}: Hugging Face Hub repo {hub_id!r} is not published yet (the Hub '
+                f'was not asked). {_how_to_get_weights(entrypoint.__name__)}')
         try:
             return entrypoint(pretrained=pretrained, **kwargs)
         except _HUB_MISSES as e:
-            if not pretrained:
-                raise
-            name, hub_id = _resolve_hub_id(entrypoint.__name__, kwargs)
-            raise WeightsNotPublishedError(unpublished_weights_message(name, hub_id, e)) from e
+            raise WeightsNotPublishedError(_hub_miss_message(name, hub_id or '?', e)) from e
 
     return _entrypoint  # type: ignore[return-value]
