@@ -96,10 +96,10 @@ def test_executorch_int8_calibrated_on_images(tmp_path, capsys):
     int8 = tmp_path / 'int8.pte'
     fp32_weights = 4 * sum(p.numel() for p in model.parameters())  # an fp32 program is at least its weights
     assert int8.stat().st_size < 0.5 * fp32_weights
-    method = load_executorch(str(int8))
+    predict = load_executorch(str(int8))
     with torch.no_grad():
         expected = torch.cat([model(b) for b in batches[:4]])
-    got = torch.cat([method.execute([b])[0] for b in batches[:4]])
+    got = torch.cat([predict(b) for b in batches[:4]])
     assert torch.isfinite(got).all()
     assert (got - expected).norm() / expected.norm() < 0.3
 
@@ -127,10 +127,10 @@ def test_missing_executorch_names_the_extra(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize('argv, message', [
     (['--format', 'tensorrt'], 'invalid choice'),
-    (['--format', 'onnx', '--int8'], '--int8 and --calibration-dir are for --format executorch'),
-    (['--format', 'coreml', '--static-size'], 'are ONNX options'),
+    (['--format', 'onnx', '--int8'], '--format executorch'),
+    (['--format', 'coreml', '--static-size'], 'ONNX options'),
     (['--format', 'executorch', '--img-size', '16'], 'too small'),
-    (['--format', 'coreml', '--out', 'm.onnx'], 'writes an .mlpackage folder'),
+    (['--format', 'coreml', '--out', 'm.onnx'], '.mlpackage'),
     (['--format', 'executorch', '--int8', '--calibration-dir', 'no/such/folder'], 'does not exist'),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, capsys, monkeypatch, argv, message):
@@ -154,12 +154,44 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, capsys):
 def test_calibration_folder_without_images(tmp_path):
     (tmp_path / 'empty').mkdir()
     model = timm.create_model('mobilenetv3_small_mrap', num_classes=10)
-    with pytest.raises(ValueError, match='holds no images'):
+    with pytest.raises(ValueError, match='no images'):
         calibration_batches(model, str(tmp_path / 'empty'))
+
+
+def test_calibration_follows_timms_split_rule(tmp_path):
+    """The parent of a train/ split calibrates on train/ only (timm's create_dataset split search)."""
+    from PIL import Image
+    for split, count in (('train', 3), ('validation', 5)):
+        (tmp_path / split / 'a').mkdir(parents=True)
+        for i in range(count):
+            Image.new('RGB', (40, 40), (50 * i, 0, 0)).save(tmp_path / split / 'a' / f'{i}.png')
+    model = timm.create_model('mobilenetv3_small_mrap', num_classes=2)
+    batches = calibration_batches(model, str(tmp_path), count=64, batch_size=2, img_size=32)
+    assert [b.shape for b in batches] == [(2, 3, 32, 32)]  # 3 training images: one full batch of 2
 
 
 def test_int8_without_calibration_warns(tmp_path):
     """Random calibration is allowed for a quick look, with a warning that accuracy needs real images."""
     from timm_mrap.deploy.executorch import lower_executorch
-    with pytest.warns(UserWarning, match='accuracy needs real images'):
+    with pytest.warns(UserWarning, match='random inputs'):
         lower_executorch(MRAP(16).eval(), torch.randn(1, 16, 8, 8), int8=True)
+
+
+def test_channels_last_fallback_says_so():
+    """CBAM's amax runs on NCHW tensors only in ExecuTorch's portable kernels: the channels-last program does not run,
+    and the NCHW program that replaces it comes with a one-line warning."""
+    from timm.layers.cbam import CbamModule
+    from timm_mrap.deploy.executorch import executorch_program
+    with pytest.warns(UserWarning, match='NCHW') as record:
+        executorch_program(CbamModule(16).eval(), torch.randn(1, 16, 8, 8))
+    fallback = [str(w.message) for w in record if 'NCHW' in str(w.message)]
+    assert len(fallback) == 1 and '\n' not in fallback[0]
+
+
+@pytest.mark.slow  # two lowerings of a small network, ~50 s
+def test_export_warnings_reach_the_user(tmp_path, capsys):
+    out = tmp_path / 'cbam.pte'
+    export_main(MODEL_ARGS + ['--model-kwargs', 'attn=cbam', '--format', 'executorch', '--out', str(out)])
+    captured = capsys.readouterr()
+    assert out.exists() and ' ok' in captured.out
+    assert [line for line in captured.err.splitlines() if line.startswith('warning:') and 'NCHW' in line]

@@ -73,7 +73,7 @@ def test_torch_export_dynamic_height_width():
 
 def test_export_rejects_inputs_too_small_for_the_network(tmp_path):
     model = timm.create_model('mobilenetv3_mrap', num_classes=4)
-    with pytest.raises(ValueError, match=r'16 x 16 px, too small .* at least 32 x 32'):
+    with pytest.raises(ValueError, match=r'too small.* 32 x 32'):
         export_onnx(model, tmp_path / 'm.onnx', input_size=(3, 16, 16))
     with pytest.raises(ValueError, match='Unknown exporter'):
         export_onnx(model, tmp_path / 'm.onnx', input_size=(3, 64, 64), exporter='tensorrt')

@@ -6,28 +6,29 @@ Usage::
     python -m timm_mrap.deploy --model mobilenetv3_mrap --format executorch --int8 --calibration-dir data/train
     python -m timm_mrap.deploy --model local-dir:converted/ --pretrained --format coreml
 
-``python -m timm_mrap.export`` is the same command. The library functions live in ``timm_mrap.deploy``
-(``export_model``, ``check_export``) and ``timm_mrap.checkpoint`` (``load_model``).
+The library functions live in ``timm_mrap.deploy`` (``export_model``, ``check_export``) and
+``timm_mrap.checkpoint`` (``load_model``). Every warning raised while the model is loaded and exported is printed.
 """
 import argparse
 import re
+import sys
 import warnings
 from typing import List, Optional
 
-import torch
 from timm.utils import ParseKwargs
 
 from ..checkpoint import load_model
 from ..errors import TimmMrapError
 from . import (
-    EXPORTERS, FORMATS, SUFFIXES, add_model_arguments, calibration_batches, check_export, export_model,
-    min_input_size, runtime_predictor, top1_accuracy,
+    EXPORTERS, FORMATS, SUFFIXES, add_model_arguments, calibration_batches, check_export, export_model, model_stride,
+    runtime_predictor, top1_accuracy,
 )
 
-__all__ = ['main']
+__all__ = ['build_deploy_parser', 'main']
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_deploy_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m timm_mrap.deploy``."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], prog='python -m timm_mrap.deploy')
     add_model_arguments(parser)
     parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
@@ -42,8 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                         help='batch of the input (default: 1; ONNX traces with 2 and keeps the batch dynamic)')
     parser.add_argument('--int8', action='store_true', help='ExecuTorch only: int8 quantization (PT2E, XNNPACK)')
     parser.add_argument('--calibration-dir', default=None,
-                        help='int8: folder of images (e.g. a training split) to calibrate on, with the model\'s '
-                             'preprocessing; random inputs (with a warning) when not given')
+                        help='int8: image folder (a training split, or its parent: timm\'s split rule) to calibrate '
+                             'on, with the model\'s preprocessing; random inputs (with a warning) when not given')
     parser.add_argument('--calibration-count', type=int, default=64, help='int8: images to calibrate on')
     parser.add_argument('--exporter', choices=EXPORTERS, default='dynamo',
                         help='ONNX: dynamo (torch default) or torchscript (legacy tracer, faster to export)')
@@ -57,63 +58,70 @@ def _parser() -> argparse.ArgumentParser:
                         help='max |runtime - torch| allowed, relative to max(1, max |torch|) (default 1e-4; '
                              'int8 programs are reported, not judged)')
     parser.add_argument('--eval-dir', default=None,
-                        help='ImageFolder split (<class>/*) to report the top-1 of PyTorch and of the exported '
+                        help='ImageFolder split (or its parent) to report the top-1 of PyTorch and of the exported '
                              'program on, with the model\'s preprocessing at --img-size')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
     return parser
 
 
-def _default_out(args: argparse.Namespace) -> str:
+def _ignore_noise() -> None:
+    """Hide the warnings of other libraries about their own internals, by category and module (never by text)."""
+    warnings.simplefilter('default')
+    warnings.filterwarnings('ignore', category=DeprecationWarning)
+    warnings.filterwarnings('ignore', module=r'executorch\.extension\.pybindings')  # "this API is experimental"
+
+
+def _export(args: argparse.Namespace, batch_size: int):
+    """Load the model, calibrate (int8) and export; returns the model and the path written."""
+    model = load_model(args.model, args.checkpoint, args.pretrained, args.num_classes, **args.model_kwargs)
+    options = dict(exporter=args.exporter, dynamic_size=not args.static_size, opset=args.opset)
+    if args.format != 'onnx':
+        options = dict(int8=True) if args.int8 else {}
+    if args.int8 and args.calibration_dir:
+        options['calibration'] = calibration_batches(
+            model, args.calibration_dir, args.calibration_count, batch_size, img_size=args.img_size)
+        print(f'Calibrating on {sum(len(b) for b in options["calibration"])} images of {args.calibration_dir}')
     name = re.sub(r'[^A-Za-z0-9._-]+', '_', args.model.split(':')[-1].rstrip('/')).strip('_') or 'model'
-    return f'{name}{"_int8" if args.int8 else ""}{SUFFIXES[args.format]}'
-
-
-def _onnx_check_sizes(args: argparse.Namespace, model: torch.nn.Module) -> List[int]:
-    if args.check_sizes is not None:
-        return args.check_sizes
-    return [args.img_size] if args.static_size else sorted({min_input_size(model), args.img_size, 2 * args.img_size})
+    out = args.out or f'{name}{"_int8" if args.int8 else ""}{SUFFIXES[args.format]}'
+    path = export_model(model, args.format, out, (args.in_chans, args.img_size, args.img_size), batch_size,
+                        overwrite=args.overwrite, **options)
+    return model, path
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = _parser()
+    parser = build_deploy_parser()
     args = parser.parse_args(argv)
     if args.format != 'onnx' and (args.static_size or args.check_sizes or args.opset or args.exporter != 'dynamo'):
         parser.error('--exporter, --static-size, --opset and --check-sizes are ONNX options; the phone formats '
                      'have a static input of --batch-size x --in-chans x --img-size x --img-size.')
     if args.format != 'executorch' and (args.int8 or args.calibration_dir):
         parser.error('--int8 and --calibration-dir are for --format executorch (XNNPACK int8).')
-    out = args.out or _default_out(args)
     batch_size = args.batch_size or (2 if args.format == 'onnx' else 1)
-    input_size = (args.in_chans, args.img_size, args.img_size)
-    onnx_kwargs = dict(exporter=args.exporter, dynamic_size=not args.static_size, opset=args.opset)
-    try:
-        model = load_model(args.model, args.checkpoint, args.pretrained, args.num_classes, **args.model_kwargs)
-        calibration = None
-        if args.int8 and args.calibration_dir:
-            calibration = calibration_batches(
-                model, args.calibration_dir, args.calibration_count, batch_size, img_size=args.img_size)
-            print(f'Calibrating on {sum(len(b) for b in calibration)} images of {args.calibration_dir}')
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always', UserWarning)
-            path = export_model(model, args.format, out, input_size, batch_size, int8=args.int8,
-                                calibration=calibration, overwrite=args.overwrite,
-                                **(onnx_kwargs if args.format == 'onnx' else {}))
-        for w in caught:
-            if 'calibration' in str(w.message):
-                print(f'warning: {w.message}')
-    except (TimmMrapError, FileExistsError, FileNotFoundError, ValueError) as e:
-        parser.exit(2, f'error: {e}\n')
-    shape = 'batch x {} x {}'.format(args.in_chans, 'H x W' if args.format == 'onnx' and not args.static_size
-                                     else f'{args.img_size} x {args.img_size}')
-    if args.format != 'onnx':
-        shape = f'{batch_size} x {args.in_chans} x {args.img_size} x {args.img_size}'
+    with warnings.catch_warnings(record=True) as caught:
+        _ignore_noise()
+        try:
+            model, path = _export(args, batch_size)
+        except (TimmMrapError, FileExistsError, FileNotFoundError, ValueError) as e:
+            parser.exit(2, f'error: {e}\n')
+        finally:
+            for message in dict.fromkeys(f'{w.category.__name__}: {w.message}' for w in caught):
+                print(f'warning: {message}', file=sys.stderr)
+    dynamic = args.format == 'onnx' and not args.static_size
+    size = 'H x W' if dynamic else f'{args.img_size} x {args.img_size}'
+    shape = f'{"batch" if args.format == "onnx" else batch_size} x {args.in_chans} x {size}'
     print(f'Wrote {path} ({args.format}{" int8" if args.int8 else ""}, input {shape})')
     if args.eval_dir:
         _report_top1(args, model, str(path))
-    if args.no_check:
-        return
-    sizes = [(s, s) for s in _onnx_check_sizes(args, model)] if args.format == 'onnx' else ()
-    results = check_export(model, args.format, str(path), (batch_size,) + input_size, onnx_sizes=sizes)
+    if not args.no_check:
+        _report_check(args, parser, model, str(path), batch_size)
+
+
+def _report_check(args: argparse.Namespace, parser: argparse.ArgumentParser, model, path: str, batch_size: int):
+    sizes = args.check_sizes
+    if sizes is None:
+        sizes = [args.img_size] if args.static_size else sorted({model_stride(model), args.img_size, 2 * args.img_size})
+    input_shape = (batch_size, args.in_chans, args.img_size, args.img_size)
+    results = check_export(model, args.format, path, input_shape, onnx_sizes=[(s, s) for s in sizes])
     if results is None:
         print('Not checked: Core ML models run on Apple platforms only (the conversion and the saved package were '
               'checked here).')
@@ -141,3 +149,4 @@ def _report_top1(args: argparse.Namespace, model, path: str) -> None:
 
 if __name__ == '__main__':
     main()
+

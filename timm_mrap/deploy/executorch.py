@@ -1,4 +1,4 @@
-""" ExecuTorch export (XNNPACK delegate, fp32 or int8) and a parity check with ExecuTorch's own runtime
+""" ExecuTorch export (XNNPACK delegate, fp32 or int8), run by ExecuTorch's own runtime
 
 ``torch.export`` records the network with MRAP's reference math (``MRAP.statistics``): everything but
 the top-n sort is an op the XNNPACK delegate takes. The sort runs in ExecuTorch's portable kernels, so the graph
@@ -6,24 +6,23 @@ leaves the delegate at every MRAP. The activations are made channels-last at the
 hands the delegate's own NHWC layout over as it is instead of converting full-size activations to NCHW and back.
 
 int8 is PyTorch 2 export quantization (PT2E) with ExecuTorch's ``XNNPACKQuantizer`` (symmetric, per-channel weights,
-static activations), calibrated on batches the caller gives (see ``timm_mrap.deploy.calibration``).
+static activations), calibrated on batches the caller gives (``timm_mrap.deploy.calibration_batches``).
 
 executorch is the optional ``mobile`` extra (``pip install 'timm-mrap[mobile]'``), imported lazily.
 """
 import warnings
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Iterable, Optional
 
 import torch
 from torch import nn
 
 from ..layers import MRAP
-from .inputs import check_input, output_path
-from .extras import require
+from .formats import Predictor, require
 
 __all__ = [
-    'FLOAT_MODULES', 'ChannelsLastInput', 'executorch_program', 'export_executorch', 'lower_executorch',
-    'executorch_parity', 'load_executorch',
+    'FLOAT_MODULES', 'ChannelsLastInput', 'executorch_program', 'load_executorch', 'lower_executorch',
+    'write_executorch',
 ]
 
 
@@ -57,15 +56,13 @@ def _quantize_int8(model: nn.Module, example: torch.Tensor, calibration: Iterabl
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     for module_type in FLOAT_MODULES:
         quantizer.set_module_type(module_type, None)
-    captured = torch.export.export(model, (example,), strict=False).module()
-    prepared = prepare_pt2e(captured, quantizer)
-    count = 0
+    calibration = list(calibration)
+    if not calibration:
+        raise ValueError('int8 calibration got no batches; pass a calibration folder with images in it.')
+    prepared = prepare_pt2e(torch.export.export(model, (example,), strict=False).module(), quantizer)
     with torch.no_grad():
         for batch in calibration:
             prepared(batch)
-            count += 1
-    if not count:
-        raise ValueError('int8 calibration got no batches; pass a calibration folder with images in it.')
     return convert_pt2e(prepared)
 
 
@@ -107,16 +104,16 @@ def executorch_program(
 
     Args:
         channels_last: Channels-last activations inside the program (see ``ChannelsLastInput``). None takes them
-            when the program then runs in ExecuTorch's runtime, else NCHW: some portable kernels outside the delegate
-            (e.g. the ``amax`` of timm's CBAM) take NCHW tensors only.
+            when the program then runs in ExecuTorch's runtime, else NCHW with a warning: some portable kernels
+            outside the delegate (e.g. the ``amax`` of timm's CBAM) take NCHW tensors only.
         Others: as ``lower_executorch``.
     """
-    if calibration is not None:
-        calibration = list(calibration)  # may be used twice
-    for layout in ([channels_last] if channels_last is not None else [True, False]):
-        buffer = lower_executorch(model, example, int8, calibration, layout).to_executorch().buffer
-        if channels_last is not None or _runs(buffer, example):
-            return buffer
+    calibration = None if calibration is None else list(calibration)  # may be used twice
+    buffer = lower_executorch(model, example, int8, calibration, channels_last in (None, True)).to_executorch().buffer
+    if channels_last is None and not _runs(buffer, example):
+        warnings.warn('The channels-last ExecuTorch program does not run in ExecuTorch\'s runtime; exporting NCHW '
+                      'activations instead (layout copies at every exit from the XNNPACK delegate).')
+        buffer = lower_executorch(model, example, int8, calibration, False).to_executorch().buffer
     return buffer
 
 
@@ -129,69 +126,23 @@ def _runs(buffer: bytes, example: torch.Tensor) -> bool:
     return True
 
 
-def export_executorch(
+def write_executorch(
         model: nn.Module,
-        output_file: str,
-        input_size: Tuple[int, int, int] = (3, 224, 224),
-        batch_size: int = 1,
+        example: torch.Tensor,
+        path: Path,
         int8: bool = False,
         calibration: Optional[Iterable[torch.Tensor]] = None,
         channels_last: Optional[bool] = None,
-        overwrite: bool = False,
-        validate_input: bool = True,
-) -> Path:
-    """Export ``model`` to an ExecuTorch ``.pte`` program for the XNNPACK delegate (static input size).
-
-    Args:
-        model: The network; put in eval mode.
-        output_file: Target ``.pte`` path; an existing file is an error unless ``overwrite``.
-        input_size: C x H x W of the program's input.
-        batch_size: Batch of the program's input.
-        int8: Quantize to int8 (PT2E, XNNPACK quantizer) before lowering.
-        calibration: Batches (B x C x H x W float tensors, the model's preprocessing applied) for int8; random
-            inputs with a warning when None.
-        channels_last: Channels-last activations inside the program; None: where the program runs so
-            (``executorch_program``).
-        overwrite: Replace an existing ``output_file``.
-        validate_input: Check ``input_size`` against the network's channels and strides (``check_input``).
-
-    Returns:
-        The path written. The program's one method ``forward`` takes a B x C x H x W float tensor (NCHW) and returns
-        the logits.
-    """
-    path = output_path(output_file, overwrite)
-    if validate_input:
-        check_input(model, (batch_size,) + tuple(input_size))
-    example = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))
-    buffer = executorch_program(model, example, int8, calibration, channels_last)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buffer)
-    return path
+) -> None:
+    """Write the ``.pte`` program of ``model`` (``executorch_program``) to ``path``; its one method ``forward`` takes a
+    B x C x H x W float tensor (NCHW) of ``example``'s shape and returns the logits. ``calibration`` holds int8
+    batches with the model's preprocessing applied (random inputs with a warning when None)."""
+    path.write_bytes(executorch_program(model, example, int8, calibration, channels_last))
 
 
-def load_executorch(pte_file: str):
-    """The ``forward`` method of a ``.pte`` program, loaded by ExecuTorch's runtime (call ``.execute([x])``)."""
+def load_executorch(pte_file: str) -> Predictor:
+    """A function from a batch to the logits of a ``.pte`` program, run by ExecuTorch's runtime."""
     require('executorch', 'mobile')
     from executorch.runtime import Runtime
-    return Runtime.get().load_program(Path(pte_file)).load_method('forward')
-
-
-def executorch_parity(
-        model: nn.Module,
-        pte_file: str,
-        input_shape: Sequence[int],
-        seed: int = 0,
-) -> Dict[Tuple[int, int], Tuple[float, float]]:
-    """Run ``model`` and the ``.pte`` program on one random input of the program's static shape.
-
-    Returns:
-        ``{(H, W): (max |executorch - torch|, max |torch|)}``, as ``onnx_parity`` does.
-    """
-    method = load_executorch(pte_file)
-    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        expected = model.eval()(x)
-    got = method.execute([x])[0]
-    if got.shape != expected.shape:
-        raise AssertionError(f'ExecuTorch output shape {tuple(got.shape)} != torch {tuple(expected.shape)}')
-    return {tuple(input_shape[-2:]): ((got - expected).abs().max().item(), expected.abs().max().item())}
+    method = Runtime.get().load_program(Path(pte_file)).load_method('forward')
+    return lambda x: method.execute([x])[0]

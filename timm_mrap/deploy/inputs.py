@@ -11,7 +11,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-__all__ = ['model_in_chans', 'model_stride', 'min_input_size', 'check_input', 'add_model_arguments', 'output_path']
+__all__ = ['model_in_chans', 'model_stride', 'check_input', 'add_model_arguments', 'output_path']
 
 
 def output_path(output_file: str, overwrite: bool = False) -> Path:
@@ -32,18 +32,14 @@ def model_in_chans(model: nn.Module) -> int:
 
 
 def model_stride(model: nn.Module) -> int:
-    """Total stride (reduction) of the deepest feature map, from timm's ``feature_info``."""
+    """Total stride (reduction) of the deepest feature map, from timm's ``feature_info``: the smallest height / width
+    the network takes (every stage sees at least one stride of pixels; the last stage's map is then 1 x 1, where
+    MRAP's std is 0 in eager and exported graphs alike)."""
     feature_info = getattr(model, 'feature_info', None)
     if feature_info:
         infos = feature_info.get_dicts() if hasattr(feature_info, 'get_dicts') else feature_info
         return max(int(info['reduction']) for info in infos)
     return 32
-
-
-def min_input_size(model: nn.Module) -> int:
-    """Smallest height / width the entry points accept: every stage must see at least one stride of real pixels
-    (``H >= stride``; the last stage's map is then 1 x 1, where MRAP's std is 0 in eager and exported graphs alike)."""
-    return model_stride(model)
 
 
 def check_input(
@@ -70,10 +66,10 @@ def check_input(
         raise ValueError(
             f'The input has {chans} channels but the model expects {in_chans}{hint}; '
             f'convert the image or create the model with in_chans={chans}.')
-    min_size = min_input_size(model)
+    min_size = model_stride(model)
     if min(height, width) < min_size:
         raise ValueError(
-            f'The input is {height} x {width} px, too small for a network of total stride {model_stride(model)} '
+            f'The input is {height} x {width} px, too small for a network of total stride {min_size} '
             f'(every stage must see at least one stride of pixels); resize it to at least {min_size} x {min_size} px '
             f'(64 px or more is a sensible minimum).')
 

@@ -1,4 +1,4 @@
-""" ONNX export of the MRAP MobileNets with dynamic batch and spatial size, and an onnxruntime parity check
+""" ONNX export of the MRAP MobileNets with dynamic batch and spatial size, run by onnxruntime
 
 Wraps timm's own exporter (``timm.utils.onnx.onnx_export``). Two exporters are supported:
 
@@ -16,11 +16,28 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .inputs import check_input, output_path
+from .formats import Predictor, compare_with_torch, export_model
 
-__all__ = ['EXPORTERS', 'export_onnx', 'onnx_parity']
+__all__ = ['EXPORTERS', 'export_onnx', 'load_onnx', 'onnx_parity', 'write_onnx']
 
 EXPORTERS = ('dynamo', 'torchscript')
+
+
+def write_onnx(
+        model: nn.Module,
+        example: torch.Tensor,
+        path: Path,
+        exporter: str = 'dynamo',
+        dynamic_size: bool = True,
+        opset: Optional[int] = None,
+) -> None:
+    """Write ``model`` to ``path`` as ONNX, checked by onnx; the input is ``input0`` (B x C x H x W), the output
+    ``output0``. The batch axis is dynamic (traced at batch >= 2), and height / width too with ``dynamic_size``."""
+    from timm.utils.onnx import onnx_export
+    if exporter not in EXPORTERS:
+        raise ValueError(f'Unknown exporter {exporter!r}; choose one of {EXPORTERS}.')
+    onnx_export(model, str(path), batch_size=max(2, example.shape[0]), input_size=tuple(example.shape[1:]),
+                opset=opset, dynamic_size=dynamic_size, use_dynamo=exporter == 'dynamo', check=True)
 
 
 def export_onnx(
@@ -28,48 +45,23 @@ def export_onnx(
         output_file: str,
         input_size: Tuple[int, int, int] = (3, 224, 224),
         batch_size: int = 2,
-        exporter: str = 'dynamo',
-        dynamic_size: bool = True,
-        opset: Optional[int] = None,
         overwrite: bool = False,
         validate_input: bool = True,
+        **options,
 ) -> Path:
-    """Export ``model`` (eval mode) to ONNX with a dynamic batch (and height / width) axis, checked by onnx.
+    """``export_model(model, 'onnx', ...)``; ``options`` are ``write_onnx``'s ``exporter``, ``dynamic_size``, ``opset``."""
+    return export_model(model, 'onnx', output_file, input_size, batch_size, overwrite, validate_input, **options)
 
-    Args:
-        model: The network; put in eval mode.
-        output_file: Target ``.onnx`` path; an existing file is an error unless ``overwrite``.
-        input_size: C x H x W of the example input that is traced.
-        batch_size: Batch of the example input (>= 2 keeps the batch axis dynamic with ``torch.export``).
-        exporter: ``'dynamo'`` or ``'torchscript'`` (see the module docstring).
-        dynamic_size: Make height and width dynamic as well as the batch.
-        opset: ONNX opset; the exporter's default when None.
-        overwrite: Replace an existing ``output_file``.
-        validate_input: Check ``input_size`` against the network's channels and strides (``check_input``);
-            turn off for a bare module such as a single ``MRAP``.
 
-    Returns:
-        The path written. The graph's input is ``input0`` (B x C x H x W), its output ``output0``.
-    """
-    from timm.utils.onnx import onnx_export
-    if exporter not in EXPORTERS:
-        raise ValueError(f'Unknown exporter {exporter!r}; choose one of {EXPORTERS}.')
-    path = output_path(output_file, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if validate_input:
-        check_input(model, (batch_size,) + tuple(input_size))
-    model.eval()
-    onnx_export(
-        model,
-        str(path),
-        batch_size=max(2, batch_size),
-        input_size=tuple(input_size),
-        opset=opset,
-        dynamic_size=dynamic_size,
-        use_dynamo=exporter == 'dynamo',
-        check=True,
-    )
-    return path
+def load_onnx(onnx_file: str, threads: Optional[int] = None) -> Predictor:
+    """A function from a batch to the logits of the ONNX graph, run by onnxruntime's CPU provider (with ``threads``
+    intra-op threads; onnxruntime's default when None)."""
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default
+    session = onnxruntime.InferenceSession(str(onnx_file), options, providers=['CPUExecutionProvider'])
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
 def onnx_parity(
@@ -79,24 +71,8 @@ def onnx_parity(
         batch_size: int = 2,
         seed: int = 0,
 ) -> Dict[Tuple[int, int], Tuple[float, float]]:
-    """Run ``model`` and the ONNX graph with onnxruntime on random inputs of each size.
-
-    Returns:
-        ``{(H, W): (max |onnx - torch|, max |torch|)}``; a faithful export gives a ratio near float32 noise (~1e-6).
-    """
-    import onnxruntime
-    session = onnxruntime.InferenceSession(str(onnx_file), providers=['CPUExecutionProvider'])
-    input_name = session.get_inputs()[0].name
-    in_chans = session.get_inputs()[0].shape[1]
-    generator = torch.Generator().manual_seed(seed)
-    model.eval()
-    results = {}
-    for height, width in input_sizes:
-        x = torch.randn(batch_size, in_chans, height, width, generator=generator)
-        with torch.no_grad():
-            expected = model(x)
-        got = torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
-        if got.shape != expected.shape:
-            raise AssertionError(f'ONNX output shape {tuple(got.shape)} != torch {tuple(expected.shape)} at {x.shape}')
-        results[(height, width)] = ((got - expected).abs().max().item(), expected.abs().max().item())
-    return results
+    """``compare_with_torch`` of ``model`` and the ONNX graph at each height x width of ``input_sizes``."""
+    import onnx
+    in_chans = onnx.load(str(onnx_file)).graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    shapes = [(batch_size, in_chans, h, w) for h, w in input_sizes]
+    return compare_with_torch(model, load_onnx(onnx_file), shapes, seed)
