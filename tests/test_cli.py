@@ -14,8 +14,9 @@ from PIL import Image
 
 import timm_mrap  # noqa: F401
 from timm_mrap.convert import fold_data_bn
+from timm_mrap.errors import CliError, InputError
 from timm_mrap.training import cli
-from timm_mrap.training.cli import CliError, build_command, detect_checkpoint_kind, prepare_checkpoint
+from timm_mrap.training.runner import build_command, checkpoint_args
 
 from conftest import fixture_state_dict, load_fixture
 
@@ -78,16 +79,20 @@ def _dry(argv, capsys):
 
 
 def test_layer_options_and_commands(monkeypatch):
-    opts, rest = cli.split_layer_options(['--nproc', '4', '--epochs', '2', '--runner=builtin', '--dry-run', '-b', '8'])
-    assert (opts.nproc, opts.nnodes, opts.runner, opts.dry_run) == ('4', 1, 'builtin', True)
-    assert rest == ['--epochs', '2', '-b', '8']
+    opts, rest = cli.parse_command_line(['m', 'd', '--nproc', '4', '--epochs', '2', '--runner=builtin', '--dry-run',
+                                         '-b', '8', '--model-kwargs', 'attn=cbam'])
+    assert (opts.model, opts.data_dir, opts.nproc, opts.nnodes, opts.runner, opts.dry_run) == \
+        ('m', 'd', '4', '1', 'builtin', True)
+    assert rest == ['--epochs', '2', '-b', '8', '--model-kwargs', 'attn=cbam']
+    assert cli.read_timm_flags(rest + ['--model-kwargs', 'attn=eca', 'rate=(0.3, 0.7)']).model_kwargs == {
+        'attn': 'eca', 'rate': (0.3, 0.7)}
     monkeypatch.setenv('NPROC', 'gpu')
     monkeypatch.setenv('NNODES', '2')
-    assert cli.split_layer_options([])[0][:2] == ('gpu', 2)
+    assert (cli.parse_command_line([])[0].nproc, cli.parse_command_line([])[0].nnodes) == ('gpu', '2')
     for bad, msg in ((['--nproc', '0'], 'positive integer'), (['--runner', 'x'], 'auto, timm or builtin'),
-                     (['--nnodes'], 'needs a value')):
+                     (['--nnodes'], '--nnodes.*expected one argument')):
         with pytest.raises(CliError, match=msg):
-            cli.split_layer_options(bad)
+            cli.parse_command_line(bad)
 
     assert build_command('train', 'builtin', None, ['--epochs', '1']) == [
         sys.executable, '-m', 'timm_mrap.training.builtin.train', '--epochs', '1']
@@ -117,16 +122,17 @@ def test_train_arguments(data, tmp_path, capsys, monkeypatch):
                          '--dry-run'], capsys)
     assert rc == 0
     assert ' -m torch.distributed.run --nproc_per_node=2 ' in lines[0]
-    assert f' -m timm_mrap.training.launch {tmp_path / "train.py"} --config ' in lines[0]
+    assert f' -m timm_mrap.training.launch {tmp_path / "train.py"} --data-dir ' in lines[0]
+    assert '/recipes/digits_demo.yaml' in lines[0].split('--config ')[1]
     assert lines[0].endswith('--device cuda')  # the recipe sets num_classes; --device is the user's
     monkeypatch.delenv('NPROC')
 
     for argv, msg in (
             ([str(tmp_path / 'nope')], 'does not exist.*timm_mrap.training.datasets'),
             ([str(data), '--val-split', 'holdout'], "no split folder 'holdout'.*--val-split"),
-            ([str(data), '--num-classes', '1'], '--num-classes 1 does not match the 2 class folders'),
+            ([str(data), '--num-classes', '1'], '--num-classes 1 .*2 class folders'),
             ([str(data), 'extra'], "Unexpected argument 'extra'"),
-            ([], 'MODEL and DATA_DIR are required'),
+            ([], 'MODEL and DATA_DIR'),
             ([str(data), '--recipe', 'nope'], 'No recipe'),
     ):
         rc, _, err = _dry(['train', 'mobilenetv2_mrap', '--dry-run', '--epochs', '1'] if not argv else
@@ -170,24 +176,22 @@ def test_checkpoint_kinds(tmp_path):
     train_ckpt = tmp_path / 'model_best.pth.tar'  # what timm's train.py saves (args is a Namespace)
     torch.save({'epoch': 3, 'arch': 'mobilenetv2_mrap', 'state_dict': model.state_dict(),
                 'args': argparse.Namespace(lr=0.1), 'metric': 50.}, train_ckpt)
-    assert detect_checkpoint_kind(str(train_ckpt)) == 'timm'
-    assert prepare_checkpoint('mobilenetv2_mrap', str(train_ckpt), str(tmp_path))[1] == [
-        '--checkpoint', str(train_ckpt), '--num-classes', '5']
-    with pytest.raises(CliError, match='does not fit mobilenetv3_mrap: .*the checkpoint says it was trained as '
-                                       'mobilenetv2_mrap: pass --model mobilenetv2_mrap'):
-        prepare_checkpoint('mobilenetv3_mrap', str(train_ckpt), str(tmp_path))
-    with pytest.raises(CliError, match='--num-classes 7 does not match .*5 classes'):
-        prepare_checkpoint('mobilenetv2_mrap', str(train_ckpt), str(tmp_path), num_classes=7)
+    assert checkpoint_args('mobilenetv2_mrap', str(train_ckpt), str(tmp_path)) == (
+        'mobilenetv2_mrap', ['--checkpoint', str(train_ckpt), '--num-classes', '5'], 'timm')
+    with pytest.raises(InputError, match='(?s)does not fit mobilenetv3_mrap.*--model mobilenetv2_mrap'):
+        checkpoint_args('mobilenetv3_mrap', str(train_ckpt), str(tmp_path))
+    with pytest.raises(InputError, match='--num-classes 7.*5 classes'):
+        checkpoint_args('mobilenetv2_mrap', str(train_ckpt), str(tmp_path), num_classes=7)
 
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / 'w.safetensors')
-    assert detect_checkpoint_kind(str(tmp_path / 'w.safetensors')) == 'timm'
+    assert checkpoint_args('mobilenetv2_mrap', str(tmp_path / 'w.safetensors'), str(tmp_path))[2] == 'timm'
 
     (tmp_path / 'broken.pth').write_bytes(b'not a checkpoint')
-    with pytest.raises(CliError, match='Could not read checkpoint'):
-        detect_checkpoint_kind(str(tmp_path / 'broken.pth'))
-    with pytest.raises(CliError, match='does not exist'):
-        detect_checkpoint_kind(str(tmp_path / 'missing.pth'))
+    with pytest.raises(InputError, match='broken.pth'):
+        checkpoint_args('mobilenetv2_mrap', str(tmp_path / 'broken.pth'), str(tmp_path))
+    with pytest.raises(InputError, match='does not exist'):
+        checkpoint_args('mobilenetv2_mrap', str(tmp_path / 'missing.pth'), str(tmp_path))
 
 
 def test_checkpoint_of_another_attention_is_checked_with_model_kwargs(tmp_path):
@@ -195,13 +199,13 @@ def test_checkpoint_of_another_attention_is_checked_with_model_kwargs(tmp_path):
     cbam = timm.create_model('mobilenetv3_mrap', num_classes=3, attn='cbam')
     path = tmp_path / 'cbam.pth.tar'
     torch.save({'arch': 'mobilenetv3_mrap', 'state_dict': cbam.state_dict()}, path)
-    argv = ['--img-size', '32', '--model-kwargs', 'attn=cbam', 'rate=(0.3, 0.7)', '--device', 'cpu']
-    assert cli.model_kwargs_of(argv) == {'attn': 'cbam', 'rate': (0.3, 0.7)}
-    assert cli.model_kwargs_of(['--img-size', '32']) == {}
-    assert prepare_checkpoint('mobilenetv3_mrap', str(path), str(tmp_path), model_kwargs={'attn': 'cbam'})[1] == [
+    argv = ['--img-size', '32', '--model-kwargs', 'attn=cbam', '--device', 'cpu']
+    assert cli.read_timm_flags(argv).model_kwargs == {'attn': 'cbam'}
+    assert cli.read_timm_flags(['--img-size', '32']).model_kwargs == {}
+    assert checkpoint_args('mobilenetv3_mrap', str(path), str(tmp_path), model_kwargs={'attn': 'cbam'})[1] == [
         '--checkpoint', str(path), '--num-classes', '3']
-    with pytest.raises(CliError, match='--model-kwargs, e.g. attn=cbam'):
-        prepare_checkpoint('mobilenetv3_mrap', str(path), str(tmp_path))
+    with pytest.raises(InputError, match='--model-kwargs.*attn=cbam'):
+        checkpoint_args('mobilenetv3_mrap', str(path), str(tmp_path))
 
 
 def _reference_checkpoint(tmp_path):
@@ -216,7 +220,6 @@ def test_validate_sh_converts_reference_checkpoint(data, tmp_path):
     """validate.sh end to end: a reference checkpoint is converted on the fly and run through (a stand-in for) timm's
     validate.py via the launcher; the results land in JSON and CSV."""
     ref, ref_state = _reference_checkpoint(tmp_path)
-    assert detect_checkpoint_kind(str(ref)) == 'reference'
     scripts = tmp_path / 'timm_scripts'
     scripts.mkdir()
     (scripts / 'validate.py').write_text(FAKE_VALIDATE)
@@ -251,4 +254,8 @@ def test_validate_arguments(data, tmp_path, capsys):
     assert rc == 0 and lines[0].split()[1:] == ['-m', 'timm_mrap.training.builtin.validate', '--data-dir', str(data),
                                                 '--model', 'mobilenetv2_mrap', '--pretrained', '--device', 'cpu']
     rc, _, err = _dry(['validate', 'mobilenetv2_mrap', str(data), '--pretrained', '--num-classes', '1'], capsys)
-    assert rc == 2 and 'has 2 class folders but the model classifies 1' in err
+    assert rc == 2 and '2 class folders' in err and 'classifies 1' in err
+    # validate.sh writes PREFIX.json and PREFIX.csv: a single --results-format is refused, not dropped
+    rc, lines, err = _dry(['validate', 'mobilenetv2_mrap', str(data), '--pretrained', '--results-format', 'json',
+                           '--dry-run'], capsys)
+    assert rc == 2 and '--results-format' in err and not lines

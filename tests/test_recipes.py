@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from timm_mrap.training.recipes import list_recipes, recipe_path
+from timm_mrap.errors import InputError
+from timm_mrap.training.recipes import list_recipes, read_config, recipe_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ def _load(name):
 def test_recipes_listed_and_packaged():
     assert list_recipes() == RECIPES
     assert recipe_path('rein100_paper.yaml') == recipe_path('rein100_paper')
-    with pytest.raises(FileNotFoundError, match='rein100_paper'):
+    with pytest.raises(InputError, match='rein100_paper'):
         recipe_path('imagenet_paper')
     # setup.cfg ships the recipes and class lists with the package
     cfg = configparser.ConfigParser()
@@ -87,3 +88,13 @@ def test_modern_recipe_has_the_modern_pieces():
     assert cfg['opt'] in ('lamb', 'adamw') and cfg['sched'] == 'cosine' and cfg['warmup_epochs'] > 0
     assert cfg['aa'].startswith('rand-') and cfg['mixup'] > 0 and cfg['cutmix'] > 0 and cfg['reprob'] > 0
     assert cfg['model_ema'] is True and 0 < cfg['smoothing'] < 0.5 and 'lr' not in cfg and cfg['lr_base'] > 0
+
+
+def test_read_config_names_the_problem(tmp_path):
+    (tmp_path / 'list.yaml').write_text('- 1\n')
+    with pytest.raises(InputError, match='mapping'):
+        read_config(str(tmp_path / 'list.yaml'))
+    with pytest.raises(InputError, match='missing.yaml'):
+        read_config(str(tmp_path / 'missing.yaml'))
+    (tmp_path / 'dash.yaml').write_text('batch-size: 8\n')
+    assert read_config(str(tmp_path / 'dash.yaml')) == {'batch_size': 8}

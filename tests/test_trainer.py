@@ -211,7 +211,7 @@ def test_missing_data_folder_is_a_clear_error_not_a_traceback(tmp_path):
         [sys.executable, '-m', 'timm_mrap.training.builtin.train', '--data-dir', str(missing), '--model', MODEL],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert f'data folder {missing} does not exist' in proc.stderr and '--data-dir' in proc.stderr
+    assert f'{missing} does not exist' in proc.stderr and '--data-dir' in proc.stderr
     assert 'Traceback' not in proc.stderr
 
 
@@ -236,21 +236,20 @@ def test_empty_data_folder(tmp_path, capsys):
     (tmp_path / 'validation' / 'a').mkdir(parents=True)
     assert _train(TRAIN_FLAGS + ['--data-dir', str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "no images for split 'train'" in err and str(tmp_path) in err
+    assert "split 'train'" in err and str(tmp_path) in err and '--data-dir' in err  # timm's reason, with context
 
 
 def test_missing_validation_split(digits, tmp_path, capsys):
     (tmp_path / 'train').symlink_to(digits / 'train')
     assert _train(TRAIN_FLAGS + ['--data-dir', str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "no split folder 'validation'" in err and '--val-split' in err
+    assert "'validation'" in err and '--val-split' in err
 
 
 def test_wrong_num_classes(digits, capsys):
     assert _train(TRAIN_FLAGS + ['--data-dir', str(digits), '--num-classes', '3']) == 2
     err = capsys.readouterr().err
-    assert f'--num-classes 3 does not match the {CLASSES} class folders' in err
-    assert f'--num-classes {CLASSES}' in err
+    assert f'{CLASSES} class folders' in err and f'--num-classes {CLASSES}' in err
 
 
 @pytest.fixture
@@ -281,8 +280,7 @@ def test_classifier_size_mismatch_names_num_classes(digits, tmp_path, capsys):
             '--checkpoint', str(path), '--num-classes', str(CLASSES)]
     assert validate_mod.main(argv) == 2
     err = capsys.readouterr().err
-    assert f'has a 10-class classifier but model {MODEL} was built with {CLASSES} classes' in err
-    assert '--num-classes 10' in err
+    assert '10-class classifier' in err and '--num-classes 10' in err
     # without --num-classes the class count is read off the checkpoint (10 >= 4 folders), so it validates
     result = _validate(argv[:-2], capsys)
     assert result['model'] == MODEL and 0 <= result['top1'] <= 100
@@ -307,7 +305,7 @@ def test_existing_experiment_is_not_overwritten(digits, tmp_path, capsys):
     assert _train(TRAIN_FLAGS + ['--data-dir', str(digits), '--output', str(tmp_path / 'out'), '--experiment',
                                  'run', '--epochs', '1']) == 2
     err = capsys.readouterr().err
-    assert 'already holds checkpoints' in err and '--overwrite' in err and '--resume' in err
+    assert 'checkpoints' in err and '--overwrite' in err and '--resume' in err
     assert (run / 'last.pth.tar').read_bytes() == b'earlier run'
 
 

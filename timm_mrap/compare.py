@@ -2,7 +2,7 @@
 
 Every (attention, seed) is trained with ``train.sh``'s launcher (timm's ``train.py`` or the built-in trainer, on one or
 several GPUs), its best checkpoint validated, and the results collected. Finished runs are skipped on a rerun and an
-interrupted one resumes. The logic is in :mod:`timm_mrap.training.compare`.
+interrupted one resumes. The logic is in :mod:`timm_mrap.training.comparison`.
 
 Usage::
 
@@ -14,7 +14,7 @@ import sys
 from typing import List, Optional
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_compare_parser() -> argparse.ArgumentParser:
     from timm_mrap.layers import ATTN_CHOICES
     p = argparse.ArgumentParser(
         prog='python -m timm_mrap.compare', allow_abbrev=False,
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from timm_mrap.training.compare import CompareConfig, CompareError, run_compare
-    parser = build_parser()
+    from timm_mrap.training.comparison import CompareConfig, CompareError, run_compare
+    parser = build_compare_parser()
     args, train_args = parser.parse_known_args(argv)
     cfg = CompareConfig(
         data_dir=args.data_dir, model=args.model, attns=args.attn, seeds=args.seeds, recipe=args.recipe,

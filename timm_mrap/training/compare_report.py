@@ -1,6 +1,6 @@
 """ The reports of an attention comparison: ``results.csv``, ``summary.md`` and ``top1_vs_latency.png``
 
-``summarize`` turns the per-run rows into one row per attention (top-1 mean and sample standard deviation over the
+``summarize_grid`` turns the per-run rows into one row per attention (top-1 mean and sample standard deviation over the
 seeds, the difference to ``none``, params, GMACs, latency ratio); ``write_reports`` writes the three files. The plot
 needs matplotlib (the ``plot`` extra); without it, it is skipped with a note.
 """
@@ -10,13 +10,13 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
-__all__ = ['RESULT_COLUMNS', 'summarize', 'summary_markdown', 'plot_top1_vs_latency', 'write_reports']
+__all__ = ['RESULT_COLUMNS', 'summarize_grid', 'summary_markdown', 'plot_top1_vs_latency', 'write_reports']
 
 # one row of the comparison per run, in this order (results.csv)
 RESULT_COLUMNS = ('attn', 'seed', 'top1', 'top5', 'epochs', 'best_epoch', 'params', 'gmacs', 'wall_s', 'run_dir')
 
 
-def summarize(
+def summarize_grid(
         rows: Sequence[Dict[str, Any]],
         attns: Sequence[str],
         latency: Dict[str, Dict[str, float]],

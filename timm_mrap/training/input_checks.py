@@ -3,8 +3,8 @@ trainer / validator, so both runners accept and reject the same inputs
 
 Each check raises :class:`InputError` with a message that names the problem and the fix; the command-line entry
 points print it as ``error: ...`` and exit with status 2 instead of showing a traceback from deep inside timm or torch.
-Split folders are found by timm's own rule (the split name, else a synonym: ``train`` / ``training``, ``validation`` /
-``val`` / ``valid`` / ``eval`` / ``evaluation``; a root with no split-like folder is itself the split). Checkpoints are
+Split folders are found by timm's own rule (``create_dataset``'s split search: the split name, else a synonym
+such as ``val`` for ``validation``; a root with no such folder is itself the split). Checkpoints are
 read and checked by :mod:`timm_mrap.checkpoint`. Corrupt image files are not checked up front (that would read every
 image): timm's ``ImageDataset`` skips them with a warning that names the file, and stops after
 ``TIMM_DATASET_MAX_RETRIES`` (10) consecutive failures.
@@ -18,31 +18,26 @@ import torch.nn as nn
 
 import timm
 from timm.data import create_dataset
+from timm.data.dataset_factory import _search_split  # timm's split rule; private in timm, with no public alias
 
 from ..checkpoint import Checkpoint, check_fit, load_model, read_checkpoint, reraise_as
 from ..errors import ConversionError, InputError
 
 __all__ = [
-    'InputError', 'TRAIN_SYNONYMS', 'EVAL_SYNONYMS', 'find_split', 'check_split_folder', 'check_data_dir',
-    'create_checked_dataset', 'class_names', 'folder_num_classes', 'check_class_folders', 'create_checked_model',
-    'load_checked_state_dict', 'check_state_dict_fits', 'model_from_checkpoint', 'split_where', 'format_error',
+    'InputError', 'find_split', 'check_split_folder', 'check_data_dir', 'create_checked_dataset', 'class_names',
+    'folder_num_classes', 'check_class_folders', 'create_checked_model', 'read_checked_checkpoint',
+    'check_state_dict_fits', 'model_from_checkpoint', 'split_where',
 ]
 
 _logger = logging.getLogger(__name__)
 
-TRAIN_SYNONYMS = ('train', 'training')
-EVAL_SYNONYMS = ('validation', 'val', 'valid', 'eval', 'evaluation')
 _DATA_LAYOUT = 'DIR/train/<class>/<image> and DIR/validation/<class>/<image>'
 
 
 def find_split(root: str, split: str) -> Optional[Path]:
     """The sub-folder of ``root`` that holds ``split`` by timm's rule (its name, else a synonym), or None."""
-    split = split.split('[')[0]
-    synonyms = TRAIN_SYNONYMS if split in TRAIN_SYNONYMS else EVAL_SYNONYMS if split in EVAL_SYNONYMS else ()
-    for name in (split,) + synonyms:
-        if (Path(root) / name).is_dir():
-            return Path(root) / name
-    return None
+    folder = Path(_search_split(root, split))
+    return folder if folder != Path(root) and folder.is_dir() else None
 
 
 def _class_folders(folder: Path) -> List[str]:
@@ -65,7 +60,7 @@ def check_split_folder(root: Optional[str], split: str, split_flag: str) -> Path
     folder = find_split(root, split)
     if folder is None:
         found = _class_folders(Path(root))
-        if set(TRAIN_SYNONYMS + EVAL_SYNONYMS + ('test',)).intersection(found):
+        if any(find_split(root, name) for name in ('train', 'validation', 'test')):
             raise InputError(f'no split folder {split!r} in {root} (it holds {", ".join(found)}): pass {split_flag} '
                              f'with one of those names.')
         _logger.info(f'No {split!r} sub-folder in {root}: using {root} itself as the {split} split.')
@@ -116,12 +111,8 @@ def create_checked_dataset(
         check_split_folder(root, split, split_flag)
     try:
         return create_dataset(name, root=root, split=split, **kwargs)
-    except RuntimeError as e:
-        if 'Found 0 images' in str(e):
-            raise InputError(
-                f'no images for split {split!r} under {root} ({e}). Expected {root}/{split}/<class>/<image> files; '
-                f'check --data-dir and {split_flag}.') from e
-        raise
+    except RuntimeError as e:  # timm's readers raise RuntimeError for a split they cannot read (e.g. no images)
+        raise InputError(f'split {split!r} of {root} could not be read: {e} Check --data-dir and {split_flag}.') from e
 
 
 def class_names(dataset) -> Optional[List[str]]:
@@ -171,7 +162,7 @@ def check_class_folders(train_dataset, eval_dataset, train_where: str, eval_wher
         f'folders, or pass --class-map FILE listing the classes.')
 
 
-def load_checked_state_dict(
+def read_checked_checkpoint(
         path: str,
         use_ema: bool = False,
         prefer_ema: bool = False,
@@ -215,7 +206,7 @@ def model_from_checkpoint(
     Returns:
         The model (in train mode, as ``create_model`` makes it) and the checkpoint it was loaded from.
     """
-    checkpoint = load_checked_state_dict(path, prefer_ema=use_ema, flag=flag)
+    checkpoint = read_checked_checkpoint(path, prefer_ema=use_ema, flag=flag)
     if checkpoint.kind == 'hub-folder':
         return create_checked_model(f'local-dir:{path}', pretrained=True, num_classes=num_classes), checkpoint
     if checkpoint.is_reference:
@@ -250,7 +241,3 @@ def split_where(root: str, split: str) -> str:
     folder = find_split(root, split) if root and os.path.isdir(root) else None
     return str(folder) if folder is not None else f'{root} (split {split!r})'
 
-
-def format_error(e: BaseException) -> Tuple[str, int]:
-    """The one-line message and exit status the command-line entry points use for an :class:`InputError`."""
-    return f'error: {e}\n', 2

@@ -16,6 +16,7 @@ A ``timm/`` folder in the script's folder or the working directory (a timm check
 timm: the script's folder goes to the end of ``sys.path``, and a timm imported from the working directory makes
 the launcher restart itself without the working directory on ``sys.path``.
 """
+import argparse
 import os
 import runpy
 import sys
@@ -25,21 +26,6 @@ from typing import List, Optional, Sequence
 __all__ = ['run_script', 'timm_location', 'main']
 
 _REEXEC_ENV = '_TIMM_MRAP_LAUNCH_REEXEC'
-_USAGE = """usage: python -m timm_mrap.training.launch [--no-download] SCRIPT [script args...]
-       python -m timm_mrap.training.launch --find [--no-download] NAME [NAME...]
-
-Run a timm script (train.py, validate.py, benchmark.py, ...) with the timm-mrap models registered.
-SCRIPT is a path, or a bare name looked up in $TIMM_SCRIPTS_DIR, the per-user cache, then downloaded at the git
-tag of the installed timm (base address $TIMM_SCRIPTS_URL; TIMM_SCRIPTS_OFFLINE=1 disables downloads).
-Every argument after SCRIPT goes to the script. Under torchrun: torchrun ... -m timm_mrap.training.launch SCRIPT ...
-
-options:
-  -h, --help      show this help and exit
-  --find          resolve the named scripts (downloading into the cache if needed), print their paths, exit
-  --no-download   never download; use TIMM_SCRIPTS_DIR or the cache only
-"""
-
-
 def _log(msg: str) -> None:
     if os.environ.get('RANK', '0') == '0':  # one line per job under torchrun, not one per rank
         print(f'[timm_mrap.launch] {msg}', file=sys.stderr, flush=True)
@@ -120,32 +106,33 @@ def run_script(script: str, args: Sequence[str], download: bool = True) -> None:
     runpy.run_path(str(path), run_name='__main__')
 
 
+def _build_launch_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='python -m timm_mrap.training.launch',
+        description='Run a timm script (train.py, validate.py, benchmark.py, ...) with the timm-mrap models '
+                    'registered. SCRIPT is a path, or a bare name looked up in $TIMM_SCRIPTS_DIR, the per-user cache, '
+                    'then downloaded at the git tag of the installed timm (base address $TIMM_SCRIPTS_URL; '
+                    'TIMM_SCRIPTS_OFFLINE=1 disables downloads). Launcher options go before SCRIPT; every argument '
+                    'after it goes to the script. Under torchrun: torchrun ... -m timm_mrap.training.launch SCRIPT ...')
+    parser.add_argument('--find', action='store_true',
+                        help='resolve the named scripts (downloading into the cache if needed), print their paths')
+    parser.add_argument('--no-download', action='store_true', help='never download; TIMM_SCRIPTS_DIR or the cache')
+    parser.add_argument('script', metavar='SCRIPT')
+    parser.add_argument('script_args', nargs=argparse.REMAINDER, metavar='...')
+    return parser
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     _restart_without_cwd_if_shadowed(argv)
     from .scripts import ScriptNotFoundError, find_script
-
-    download, find = True, False
-    while argv and argv[0].startswith('-'):
-        opt = argv.pop(0)
-        if opt in ('-h', '--help'):
-            print(_USAGE)
-            return
-        elif opt == '--find':
-            find = True
-        elif opt == '--no-download':
-            download = False
-        else:
-            sys.exit(f'error: unknown launcher option {opt}; launcher options go before SCRIPT, the script\'s own '
-                     f'flags after it.\n{_USAGE}')
-    if not argv:
-        sys.exit(f'error: no SCRIPT given.\n{_USAGE}')
+    args = _build_launch_parser().parse_args(argv)
     try:
-        if find:
-            for name in argv:
-                print(find_script(name, download=download))
+        if args.find:
+            for name in [args.script, *args.script_args]:
+                print(find_script(name, download=not args.no_download))
             return
-        run_script(argv[0], argv[1:], download=download)
+        run_script(args.script, args.script_args, download=not args.no_download)
     except ScriptNotFoundError as e:
         sys.exit(f'error: {e}')
 

@@ -24,16 +24,11 @@ import timm
 from ..errors import ScriptNotFoundError
 
 __all__ = [
-    'ScriptNotFoundError', 'DEFAULT_SCRIPTS_URL', 'TIMM_SCRIPTS', 'scripts_cache_dir', 'scripts_ref', 'script_url',
+    'ScriptNotFoundError', 'DEFAULT_SCRIPTS_URL', 'scripts_cache_dir', 'scripts_ref', 'script_url',
     'download_script', 'find_script',
 ]
 
 DEFAULT_SCRIPTS_URL = 'https://raw.githubusercontent.com/huggingface/pytorch-image-models'
-# scripts at the root of timm's repository; other names are looked up the same way
-TIMM_SCRIPTS = (
-    'train.py', 'validate.py', 'benchmark.py', 'inference.py', 'avg_checkpoints.py', 'clean_checkpoint.py',
-    'bulk_runner.py', 'onnx_export.py', 'onnx_validate.py',
-)
 _SAFE_NAME = re.compile(r'^[A-Za-z0-9_.-]+\.py$')
 
 

@@ -92,6 +92,29 @@ class Progress:
             self.bar.close()
 
 
+def _train_step(model: nn.Module, input: torch.Tensor, target: torch.Tensor, optimizer: torch.optim.Optimizer,
+                loss_fn: nn.Module, args, amp_autocast: Callable[[], ContextManager], loss_scaler, accum_steps: int,
+                need_update: bool) -> torch.Tensor:
+    """Forward and backward of one batch (without DDP gradient sync between updates); the optimizer steps when
+    ``need_update``. Returns the loss, divided by ``accum_steps``."""
+    second_order = getattr(optimizer, 'is_second_order', False)
+    clip_params = lambda: model_parameters(model, exclude_head='agc' in args.clip_mode)  # noqa: E731
+    with model.no_sync() if hasattr(model, 'no_sync') and not need_update else nullcontext():
+        with amp_autocast():
+            loss = loss_fn(model(input), target)
+        loss = loss / accum_steps if accum_steps > 1 else loss
+        if loss_scaler is not None:
+            loss_scaler(loss, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
+                        parameters=clip_params(), create_graph=second_order, need_update=need_update)
+        else:
+            loss.backward(create_graph=second_order)
+            if need_update:
+                if args.clip_grad is not None:
+                    utils.dispatch_clip_grad(clip_params(), value=args.clip_grad, mode=args.clip_mode)
+                optimizer.step()
+    return loss
+
+
 def train_one_epoch(
         epoch: int,
         model: nn.Module,
@@ -113,29 +136,21 @@ def train_one_epoch(
             loader.mixup_enabled = False
         elif mixup_fn is not None:
             mixup_fn.mixup_enabled = False
-
-    second_order = getattr(optimizer, 'is_second_order', False)
-    has_no_sync = hasattr(model, 'no_sync')
     losses_m = utils.AverageMeter()
     model.train()
-
     accum_steps = args.grad_accum_steps
     last_accum_steps = len(loader) % accum_steps
     updates_per_epoch = (len(loader) + accum_steps - 1) // accum_steps
     num_updates = epoch * updates_per_epoch
-    last_batch_idx = len(loader) - 1
     last_batch_idx_to_accum = len(loader) - last_accum_steps
-    clip_params = lambda: model_parameters(model, exclude_head='agc' in args.clip_mode)  # noqa: E731
-
     progress = Progress(
         loader, f'Train: {epoch}', len(loader), mode=args.progress, enabled=utils.is_primary(args),
-        log_interval=args.log_interval * accum_steps, steps_after=max(0, num_updates_total - (epoch + 1) *
-                                                                      updates_per_epoch) * accum_steps)
+        log_interval=args.log_interval * accum_steps,
+        steps_after=max(0, num_updates_total - (epoch + 1) * updates_per_epoch) * accum_steps)
     optimizer.zero_grad()
     try:
         for batch_idx, (input, target) in enumerate(progress):
-            last_batch = batch_idx == last_batch_idx
-            need_update = last_batch or (batch_idx + 1) % accum_steps == 0
+            need_update = batch_idx == len(loader) - 1 or (batch_idx + 1) % accum_steps == 0
             if batch_idx >= last_batch_idx_to_accum:
                 accum_steps = last_accum_steps
             if not args.prefetcher:
@@ -144,38 +159,11 @@ def train_one_epoch(
                     input, target = mixup_fn(input, target)
             if args.channels_last:
                 input = input.contiguous(memory_format=torch.channels_last)
-
-            def _forward():
-                with amp_autocast():
-                    output = model(input)
-                    loss = loss_fn(output, target)
-                return loss / accum_steps if accum_steps > 1 else loss
-
-            def _backward(_loss):
-                if loss_scaler is not None:
-                    loss_scaler(_loss, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
-                                parameters=clip_params(), create_graph=second_order, need_update=need_update)
-                else:
-                    _loss.backward(create_graph=second_order)
-                    if need_update:
-                        if args.clip_grad is not None:
-                            utils.dispatch_clip_grad(clip_params(), value=args.clip_grad, mode=args.clip_mode)
-                        optimizer.step()
-
-            if has_no_sync and not need_update:
-                with model.no_sync():
-                    loss = _forward()
-                    _backward(loss)
-            else:
-                loss = _forward()
-                _backward(loss)
-
+            loss = _train_step(model, input, target, optimizer, loss_fn, args, amp_autocast, loss_scaler, accum_steps,
+                               need_update)
             if args.distributed:
-                loss_value = utils.reduce_tensor(loss.detach(), args.world_size).item()
-            else:
-                loss_value = loss.item()
-            losses_m.update(loss_value * accum_steps, input.size(0))
-
+                loss = utils.reduce_tensor(loss.detach(), args.world_size)
+            losses_m.update(loss.item() * accum_steps, input.size(0))
             if need_update:
                 num_updates += 1
                 optimizer.zero_grad()
@@ -183,16 +171,11 @@ def train_one_epoch(
                     model_ema.update(model, step=num_updates)
                 if lr_scheduler is not None:
                     lr_scheduler.step_update(num_updates=num_updates, metric=losses_m.avg)
-
             lr = optimizer.param_groups[0]['lr']
-            progress.update(
-                batch_idx,
-                lambda: f'Loss: {losses_m.val:#.3g} ({losses_m.avg:#.3g})  LR: {lr:.3e}',
-                postfix={'loss': f'{losses_m.avg:.3f}', 'lr': f'{lr:.2e}'},
-            )
+            progress.update(batch_idx, lambda: f'Loss: {losses_m.val:#.3g} ({losses_m.avg:#.3g})  LR: {lr:.3e}',
+                            postfix={'loss': f'{losses_m.avg:.3f}', 'lr': f'{lr:.2e}'})
     finally:
         progress.close()
-
     if hasattr(optimizer, 'sync_lookahead'):
         optimizer.sync_lookahead()
     return OrderedDict([('loss', losses_m.avg)])

@@ -39,7 +39,7 @@ from timm.utils.summary import trim_summary
 
 from ..input_checks import (
     InputError, check_class_folders, check_state_dict_fits, class_names, create_checked_dataset, create_checked_model,
-    folder_num_classes, load_checked_state_dict, split_where,
+    folder_num_classes, read_checked_checkpoint, split_where,
 )
 from .args import parse_train_args
 from .engine import evaluate, train_one_epoch
@@ -108,24 +108,8 @@ def _output_dir(args, data_config) -> str:
     return output_dir
 
 
-def train(args, args_text: str) -> Optional[float]:
-    """Train as timm's ``train.py`` does with the parsed ``args``; returns the best eval metric (primary rank)."""
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    args.prefetcher = not args.no_prefetcher
-    args.grad_accum_steps = max(1, args.grad_accum_steps)
-    args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    device = utils.init_distributed_device(args)
-    if args.distributed:
-        _logger.info(f'Training in distributed mode with multiple processes, 1 device per process. '
-                     f'Process {args.rank}, total {args.world_size}, device {args.device}.')
-    else:
-        _logger.info(f'Training with a single process on 1 device ({args.device}).')
-    amp_autocast, loss_scaler = _amp_setup(args, device)
-    utils.random_seed(args.seed, args.rank)
-
-    # datasets first: the class folders decide --num-classes when it is not given
+def _datasets(args):
+    """Train and eval datasets; the class folders decide ``--num-classes`` when it is not given."""
     dataset_train = create_checked_dataset(
         args.dataset, args.data_dir, args.train_split, '--train-split', is_training=True, class_map=args.class_map,
         batch_size=args.batch_size, seed=args.seed)
@@ -138,7 +122,11 @@ def train(args, args_text: str) -> Optional[float]:
     args.num_classes = folder_num_classes(args.num_classes, class_names(dataset_train), train_where)
     if given_classes is None and args.num_classes is not None and utils.is_primary(args):
         _logger.info(f'--num-classes not given: using the {args.num_classes} class folders of {train_where}.')
+    return dataset_train, dataset_eval
 
+
+def _model(args) -> nn.Module:
+    """The model of ``--model``, with the weights of ``--initial-checkpoint`` (EMA when it has them)."""
     in_chans = args.in_chans or (args.input_size[0] if args.input_size else 3)
     model = create_checked_model(
         args.model, pretrained=args.pretrained, in_chans=in_chans, num_classes=args.num_classes, drop_rate=args.drop,
@@ -146,50 +134,19 @@ def train(args, args_text: str) -> Optional[float]:
     if args.num_classes is None:
         args.num_classes = model.num_classes
     if args.initial_checkpoint:
-        checkpoint = load_checked_state_dict(args.initial_checkpoint, prefer_ema=True, flag='--initial-checkpoint')
+        checkpoint = read_checked_checkpoint(args.initial_checkpoint, prefer_ema=True, flag='--initial-checkpoint')
         check_state_dict_fits(model, checkpoint, args.model, flag='--initial-checkpoint')
         model.load_state_dict(checkpoint.state_dict)
     if utils.is_primary(args):
         _logger.info(f'Model {safe_model_name(args.model)} created, param count: '
                      f'{sum(p.numel() for p in model.parameters())}')
-    data_config = resolve_data_config(vars(args), model=model, verbose=utils.is_primary(args))
-    output_dir = _output_dir(args, data_config)
+    return model
 
-    model.to(device=device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if args.distributed and args.sync_bn:
-        args.dist_bn = ''  # disable dist_bn when sync BN active
-        model = convert_sync_batchnorm(model)
 
-    _resolve_lr(args)
-    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
-
-    resume_epoch = None
-    if args.resume:
-        check_state_dict_fits(model, load_checked_state_dict(args.resume, flag='--resume'), args.model, flag='--resume')
-        resume_epoch = resume_checkpoint(
-            model, args.resume, optimizer=None if args.no_resume_opt else optimizer,
-            loss_scaler=None if args.no_resume_opt else loss_scaler, log_info=utils.is_primary(args))
-
-    model_ema = None
-    if args.model_ema:
-        # after device placement and AMP, before the DDP wrapper (as timm does)
-        model_ema = utils.ModelEmaV3(
-            model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
-            device='cpu' if args.model_ema_force_cpu else None)
-        if args.resume:
-            model_ema.module.load_state_dict(
-                load_checked_state_dict(args.resume, prefer_ema=True, flag='--resume').state_dict)
-
-    if args.distributed:
-        model = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None)
-    if args.torchcompile:
-        model = torch.compile(model, backend=args.torchcompile)  # after DDP, as timm does
-
+def _loaders(args, dataset_train, dataset_eval, data_config, device: torch.device):
+    """timm's train and eval loaders (augmentation, mixup collate with the prefetcher); the mixup of batches without."""
     collate_fn = mixup_fn = None
-    mixup_active = args.mixup > 0 or args.cutmix > 0. or args.cutmix_minmax is not None
-    if mixup_active:
+    if args.mixup > 0 or args.cutmix > 0. or args.cutmix_minmax is not None:
         mixup_args = dict(
             mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax, prob=args.mixup_prob,
             switch_prob=args.mixup_switch_prob, mode=args.mixup_mode, label_smoothing=args.smoothing,
@@ -198,34 +155,101 @@ def train(args, args_text: str) -> Optional[float]:
             collate_fn = FastCollateMixup(**mixup_args)
         else:
             mixup_fn = Mixup(**mixup_args)
-
     train_interpolation = args.train_interpolation
     if args.no_aug or not train_interpolation:
         train_interpolation = data_config['interpolation']
+    common = dict(input_size=data_config['input_size'], use_prefetcher=args.prefetcher, mean=data_config['mean'],
+                  std=data_config['std'], num_workers=args.workers, distributed=args.distributed,
+                  pin_memory=args.pin_mem, device=device)
     loader_train = create_loader(
-        dataset_train, input_size=data_config['input_size'], batch_size=args.batch_size, is_training=True,
-        use_prefetcher=args.prefetcher, no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode,
-        re_count=args.recount, scale=args.scale, ratio=args.ratio, hflip=args.hflip, vflip=args.vflip,
-        color_jitter=args.color_jitter, auto_augment=args.aa, interpolation=train_interpolation,
-        mean=data_config['mean'], std=data_config['std'], num_workers=args.workers, distributed=args.distributed,
-        collate_fn=collate_fn, pin_memory=args.pin_mem, device=device, worker_seeding=args.worker_seeding)
+        dataset_train, batch_size=args.batch_size, is_training=True, no_aug=args.no_aug, re_prob=args.reprob,
+        re_mode=args.remode, re_count=args.recount, scale=args.scale, ratio=args.ratio, hflip=args.hflip,
+        vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa, interpolation=train_interpolation,
+        collate_fn=collate_fn, worker_seeding=args.worker_seeding, **common)
     loader_eval = create_loader(
-        dataset_eval, input_size=data_config['input_size'], batch_size=args.validation_batch_size or args.batch_size,
-        is_training=False, use_prefetcher=args.prefetcher, interpolation=data_config['interpolation'],
-        mean=data_config['mean'], std=data_config['std'], num_workers=args.workers, distributed=args.distributed,
-        crop_pct=data_config['crop_pct'], pin_memory=args.pin_mem, device=device)
+        dataset_eval, batch_size=args.validation_batch_size or args.batch_size, is_training=False,
+        interpolation=data_config['interpolation'], crop_pct=data_config['crop_pct'], **common)
     if len(loader_train) == 0:
-        raise InputError(f'{train_where} has {len(dataset_train)} images, fewer than one batch: lower -b/--batch-size.')
+        raise InputError(f'{split_where(args.data_dir, args.train_split)} has {len(dataset_train)} images, fewer '
+                         f'than one batch: lower -b/--batch-size.')
+    return loader_train, loader_eval, mixup_fn
 
-    if mixup_active:
-        train_loss_fn = SoftTargetCrossEntropy()  # smoothing is folded into the mixup targets
-    elif args.smoothing:
-        train_loss_fn = LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+
+def _train_loss(args, mixup: bool) -> nn.Module:
+    if mixup:
+        return SoftTargetCrossEntropy()  # smoothing is folded into the mixup targets
+    return LabelSmoothingCrossEntropy(smoothing=args.smoothing) if args.smoothing else nn.CrossEntropyLoss()
+
+
+def _saver(args, output_dir: str, model, optimizer, model_ema, loss_scaler, start_epoch: int):
+    """timm's ``CheckpointSaver`` on the primary rank (None elsewhere), continuing the history of a resumed run."""
+    if not utils.is_primary(args):
+        return None
+    utils.get_outdir(output_dir)
+    saver = utils.CheckpointSaver(
+        model=model, optimizer=optimizer, args=args, model_ema=model_ema, amp_scaler=loss_scaler,
+        checkpoint_dir=output_dir, recovery_dir=output_dir, decreasing=args.eval_metric == 'loss',
+        max_history=args.checkpoint_hist)
+    if _resumes_into(args, output_dir):
+        saver.load_state_dict_from_checkpoint(args.resume)  # the ranked history and best metric of the run
+    trim_summary(os.path.join(output_dir, 'summary.csv'), start_epoch)
+    return saver
+
+
+def _setup(args) -> torch.device:
+    """Device, distributed mode and seed, as timm's ``train.py`` sets them up."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    args.prefetcher = not args.no_prefetcher
+    args.grad_accum_steps = max(1, args.grad_accum_steps)
+    args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device = utils.init_distributed_device(args)
+    if args.distributed:
+        _logger.info(f'Training in distributed mode with multiple processes, 1 device per process. '
+                     f'Process {args.rank}, total {args.world_size}, device {args.device}.')
     else:
-        train_loss_fn = nn.CrossEntropyLoss()
-    train_loss_fn = train_loss_fn.to(device=device)
-    validate_loss_fn = nn.CrossEntropyLoss().to(device=device)
+        _logger.info(f'Training with a single process on 1 device ({args.device}).')
+    utils.random_seed(args.seed, args.rank)
+    return device
 
+
+def train(args, args_text: str) -> Optional[float]:
+    """Train as timm's ``train.py`` does with the parsed ``args``; returns the best eval metric (primary rank)."""
+    device = _setup(args)
+    amp_autocast, loss_scaler = _amp_setup(args, device)
+    dataset_train, dataset_eval = _datasets(args)
+    model = _model(args)
+    data_config = resolve_data_config(vars(args), model=model, verbose=utils.is_primary(args))
+    output_dir = _output_dir(args, data_config)
+    model.to(device=device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.distributed and args.sync_bn:
+        args.dist_bn = ''  # disable dist_bn when sync BN active
+        model = convert_sync_batchnorm(model)
+    _resolve_lr(args)
+    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
+    resume_epoch = None
+    if args.resume:
+        check_state_dict_fits(model, read_checked_checkpoint(args.resume, flag='--resume'), args.model, flag='--resume')
+        resume_epoch = resume_checkpoint(
+            model, args.resume, optimizer=None if args.no_resume_opt else optimizer,
+            loss_scaler=None if args.no_resume_opt else loss_scaler, log_info=utils.is_primary(args))
+    model_ema = None
+    if args.model_ema:  # after device placement and AMP, before the DDP wrapper (as timm does)
+        model_ema = utils.ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+                                     device='cpu' if args.model_ema_force_cpu else None)
+        if args.resume:
+            model_ema.module.load_state_dict(
+                read_checked_checkpoint(args.resume, prefer_ema=True, flag='--resume').state_dict)
+    if args.distributed:
+        model = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None)
+    if args.torchcompile:
+        model = torch.compile(model, backend=args.torchcompile)  # after DDP, as timm does
+    loader_train, loader_eval, mixup_fn = _loaders(args, dataset_train, dataset_eval, data_config, device)
+    mixup = args.mixup > 0 or args.cutmix > 0. or args.cutmix_minmax is not None
+    train_loss_fn = _train_loss(args, mixup).to(device=device)
     updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
     lr_scheduler, num_epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args),
                                                    updates_per_epoch=updates_per_epoch)
@@ -235,65 +259,57 @@ def train(args, args_text: str) -> Optional[float]:
             lr_scheduler.step_update(start_epoch * updates_per_epoch)
         else:
             lr_scheduler.step(start_epoch)
-
-    eval_metric = args.eval_metric
-    best_metric = best_epoch = None
-    saver = None
-    if not utils.is_primary(args):
-        output_dir = None
-    else:
-        utils.get_outdir(output_dir)
-        saver = utils.CheckpointSaver(
-            model=model, optimizer=optimizer, args=args, model_ema=model_ema, amp_scaler=loss_scaler,
-            checkpoint_dir=output_dir, recovery_dir=output_dir, decreasing=eval_metric == 'loss',
-            max_history=args.checkpoint_hist)
-        if _resumes_into(args, output_dir):
-            # continue the ranked history, best metric and summary of the interrupted run
-            saver.load_state_dict_from_checkpoint(args.resume)
-            best_metric, best_epoch = saver.best_metric, saver.best_epoch
-        trim_summary(os.path.join(output_dir, 'summary.csv'), start_epoch)
+    saver = _saver(args, output_dir, model, optimizer, model_ema, loss_scaler, start_epoch)
+    if saver is not None:
         with open(os.path.join(output_dir, 'args.yaml'), 'w') as f:
             f.write(args_text)
         _logger.info(f'Scheduled epochs: {num_epochs} (starting at {start_epoch}). Output: {output_dir}')
-
+    loss_fns = train_loss_fn, nn.CrossEntropyLoss().to(device)
+    best = (saver.best_metric, saver.best_epoch) if saver is not None else (None, None)
     try:
         for epoch in range(start_epoch, num_epochs):
-            if hasattr(dataset_train, 'set_epoch'):
-                dataset_train.set_epoch(epoch)
-            elif args.distributed and hasattr(loader_train.sampler, 'set_epoch'):
-                loader_train.sampler.set_epoch(epoch)
-
-            train_metrics = train_one_epoch(
-                epoch, model, loader_train, optimizer, train_loss_fn, args, device, lr_scheduler=lr_scheduler,
-                amp_autocast=amp_autocast, loss_scaler=loss_scaler, model_ema=model_ema, mixup_fn=mixup_fn,
-                num_updates_total=num_epochs * updates_per_epoch)
-
-            if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
-                utils.distribute_bn(model, args.world_size, args.dist_bn == 'reduce')
-            eval_metrics = evaluate(model, loader_eval, validate_loss_fn, args, device, amp_autocast=amp_autocast)
-            if model_ema is not None and not args.model_ema_force_cpu:
-                if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
-                    utils.distribute_bn(model_ema, args.world_size, args.dist_bn == 'reduce')
-                eval_metrics = evaluate(model_ema, loader_eval, validate_loss_fn, args, device,
-                                        amp_autocast=amp_autocast, log_suffix=' (EMA)')
-
-            if utils.is_primary(args):
-                _logger.info(f'Epoch {epoch}: train loss {train_metrics["loss"]:.4f}, eval loss '
-                             f'{eval_metrics["loss"]:.4f}, top1 {eval_metrics["top1"]:.2f}, '
-                             f'top5 {eval_metrics["top5"]:.2f}')
-            if output_dir is not None:
-                lrs = [param_group['lr'] for param_group in optimizer.param_groups]
-                utils.update_summary(epoch, train_metrics, eval_metrics, lr=sum(lrs) / len(lrs),
-                                     filename=os.path.join(output_dir, 'summary.csv'))
-            if saver is not None:
-                best_metric, best_epoch = saver.save_checkpoint(epoch, metric=eval_metrics[eval_metric])
-            if lr_scheduler is not None:
-                lr_scheduler.step(epoch + 1, eval_metrics[eval_metric])
+            best = _epoch(epoch, args, model, model_ema, (loader_train, loader_eval), optimizer, loss_fns, device,
+                          lr_scheduler, (amp_autocast, loss_scaler), mixup_fn, saver,
+                          num_updates_total=num_epochs * updates_per_epoch) or best
     except KeyboardInterrupt:
-        _logger.warning('Interrupted: resume with --resume ' + os.path.join(output_dir or '.', 'last.pth.tar'))
-    if best_metric is not None:
-        _logger.info(f'*** Best metric: {best_metric} (epoch {best_epoch})')
-    return best_metric
+        _logger.warning('Interrupted: resume with --resume ' + os.path.join(output_dir, 'last.pth.tar'))
+    if best[0] is not None:
+        _logger.info(f'*** Best metric: {best[0]} (epoch {best[1]})')
+    return best[0]
+
+
+def _epoch(epoch: int, args, model, model_ema, loaders, optimizer, loss_fns, device, lr_scheduler, amp, mixup_fn,
+           saver, num_updates_total: int):
+    """Train and evaluate one epoch, append to ``summary.csv``, save checkpoints; the (best metric, epoch) or None."""
+    (loader_train, loader_eval), (train_loss_fn, validate_loss_fn), (amp_autocast, loss_scaler) = loaders, loss_fns, amp
+    if hasattr(loader_train.dataset, 'set_epoch'):
+        loader_train.dataset.set_epoch(epoch)
+    elif args.distributed and hasattr(loader_train.sampler, 'set_epoch'):
+        loader_train.sampler.set_epoch(epoch)
+    train_metrics = train_one_epoch(
+        epoch, model, loader_train, optimizer, train_loss_fn, args, device, lr_scheduler=lr_scheduler,
+        amp_autocast=amp_autocast, loss_scaler=loss_scaler, model_ema=model_ema, mixup_fn=mixup_fn,
+        num_updates_total=num_updates_total)
+    distribute_bn = args.distributed and args.dist_bn in ('broadcast', 'reduce')
+    if distribute_bn:
+        utils.distribute_bn(model, args.world_size, args.dist_bn == 'reduce')
+    eval_metrics = evaluate(model, loader_eval, validate_loss_fn, args, device, amp_autocast=amp_autocast)
+    if model_ema is not None and not args.model_ema_force_cpu:
+        if distribute_bn:
+            utils.distribute_bn(model_ema, args.world_size, args.dist_bn == 'reduce')
+        eval_metrics = evaluate(model_ema, loader_eval, validate_loss_fn, args, device, amp_autocast=amp_autocast,
+                                log_suffix=' (EMA)')
+    if utils.is_primary(args):
+        _logger.info(f'Epoch {epoch}: train loss {train_metrics["loss"]:.4f}, eval loss {eval_metrics["loss"]:.4f}, '
+                     f'top1 {eval_metrics["top1"]:.2f}, top5 {eval_metrics["top5"]:.2f}')
+    if saver is not None:
+        lrs = [param_group['lr'] for param_group in optimizer.param_groups]
+        utils.update_summary(epoch, train_metrics, eval_metrics, lr=sum(lrs) / len(lrs),
+                             filename=os.path.join(saver.checkpoint_dir, 'summary.csv'))
+    best = saver.save_checkpoint(epoch, metric=eval_metrics[args.eval_metric]) if saver is not None else None
+    if lr_scheduler is not None:
+        lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
+    return best
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -9,15 +9,13 @@ does (a ``--result`` line, then JSON), optionally writing it to ``--results-file
         --checkpoint output/train/run/model_best.pth.tar --results-file results.json --results-format json
 """
 import argparse
-import csv
 import json
 import logging
-import os
 import sys
 from collections import OrderedDict
 from contextlib import nullcontext
 from functools import partial
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, List, Optional
 
 import torch
 import torch.nn as nn
@@ -29,10 +27,11 @@ from timm.data import create_loader, resolve_data_config
 from ..input_checks import (
     InputError, class_names, create_checked_dataset, create_checked_model, model_from_checkpoint, split_where,
 )
+from ..results import write_result_file
 from .args import parse_validate_args
 from .engine import evaluate
 
-__all__ = ['main', 'validate', 'write_results']
+__all__ = ['main', 'validate']
 
 _logger = logging.getLogger('validate')
 
@@ -108,19 +107,6 @@ def validate(args) -> 'OrderedDict[str, Any]':
     return results
 
 
-def write_results(results_file: str, results: Union[Dict[str, Any], List[Dict[str, Any]]], format: str = 'csv'):
-    """Write results as timm's ``validate.py`` does: indented JSON, or CSV with a header row."""
-    with open(results_file, mode='w', newline='') as cf:
-        if format == 'json':
-            json.dump(results, cf, indent=4)
-        else:
-            rows = results if isinstance(results, (list, tuple)) else [results]
-            if rows:
-                dw = csv.DictWriter(cf, fieldnames=rows[0].keys())
-                dw.writeheader()
-                dw.writerows(rows)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point: ``python -m timm_mrap.training.builtin.validate [timm validate.py flags]``."""
     if not logging.root.handlers:
@@ -132,9 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     if args.results_file:
-        results_dir = os.path.dirname(os.path.abspath(args.results_file))
-        os.makedirs(results_dir, exist_ok=True)
-        write_results(args.results_file, results, format=args.results_format)
+        write_result_file(args.results_file, results, args.results_format)
     # results as JSON on stdout after a delimiter line, for runner scripts (as timm's validate.py prints them)
     print(f'--result\n{json.dumps(results, indent=4)}')
     return 0

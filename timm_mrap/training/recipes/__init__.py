@@ -5,9 +5,11 @@
 """
 from importlib import resources
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
-__all__ = ['list_recipes', 'recipe_path']
+from ...errors import InputError
+
+__all__ = ['list_recipes', 'recipe_path', 'read_config']
 
 
 def list_recipes() -> List[str]:
@@ -22,5 +24,19 @@ def recipe_path(name: str) -> Path:
     stem = name[:-len('.yaml')] if name.endswith('.yaml') else name
     path = Path(str(resources.files(__name__) / f'{stem}.yaml'))
     if not path.is_file():
-        raise FileNotFoundError(f'No recipe {name!r}: use a YAML file or one of {list_recipes()}.')
+        raise InputError(f'No recipe {name!r}: use a YAML file or one of {list_recipes()}.')
     return path
+
+
+def read_config(path: str) -> Dict[str, Any]:
+    """A timm ``--config`` YAML file as a dict of flag ``dest`` names (``-`` in a key read as ``_``) to values."""
+    import yaml
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f'--config {path} could not be read ({e}); pass a timm YAML config file.') from e
+    if not isinstance(cfg, dict):
+        raise InputError(f'--config {path} must hold a mapping of timm flag names to values, not '
+                         f'{type(cfg).__name__}.')
+    return {k.replace('-', '_'): v for k, v in cfg.items()}
