@@ -74,7 +74,8 @@ def parse_command_line(argv: Sequence[str], validate: bool = False) -> Tuple[arg
                         type=_matching('auto|timm|builtin', 'auto, timm or builtin (env TIMM_MRAP_RUNNER)'))
     parser.add_argument('--recipe')
     parser.add_argument('--dry-run', action='store_true')
-    for flag in ('--model', '--data-dir') + (('--checkpoint', '--results-file', '--results-format') if validate else ()):
+    validate_flags = ('--checkpoint', '--results-file', '--results-format') if validate else ()
+    for flag in ('--model', '--data-dir', *validate_flags):
         parser.add_argument(flag)
     opts, rest = parser.parse_known_args(argv)
     positionals = list(itertools.takewhile(lambda arg: not arg.startswith('-'), rest))

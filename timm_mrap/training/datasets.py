@@ -55,8 +55,6 @@ def _link(target: Path, link: Path) -> None:
     os.symlink(os.path.abspath(target), link)
 
 
-# ---------------------------------------------------------------------------------------------------- digits demo
-
 def write_digits_imagefolder(
         root: str,
         holdout: int = 360,
@@ -104,8 +102,6 @@ def write_digits_imagefolder(
     os.replace(tmp, root)
     return counts
 
-
-# --------------------------------------------------------------------------------------------------- ImageNet-100
 
 def read_class_list(classes: str) -> List[str]:
     """WordNet ids of a class list: a packaged name (``rein100``, ``cmc``) or a text file, one id per line."""
@@ -165,8 +161,6 @@ def build_imagenet100(
             _link(src / split / wnid, dst / split / wnid)
     return {split: len(wnids) for split in splits}
 
-
-# -------------------------------------------------------------------------------------------------- Stanford Dogs
 
 def read_split_list(path: str) -> List[str]:
     """Relative image paths (``n02085620-Chihuahua/n02085620_10074.jpg``) of an official split list.

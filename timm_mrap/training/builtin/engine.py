@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from contextlib import nullcontext
 from datetime import timedelta
+from functools import partial
 from typing import Callable, ContextManager, Iterable, Optional
 
 import torch
@@ -19,9 +20,20 @@ import torch.nn as nn
 from timm import utils
 from timm.models import model_parameters
 
-__all__ = ['Progress', 'train_one_epoch', 'evaluate']
+from ...errors import InputError
+
+__all__ = ['Progress', 'amp_autocast_of', 'train_one_epoch', 'evaluate']
 
 _logger = logging.getLogger('train')
+
+
+def amp_autocast_of(args, device: torch.device) -> Callable[[], ContextManager]:
+    """The autocast context factory of ``--amp`` / ``--amp-dtype``, as timm's scripts set it up (a no-op without)."""
+    if not args.amp:
+        return nullcontext
+    if args.amp_dtype not in ('float16', 'bfloat16'):
+        raise InputError(f'--amp-dtype {args.amp_dtype} is not supported: use float16 or bfloat16.')
+    return partial(torch.autocast, device_type=device.type, dtype=getattr(torch, args.amp_dtype))
 
 
 def _fmt_eta(seconds: float) -> str:

@@ -9,18 +9,12 @@ with either path::
 Built from timm: ``create_dataset`` / ``create_loader`` / ``resolve_data_config`` (RandAugment via ``--aa``, random
 erasing, ``Mixup`` / ``FastCollateMixup``), ``create_optimizer_v2``, ``create_scheduler_v2``, timm's losses,
 ``ModelEmaV3``, ``CheckpointSaver``, ``update_summary``, ``resume_checkpoint`` and ``init_distributed_device`` (DDP
-under ``torchrun``). Usage::
-
-    python -m timm_mrap.training.builtin.train --data-dir D --model mobilenetv2_mrap --img-size 64 --epochs 15 \\
-        --output runs
-    torchrun --nproc_per_node 8 -m timm_mrap.training.builtin.train --config recipe.yaml --data-dir /imagenet
+under ``torchrun``): ``[torchrun ...] python -m timm_mrap.training.builtin.train [timm train.py flags]``.
 """
 import logging
 import os
 import sys
-from contextlib import nullcontext
 from datetime import datetime
-from functools import partial
 from typing import List, Optional
 
 import torch
@@ -42,7 +36,7 @@ from ..input_checks import (
     folder_num_classes, read_checked_checkpoint, split_where,
 )
 from .args import parse_train_args
-from .engine import evaluate, train_one_epoch
+from .engine import amp_autocast_of, evaluate, train_one_epoch
 
 __all__ = ['main', 'train']
 
@@ -68,16 +62,11 @@ def _resolve_lr(args) -> None:
 
 def _amp_setup(args, device: torch.device):
     """(autocast context factory, loss scaler or None) as timm sets them up for native AMP."""
-    if not args.amp:
-        return nullcontext, None
-    if args.amp_dtype not in ('float16', 'bfloat16'):
-        raise InputError(f'--amp-dtype {args.amp_dtype} is not supported: use float16 or bfloat16.')
-    amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
-    loss_scaler = utils.NativeScaler(device=device.type) if device.type == 'cuda' and amp_dtype == torch.float16 \
-        else None
-    if utils.is_primary(args):
+    amp_autocast = amp_autocast_of(args, device)
+    if args.amp and utils.is_primary(args):
         _logger.info(f'Using native Torch AMP ({args.amp_dtype}). Training in mixed precision.')
-    return partial(torch.autocast, device_type=device.type, dtype=amp_dtype), loss_scaler
+    scaled = args.amp and device.type == 'cuda' and args.amp_dtype == 'float16'
+    return amp_autocast, utils.NativeScaler(device=device.type) if scaled else None
 
 
 def _resumes_into(args, output_dir: str) -> bool:

@@ -13,8 +13,6 @@ import json
 import logging
 import sys
 from collections import OrderedDict
-from contextlib import nullcontext
-from functools import partial
 from typing import Any, List, Optional
 
 import torch
@@ -29,7 +27,7 @@ from ..input_checks import (
 )
 from ..results import write_result_file
 from .args import parse_validate_args
-from .engine import evaluate
+from .engine import amp_autocast_of, evaluate
 
 __all__ = ['main', 'validate']
 
@@ -54,12 +52,7 @@ def validate(args) -> 'OrderedDict[str, Any]':
     args.pretrained = args.pretrained or not args.checkpoint
     args.prefetcher = not args.no_prefetcher
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    amp_autocast = nullcontext
-    if args.amp:
-        if args.amp_dtype not in ('float16', 'bfloat16'):
-            raise InputError(f'--amp-dtype {args.amp_dtype} is not supported: use float16 or bfloat16.')
-        amp_autocast = partial(torch.autocast, device_type=device.type,
-                               dtype=torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16)
+    amp_autocast = amp_autocast_of(args, device)
     utils.random_seed(args.seed)
 
     dataset = create_checked_dataset(args.dataset, args.data_dir, args.split, '--split', class_map=args.class_map)
