@@ -4,9 +4,8 @@ import json
 
 import pytest
 
-from timm_mrap.benchmark import BenchmarkConfig, parse_variants, run_benchmark
+from timm_mrap.benchmark import CSV_COLUMNS, BenchmarkConfig, parse_variants, run_benchmark
 from timm_mrap.benchmark.__main__ import main
-from timm_mrap.benchmark.bench import CSV_COLUMNS
 
 TINY = ['--variants', 'mobilenetv2_mrap:none', 'mobilenetv2_mrap:mrap', '--img-size', '32', '--num-classes', '10',
         '--batch-sizes', '2', '--train-batch-sizes', '2', '--repeats', '2', '--warmup', '0', '--threads', '1',
@@ -53,6 +52,31 @@ def test_cli_keeps_existing_results_without_overwrite(tiny_run, capsys):
     assert (tiny_run / 'results.csv').read_text() == before
 
 
+FAILING = ['--variants', 'mobilenetv3_small_mrap:none', 'mobilenetv3_small_mrap:mrap:triton', '--img-size', '32',
+           '--num-classes', '10', '--settings', 'fp32:eager:infer:1', '--repeats', '1', '--threads', '1',
+           '--device', 'cpu', '--no-plot']
+
+
+def test_a_failing_variant_fails_the_run(tmp_path, capsys, monkeypatch):
+    """MRAP's Triton kernels need CUDA (or TRITON_INTERPRET): on CPU that variant fails, and so does the command."""
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    assert main(FAILING + ['--output', str(tmp_path / 'stop')]) == 1
+    err = capsys.readouterr().err
+    assert 'mobilenetv3_small_mrap:mrap:triton' in err and '--keep-going' in err
+    assert not (tmp_path / 'stop').exists()
+
+
+def test_keep_going_measures_the_rest_and_still_fails(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    assert main(FAILING + ['--keep-going', '--output', str(tmp_path)]) == 1
+    assert 'mobilenetv3_small_mrap:mrap:triton' in capsys.readouterr().err
+    with open(tmp_path / 'results.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['variant'] for r in rows] == ['mobilenetv3_small_mrap:none', 'mobilenetv3_small_mrap:mrap:triton']
+    assert rows[0]['error'] == '' and float(rows[0]['median_ms']) > 0
+    assert 'RuntimeError' in rows[1]['error'] and rows[1]['median_ms'] == 'nan'
+
+
 def test_library_rows_and_timm_models():
     cfg = BenchmarkConfig(
         variants=['mobilenetv1_100', 'mobilenetv2_mrap:cbam'], baseline='mobilenetv2_mrap:cbam', modes=['infer'],
@@ -64,8 +88,8 @@ def test_library_rows_and_timm_models():
 
 
 @pytest.mark.parametrize('specs, message', [
-    (['mobilenetv2_mrap:foo'], 'Unknown attn'),
-    (['not_a_model'], 'Unknown model'),
+    (['mobilenetv2_mrap:foo'], 'attn'),
+    (['not_a_model'], 'model'),
     (['mobilenetv2_100', 'mobilenetv2_100'], 'repeat'),
 ])
 def test_bad_variants_are_clear_errors(specs, message):
@@ -74,11 +98,11 @@ def test_bad_variants_are_clear_errors(specs, message):
 
 
 def test_bad_baseline_and_device_are_clear_errors():
-    with pytest.raises(ValueError, match='Baseline'):
+    with pytest.raises(ValueError, match='[Bb]aseline'):
         run_benchmark(BenchmarkConfig(variants=['mobilenetv2_100'], baseline='mobilenetv1_100'), log=None)
     import torch
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match='CUDA is not available'):
+        with pytest.raises(ValueError, match='CUDA'):
             BenchmarkConfig(devices=['cuda']).validate()
 
 

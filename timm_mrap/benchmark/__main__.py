@@ -1,18 +1,22 @@
 """Command line: ``python -m timm_mrap.benchmark [--standard] [--output DIR]`` (see ``--help``)."""
 import argparse
+import dataclasses
 import shlex
 import sys
 from typing import List, Optional
 
 import torch
 
-from .bench import (
-    DEFAULT_VARIANTS, MODES, PRECISIONS, RUNTIMES, STANDARD_SETTINGS, BenchmarkConfig, check_output, run_benchmark,
-    write_results)
+from .bench import VariantError, run_benchmark
+from .config import DEFAULT_VARIANTS, MODES, PRECISIONS, RUNTIMES, STANDARD_SETTINGS, BenchmarkConfig
 from .plot import setting_name
+from .results import check_output, print_table, write_benchmark_results
+
+__all__ = ['build_benchmark_parser', 'main']
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_benchmark_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m timm_mrap.benchmark``; its destinations are ``BenchmarkConfig``'s fields."""
     p = argparse.ArgumentParser(
         prog='python -m timm_mrap.benchmark',
         description='Params, GMACs, latency and throughput of model / attention variants, measured side by side '
@@ -21,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='"model", "model:attn" (attn for our *_mrap models: none se eca cbam mafc mrap) or '
                         '"model:mrap:impl" (impl: auto reference fused triton)')
     p.add_argument('--baseline', default=None, help='variant the ratios refer to (default: the first)')
-    p.add_argument('--device', nargs='+', default=None,
+    p.add_argument('--device', dest='devices', nargs='+', default=None,
                    help='devices (default: cpu, plus cuda when available)')
-    p.add_argument('--precision', nargs='+', default=['fp32'], choices=PRECISIONS,
+    p.add_argument('--precision', dest='precisions', nargs='+', default=['fp32'], choices=PRECISIONS,
                    help='fp32, bf16 and / or fp16 (autocast; fp16 on CUDA); int8 (ExecuTorch)')
     p.add_argument('--runtimes', nargs='+', default=['eager'], choices=RUNTIMES,
                    help='eager, compile (torch.compile; ~1 min per model on CPU), onnxruntime (the default ONNX '
@@ -35,11 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--settings', nargs='+', default=None,
                    help='explicit settings precision:runtime:mode:batch, e.g. bf16:eager:train:32')
     p.add_argument('--modes', nargs='+', default=list(MODES), choices=MODES)
-    p.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32], help='inference batch sizes')
+    p.add_argument('--batch-sizes', dest='infer_batch_sizes', type=int, nargs='+', default=[1, 32],
+                   help='inference batch sizes')
     p.add_argument('--train-batch-sizes', type=int, nargs='+', default=[32])
     p.add_argument('--img-size', type=int, default=224)
     p.add_argument('--num-classes', type=int, default=1000)
-    p.add_argument('--warmup', type=int, default=2, help='untimed steps per variant and setting')
+    p.add_argument('--warmup', type=int, default=2, help='untimed steps per variant and setting (at least 1 runs)')
     p.add_argument('--repeats', type=int, default=7, help='timed repeats per variant, interleaved across variants')
     p.add_argument('--iters', type=int, default=1, help='steps per timed repeat')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
@@ -47,49 +52,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--output', default=None, help='folder for results.csv / results.json / relative_cost.png')
     p.add_argument('--overwrite', action='store_true', help='replace results already in --output')
     p.add_argument('--no-plot', action='store_true', help='skip the PNG (no matplotlib needed)')
+    p.add_argument('--keep-going', action='store_true',
+                   help='when a variant fails, measure the rest (its row records the error); the exit status is 1')
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    devices = args.device or (['cpu', 'cuda'] if torch.cuda.is_available() else ['cpu'])
-    settings = list(STANDARD_SETTINGS) if args.standard else args.settings
-    cfg = BenchmarkConfig(
-        variants=args.variants, baseline=args.baseline, devices=devices, precisions=args.precision,
-        runtimes=args.runtimes, modes=args.modes, infer_batch_sizes=args.batch_sizes,
-        train_batch_sizes=args.train_batch_sizes, img_size=args.img_size, num_classes=args.num_classes,
-        warmup=args.warmup, repeats=args.repeats, iters=args.iters, threads=args.threads,
-        channels_last=args.channels_last, settings=settings)
+    """Run the benchmark; 0 when every variant ran, 1 when one failed, 2 for bad input."""
+    args = build_benchmark_parser().parse_args(argv)
+    args.devices = args.devices or (['cpu', 'cuda'] if torch.cuda.is_available() else ['cpu'])
+    args.settings = list(STANDARD_SETTINGS) if args.standard else args.settings
+    cfg = BenchmarkConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BenchmarkConfig)
+                             if hasattr(args, f.name)})
     try:
         cfg.validate()
         if args.output:  # fail before measuring, not after
             check_output(args.output, args.overwrite, plot=not args.no_plot)
-        rows = run_benchmark(cfg)
+        rows = run_benchmark(cfg, keep_going=args.keep_going)
+    except VariantError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
     except (ValueError, FileExistsError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     print_table(rows)
     if args.output:
         command = 'python -m timm_mrap.benchmark ' + ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-        paths = write_results(rows, args.output, cfg, overwrite=args.overwrite, plot=not args.no_plot, command=command)
+        paths = write_benchmark_results(rows, args.output, cfg, overwrite=args.overwrite, plot=not args.no_plot,
+                                        command=command)
         print('wrote ' + ', '.join(str(p) for p in paths.values()))
-    return 0
-
-
-def print_table(rows) -> None:
-    """Markdown table: one line per variant, one column (ratio and median ms) per setting."""
-    names = list(dict.fromkeys(setting_name(r) for r in rows))
-    variants = list(dict.fromkeys(r['variant'] for r in rows))
-    cell = {(r['variant'], setting_name(r)): r for r in rows}
-    first = {r['variant']: r for r in rows}
-    print('| variant | params (M) | GMACs | ' + ' | '.join(names) + ' |')
-    print('|---|---:|---:|' + '---:|' * len(names))
-    for v in variants:
-        cells = []
-        for s in names:
-            r = cell.get((v, s))
-            cells.append('failed' if r is None or r['error'] else f'{r["relative"]:.2f}x ({r["median_ms"]:.1f} ms)')
-        print(f'| {v} | {first[v]["params_m"]:.3f} | {first[v]["gmacs"]:.3f} | ' + ' | '.join(cells) + ' |')
+    failed = sorted({f'{r["variant"]} ({setting_name(r)})' for r in rows if r['error']})
+    if failed:
+        print(f'error: {len(failed)} variant(s) failed: {", ".join(failed)}; their rows hold the errors.',
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':

@@ -40,17 +40,10 @@ def write_onnx(
                 opset=opset, dynamic_size=dynamic_size, use_dynamo=exporter == 'dynamo', check=True)
 
 
-def export_onnx(
-        model: nn.Module,
-        output_file: str,
-        input_size: Tuple[int, int, int] = (3, 224, 224),
-        batch_size: int = 2,
-        overwrite: bool = False,
-        validate_input: bool = True,
-        **options,
-) -> Path:
-    """``export_model(model, 'onnx', ...)``; ``options`` are ``write_onnx``'s ``exporter``, ``dynamic_size``, ``opset``."""
-    return export_model(model, 'onnx', output_file, input_size, batch_size, overwrite, validate_input, **options)
+def export_onnx(model: nn.Module, output_file: str, input_size: Tuple[int, int, int] = (3, 224, 224), **kwargs) -> Path:
+    """``export_model(model, 'onnx', ...)`` (traced at batch 2): ``kwargs`` take its ``batch_size``, ``overwrite``,
+    ``validate_input`` and ``write_onnx``'s ``exporter``, ``dynamic_size`` and ``opset``."""
+    return export_model(model, 'onnx', output_file, input_size, **{'batch_size': 2, **kwargs})
 
 
 def load_onnx(onnx_file: str, threads: Optional[int] = None) -> Predictor:
