@@ -6,8 +6,7 @@ from torch import nn
 import timm
 from timm.models._features_fx import create_feature_extractor, get_graph_node_names
 
-from timm_mrap import MAFC, MRAP
-from timm_mrap.layers import ATTN_CHOICES
+from timm_mrap import MRAP
 
 MODELS = timm.list_models(['*_mrap', '*_mafc'])
 MRAP_MODELS = timm.list_models('*_mrap')
@@ -198,21 +197,6 @@ def test_mobilenetv1_skips_where_shapes_allow():
     model = timm.create_model('mobilenetv1_mrap')
     skips = [b.has_skip for stage in model.blocks for b in stage]
     assert skips == [False, False, True, False, True, False, True, True, True, True, True, False, True]
-
-
-@pytest.mark.parametrize('name', MRAP_MODELS)
-@pytest.mark.parametrize('attn', ATTN_CHOICES)
-def test_attn_choices_share_the_backbone(name, attn):
-    model = timm.create_model(name, attn=attn, num_classes=NUM_CLASSES).eval()
-    base = timm.create_model(name, attn='none', num_classes=NUM_CLASSES)
-    attn_keys = {k for k in model.state_dict() if '.se.' in k}
-    assert set(model.state_dict()) - attn_keys == set(base.state_dict())
-    assert bool(attn_keys) == (attn != 'none')
-    with torch.no_grad():
-        assert model(_input()).shape == (2, NUM_CLASSES)
-    kind = {'mrap': MRAP, 'mafc': MAFC}.get(attn)
-    if kind is not None:
-        assert any(isinstance(m, kind) for m in model.modules())
 
 
 def test_se_on_v3_is_timms_mobilenetv3_se():

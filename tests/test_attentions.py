@@ -1,0 +1,148 @@
+"""Every attention choice on every MobileNet family: builds, trains, features, meta device, ONNX; SimAM's formula.
+
+Inputs are 32 px (the last stages see 1 x 1 maps) to keep the grid of choices x families fast.
+"""
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+import timm
+
+from timm_mrap.layers import ATTN_CHOICES, ATTN_LAYERS, SimAM, resolve_attn
+
+FAMILIES = ('mobilenetv1_mrap', 'mobilenetv2_mrap', 'mobilenetv3_mrap', 'mobilenetv3_small_mrap')
+IMG = 32
+NUM_CLASSES = 5
+
+
+def _input(batch: int = 2, size: int = IMG) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+@functools.lru_cache(maxsize=None)
+def _model(name: str, attn: str) -> nn.Module:
+    """``name`` with ``attn`` in eval mode, built once (seeded) for the tests that compare against it."""
+    torch.manual_seed(0)
+    return timm.create_model(name, attn=attn, num_classes=NUM_CLASSES).eval()
+
+
+def _attention_modules(model: nn.Module) -> list:
+    return [m for n, m in model.named_modules() if n.endswith('.se') and not isinstance(m, nn.Identity)]
+
+
+@pytest.mark.parametrize('attn', ATTN_CHOICES)
+@pytest.mark.parametrize('name', FAMILIES)
+def test_every_choice_trains_on_the_shared_backbone(name, attn):
+    model = timm.create_model(name, attn=attn, num_classes=NUM_CLASSES).train()
+    layer = ATTN_LAYERS[attn][0]
+    kind = getattr(layer, 'func', layer)
+    found = _attention_modules(model)
+    assert (not found) if attn == 'none' else (found and all(isinstance(m, kind) for m in found))
+    backbone = set(_model(name, 'none').state_dict())
+    assert {k for k in model.state_dict() if '.se.' not in k} == backbone
+
+    out = model(_input())
+    assert out.shape == (2, NUM_CLASSES) and torch.isfinite(out).all()
+    out.mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f'no gradient for {missing[:5]}'
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize('attn', ATTN_CHOICES)
+@pytest.mark.parametrize('name', FAMILIES)
+def test_every_choice_gives_features(name, attn):
+    model = timm.create_model(name, attn=attn, features_only=True, out_indices=(1, 4)).eval()
+    with torch.no_grad():
+        outs = model(_input())
+    assert [o.shape[1] for o in outs] == model.feature_info.channels()
+    assert [IMG // o.shape[-1] for o in outs] == model.feature_info.reduction()
+
+
+@pytest.mark.parametrize('attn', ATTN_CHOICES)
+@pytest.mark.parametrize('name', FAMILIES)
+def test_every_choice_builds_on_the_meta_device(name, attn):
+    """As transformers builds timm models: on 'meta', ``to_empty``, then the weights."""
+    with torch.device('meta'):
+        meta_model = timm.create_model(name, attn=attn, num_classes=NUM_CLASSES)
+    assert all(p.is_meta for p in meta_model.parameters())
+    meta_model = meta_model.to_empty(device='cpu').eval()
+    model = _model(name, attn)
+    meta_model.load_state_dict(model.state_dict())
+    for module in meta_model.modules():
+        if hasattr(module, 'init_non_persistent_buffers'):
+            module.init_non_persistent_buffers()
+    with torch.no_grad():
+        torch.testing.assert_close(meta_model(_input()), model(_input()), rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')  # the TorchScript-based exporter: seconds, not minutes
+@pytest.mark.parametrize('attn', [a for a in ATTN_CHOICES if a != 'none'])
+def test_every_choice_exports_to_onnx(tmp_path, attn):
+    """A MobileNetV3 block with the attention, exported with dynamic size, matches PyTorch at other sizes."""
+    pytest.importorskip('onnx')
+    ort = pytest.importorskip('onnxruntime')
+    torch.manual_seed(0)
+    block = timm.create_model('mobilenetv3_small_mrap', attn=attn).blocks[2][0].eval()  # hard-swish, 40 -> 96 -> 40
+    for m in block.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.running_mean)
+            nn.init.uniform_(m.running_var, 0.5, 2.)
+    in_chs = block.conv_pw.in_channels
+    path = tmp_path / f'{attn}.onnx'
+    torch.onnx.export(block, (torch.randn(2, in_chs, 8, 8),), str(path), dynamo=False, input_names=['x'],
+                      dynamic_axes={'x': {0: 'batch', 2: 'height', 3: 'width'}})
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    for shape in [(2, in_chs, 8, 8), (3, in_chs, 5, 11), (1, in_chs, 1, 1)]:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            expected = block(x)
+        got = torch.from_numpy(session.run(None, {'x': x.numpy()})[0])
+        assert got.shape == expected.shape
+        scale = expected.abs().max().item()
+        assert (got - expected).abs().max().item() <= 1e-4 * max(1., scale), f'{attn} at {shape}'
+
+
+@pytest.mark.parametrize('shape', [(2, 3, 5, 7), (1, 4, 2, 1)])
+def test_simam_matches_its_formula(shape):
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    e_lambda = 1e-3
+    d = (x - x.mean((2, 3), keepdim=True)) ** 2
+    energy_inv = d / (4 * (torch.var(x, dim=(2, 3), correction=1, keepdim=True) + e_lambda)) + 0.5
+    torch.testing.assert_close(SimAM(shape[1], e_lambda=e_lambda)(x), x * torch.sigmoid(energy_inv), rtol=1e-12,
+                               atol=1e-12)
+    assert SimAM(8).e_lambda == 1e-4 and not list(SimAM(8).parameters())
+
+
+def test_simam_on_single_pixels_is_finite_and_scripts():
+    simam = SimAM(4)
+    x = torch.randn(2, 4, 1, 1, requires_grad=True)
+    y = simam(x)
+    torch.testing.assert_close(y, x * torch.sigmoid(torch.tensor(0.5)))  # d = 0: the divisor H*W - 1 is taken as 1
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    x = torch.randn(2, 4, 6, 3)
+    torch.testing.assert_close(torch.jit.script(simam)(x), simam(x))
+
+
+def test_ratios_follow_the_papers_and_timm():
+    """Spot checks of the reduced channels each layer gets in a block (the docstring table of create_attn)."""
+    model = timm.create_model('mobilenetv2_mrap', attn='coord')
+    first, last = model.blocks[0][0].se, model.blocks[6][0].se  # 32 and 960 channels
+    assert (first.conv1.out_channels, last.conv1.out_channels) == (8, 32)  # max(8, C // 32)
+    model = timm.create_model('mobilenetv2_mrap', attn='cbam')
+    assert model.blocks[6][0].se.channel.fc1.out_channels == 960 // 16
+    model = timm.create_model('mobilenetv2_mrap', attn='gc')
+    assert model.blocks[6][0].se.mlp_scale.fc1.out_channels == 960 // 16
+    model = timm.create_model('mobilenetv2_mrap', attn='ge')
+    assert model.blocks[6][0].se.mlp.fc1.out_channels == 960 // 16
+
+
+def test_unknown_attention_lists_the_choices():
+    with pytest.raises(ValueError, match='Unknown attn') as e:
+        timm.create_model('mobilenetv2_mrap', attn='triplet')
+    assert all(a in str(e.value) for a in ATTN_CHOICES)
+    with pytest.raises(ValueError, match='Unknown attn'):
+        resolve_attn('SE')
