@@ -9,6 +9,7 @@ from timm.layers import EcaModule
 from timm.models._features_fx import create_feature_extractor, get_graph_node_names
 
 from timm_mrap import MAFC, MRAP, find_attention, swap_attention
+from timm_mrap.layers import ATTN_CHOICES, ATTN_LAYERS
 
 IMG = 64
 NUM_CLASSES = 5
@@ -90,6 +91,23 @@ def test_swapped_model_trains_and_scripts(family):
             m.impl = 'reference'
     with torch.no_grad():
         torch.testing.assert_close(scripted(_input()), model(_input()))
+
+
+@pytest.mark.parametrize('attn', [a for a in ATTN_CHOICES if a != 'none'])
+def test_every_choice_fills_the_empty_slots_of_a_plain_mobilenet(attn):
+    model = timm.create_model('mobilenetv2_100', num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match='empty_slots=True'):
+        swap_attention(model, attn)
+    slots = find_attention(model, empty_slots=True)
+    assert len(slots) == 17 and slots[0][2] == 32 and slots[-1][2] == 960  # the depthwise conv's channels
+    swap_attention(model, attn, empty_slots=True)
+    layer = ATTN_LAYERS[attn][0]
+    found = find_attention(model)  # each choice is swappable again, on the same channels
+    assert all(isinstance(m, getattr(layer, 'func', layer)) for _, m, _ in found)
+    assert [(n, c) for n, _, c in found] == [(n, c) for n, _, c in slots]
+    with torch.no_grad():
+        out = model.eval()(_input(size=32))
+    assert out.shape == (2, NUM_CLASSES) and torch.isfinite(out).all()
 
 
 def test_swapped_model_fx_traces():

@@ -2,9 +2,12 @@
 
 timm builds its attention CNNs with a handful of channel-attention modules: EfficientNet / MobileNetV3 blocks use
 ``SqueezeExcite`` (``timm.models._efficientnet_blocks``), SE-ResNet and RegNetY use ``SEModule``, VoVNet uses
-``EffectiveSEModule``, ECA-ResNet uses ``EcaModule`` and ResNets built with ``attn_layer='cbam'`` use ``CbamModule``.
-``swap_attention`` replaces every such module, wherever it sits, with a freshly initialised attention on the same
-channels, so any of those networks gets MRAP without a new model definition. Models that do take an ``se_layer``
+``EffectiveSEModule``, ECA-ResNet uses ``EcaModule`` and ResNets built with ``attn_layer='cbam'`` use ``CbamModule``;
+the other lightweight layers of timm's ``get_attn`` and SimAM are recognised too. ``swap_attention`` replaces every
+such module, wherever it sits, with a freshly initialised attention (any of ``ATTN_CHOICES``) on the same channels, so
+any of those networks gets MRAP without a new model definition. With ``empty_slots=True`` it also fills the empty
+``se`` slot of timm's EfficientNet / MobileNet blocks, so networks built without attention (``mobilenetv2_100``) get one
+where the MobileNetV3 / EfficientNet family puts it: after the depthwise conv. Models that do take an ``se_layer``
 argument (EfficientNet) can also be built with it directly; ``swap_attention`` covers the ones that cannot
 (``se_layer`` fixed by the entrypoint, or no such argument).
 
@@ -12,15 +15,17 @@ Most modules store their channel count in a conv; ECA does not (its 1D conv runs
 the last conv or norm layer registered before the module in its parent block, which is the layer that produces its
 input in every timm block that uses ECA.
 """
+import inspect
 from typing import Callable, Dict, List, Optional, Tuple, Type
 
 from torch import nn
 
-from timm.layers import CecaModule, EcaModule, EffectiveSEModule, SEModule
+from timm.layers import CecaModule, EcaModule, EffectiveSEModule, GatherExcite, GlobalContext, SEModule
 from timm.layers.cbam import CbamModule, LightCbamModule
-from timm.models._efficientnet_blocks import SqueezeExcite
+from timm.layers.coord_attn import CoordAttn, EfficientLocalAttn, SimpleCoordAttn, StripAttn
+from timm.models._efficientnet_blocks import DepthwiseSeparableConv, EdgeResidual, InvertedResidual, SqueezeExcite
 
-from .layers import MAFC, MRAP
+from .layers import MAFC, MRAP, GatherExciteMlp, SimAM
 from .layers import resolve_attn
 
 __all__ = ['SWAPPABLE', 'find_attention', 'swap_attention']
@@ -35,9 +40,19 @@ SWAPPABLE: Dict[Type[nn.Module], Callable[[nn.Module], Optional[int]]] = {
     LightCbamModule: lambda m: m.channel.fc1.in_channels,
     EcaModule: lambda m: None,
     CecaModule: lambda m: None,
+    GatherExcite: lambda m: None,
+    GatherExciteMlp: lambda m: m.mlp.fc1.in_channels,
+    GlobalContext: lambda m: (m.mlp_scale or m.mlp_add).fc1.in_channels,
+    CoordAttn: lambda m: m.conv1.in_channels,
+    SimpleCoordAttn: lambda m: m.fc1.in_features,
+    EfficientLocalAttn: lambda m: m.conv_h.in_channels,
+    StripAttn: lambda m: m.conv_h.in_channels if m.use_conv else None,
+    SimAM: lambda m: None,
     MRAP: lambda m: m.fc2.out_features,
     MAFC: lambda m: m.fc2.out_features,
 }
+# timm's blocks whose ``se`` slot is always there (``nn.Identity`` when empty), after the depthwise conv
+SLOT_BLOCKS = (DepthwiseSeparableConv, InvertedResidual, EdgeResidual)
 
 
 def _output_channels(module: nn.Module) -> Optional[int]:
@@ -63,8 +78,18 @@ def _channels_before(parent: nn.Module, child_name: str) -> Optional[int]:
     return None
 
 
-def find_attention(model: nn.Module) -> List[Tuple[str, nn.Module, int]]:
+def _is_empty_slot(model: nn.Module, name: str, module: nn.Module) -> bool:
+    parent_name, _, child_name = name.rpartition('.')
+    return (child_name == 'se' and isinstance(module, nn.Identity)
+            and isinstance(model.get_submodule(parent_name), SLOT_BLOCKS))
+
+
+def find_attention(model: nn.Module, empty_slots: bool = False) -> List[Tuple[str, nn.Module, int]]:
     """Every swappable attention module of ``model`` as ``(name, module, channels)``, in module order.
+
+    Args:
+        model: Any module.
+        empty_slots: Also list the empty ``se`` slots (``nn.Identity``) of timm's EfficientNet / MobileNet blocks.
 
     Raises:
         ValueError: A module whose channel count can be neither read nor found from the layer before it.
@@ -72,6 +97,8 @@ def find_attention(model: nn.Module) -> List[Tuple[str, nn.Module, int]]:
     found = []
     for name, module in model.named_modules():
         read = SWAPPABLE.get(type(module))
+        if read is None and empty_slots and _is_empty_slot(model, name, module):
+            read = lambda m: None  # noqa: E731  the block's layer before the slot tells the channels
         if read is None:
             continue
         channels = read(module)
@@ -87,7 +114,12 @@ def find_attention(model: nn.Module) -> List[Tuple[str, nn.Module, int]]:
     return found
 
 
-def swap_attention(model: nn.Module, attn: str = 'mrap', **attn_kwargs) -> nn.Module:
+def _takes(layer: Callable[..., nn.Module], arg: str) -> bool:
+    params = inspect.signature(layer).parameters.values()
+    return any(p.name == arg or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def swap_attention(model: nn.Module, attn: str = 'mrap', empty_slots: bool = False, **attn_kwargs) -> nn.Module:
     """Replace every SE-style attention module of a timm CNN with ``attn`` on the same channels (in place).
 
     The new modules are freshly initialised on the device / dtype and in the train / eval mode of the ones they
@@ -95,11 +127,11 @@ def swap_attention(model: nn.Module, attn: str = 'mrap', **attn_kwargs) -> nn.Mo
     same way.
 
     Args:
-        model: A timm model (or any module) holding timm's ``SqueezeExcite``, ``SEModule``, ``EffectiveSEModule``,
-            ``EcaModule`` / ``CecaModule``, ``CbamModule`` / ``LightCbamModule``, or this package's ``MRAP`` / ``MAFC``.
-        attn: One of ``ATTN_CHOICES`` (``'mrap'``, ``'mafc'``, ``'se'``, ``'eca'``, ``'cbam'``, ``'none'``), with
-            the same layers and reduction ratios as the registered models' ``attn`` argument; ``'none'`` removes the
-            attention (``nn.Identity``).
+        model: A timm model (or any module) holding any of ``SWAPPABLE`` (timm's ``SqueezeExcite``, ``SEModule``,
+            ``EcaModule``, ``CbamModule``, ``CoordAttn``..., or this package's ``MRAP``, ``MAFC``, ``SimAM``).
+        attn: One of ``ATTN_CHOICES``, with the same layers and reduction ratios as the registered models' ``attn``
+            argument; ``'none'`` removes the attention (``nn.Identity``).
+        empty_slots: Also fill the empty ``se`` slots of timm's EfficientNet / MobileNet blocks (``mobilenetv2_100``).
         **attn_kwargs: Passed to the attention layer, e.g. ``pool_types`` / ``rate`` for MRAP or ``rd_ratio``.
 
     Returns:
@@ -111,14 +143,16 @@ def swap_attention(model: nn.Module, attn: str = 'mrap', **attn_kwargs) -> nn.Mo
     """
     kwargs = dict(attn_kwargs)
     layer, rd_ratio = resolve_attn(attn, kwargs.pop('pool_types', None), kwargs.pop('rate', None))
-    kwargs.setdefault('rd_ratio', rd_ratio)
-    found = find_attention(model)
+    if layer is not None and _takes(layer, 'rd_ratio'):
+        kwargs.setdefault('rd_ratio', rd_ratio)
+    found = find_attention(model, empty_slots)
     if not found:
         kinds = ', '.join(t.__name__ for t in SWAPPABLE)
         raise ValueError(
-            f'{type(model).__name__} has no attention module to swap (looked for {kinds}). swap_attention adds no '
-            f'attention where the network has none; pick an attention variant of the family (e.g. seresnet18 '
-            f'rather than resnet18), or build models that take an se_layer with se_layer=MRAP.')
+            f'{type(model).__name__} has no attention module to swap (looked for {kinds}). swap_attention adds '
+            f'attention only to the empty se slots of timm\'s EfficientNet / MobileNet blocks (empty_slots=True, '
+            f'e.g. mobilenetv2_100); elsewhere pick an attention variant of the family (e.g. seresnet18 rather than '
+            f'resnet18), or build models that take an se_layer with se_layer=MRAP.')
     for name, module, channels in found:
         if layer is None:
             new = nn.Identity()

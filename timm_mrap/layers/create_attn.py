@@ -119,7 +119,8 @@ def resolve_attn(
         raise ValueError(f'pool_types and rate configure MRAP only; drop them or use attn="mrap" (got attn={attn!r}).')
     layer, rd_ratio = ATTN_LAYERS[attn]
     if attn == 'mrap':
-        layer = partial(layer, **{k: tuple(v) for k, v in (('pool_types', pool_types), ('rate', rate)) if v is not None})
+        mrap_kwargs = {k: tuple(v) for k, v in (('pool_types', pool_types), ('rate', rate)) if v is not None}
+        layer = partial(layer, **mrap_kwargs)
     elif attn == 'se' and v3_style:
         layer = partial(layer, gate_layer='hard_sigmoid', force_act_layer=nn.ReLU, rd_round_fn=round_channels)
     return layer, rd_ratio

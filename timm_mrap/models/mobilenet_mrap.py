@@ -4,9 +4,15 @@ The reference topology of the MRAP paper (see the module docstring of ``timm_mra
 after the depthwise conv block and before the pointwise / projection conv, which is where timm's
 ``DepthwiseSeparableConv`` and ``InvertedResidual`` apply their ``se`` layer (built by ``timm_mrap.models.mobilenet``).
 
-The ``attn`` model argument swaps the attention on the identical backbone for a same-recipe comparison:
-``'mrap'`` (default), ``'none'``, ``'se'``, ``'eca'``, ``'cbam'`` and ``'mafc'``. MRAP's implementation is a switch,
-not a model argument (``timm_mrap.layers.config``).
+The ``attn`` model argument swaps the attention on the identical backbone for a same-recipe comparison (the layers
+and their reduction ratios: ``timm_mrap.layers.create_attn``, ``docs/attentions.md``):
+
+* ``'mrap'`` (default), ``'mafc'``: this package's layers;
+* ``'se'``, ``'ese'``, ``'eca'``, ``'ecam'``, ``'ceca'``, ``'ge'``, ``'gc'``, ``'gca'``, ``'cbam'``, ``'lcbam'``,
+  ``'coord'``, ``'scoord'``, ``'ela'``, ``'strip'``: timm's lightweight attentions (``timm.layers.get_attn``);
+* ``'simam'``: parameter-free SimAM (``timm_mrap.layers.SimAM``); ``'none'``: the plain backbone.
+
+MRAP's implementation is a switch, not a model argument (``timm_mrap.layers.config``).
 """
 from timm.models import generate_default_cfgs, register_model
 
