@@ -1,19 +1,11 @@
 """ Checkpoints: read a file into a state dict plus what it is, and check that it fits a model
 
-Files are read with timm's own readers (``timm.models.load_state_dict``'s: safetensors, or ``_torch_load`` with
-``weights_only=True`` and timm's ``argparse.Namespace`` of training args allowed) and cleaned by timm's
-``clean_state_dict`` (``module.``, ``_orig_mod.``, ``module._orig_mod.``), so every checkpoint timm loads loads here.
-What this module adds is what timm lacks:
-
-* ``read_checkpoint`` keeps what a ``train.py`` checkpoint says about its weights (``arch``, ``args``, ``epoch``, the
-  entry they came from), recognises the authors' reference layouts (MRAP: ``MRAP_Dogs.py``, MAF:
-  ``MAFAttention_main.py``; convert them with ``timm_mrap.convert``) and reads Hub-format folders.
-* ``check_fit`` compares a state dict with a model; :class:`FitReport` says what does not fit and how to fix it.
-* ``load_model`` creates a model and loads a checkpoint into it, with those checks.
-* ``save_hub_folder`` is timm's ``save_for_hf`` with ``config.json`` in the shape clients need (below).
-
-Errors are :class:`~timm_mrap.errors.CheckpointError` (a ``ValueError``), or ``FileNotFoundError`` for a path that
-does not exist; callers with their own error type re-raise them with ``reraise_as``.
+Files are read by timm's readers (``load_state_dict``'s safetensors / ``_torch_load`` with ``weights_only=True``) and
+cleaned by its ``clean_state_dict`` (``module.``, ``_orig_mod.``), so every checkpoint timm loads loads here. Added
+here is what timm lacks: ``read_checkpoint`` keeps what a ``train.py`` checkpoint says about its weights (``arch``,
+``args``, ``epoch``) and recognises the authors' reference layouts and Hub-format folders; ``check_fit`` /
+:class:`FitReport` say what does not fit a model and the fix. Errors are ``CheckpointError`` (a ``ValueError``) or
+``FileNotFoundError``; ``reraise_as`` turns them into an entry point's own error type.
 """
 import argparse
 import contextlib
@@ -107,16 +99,12 @@ def _read_hub_folder(path: Path, use_ema: bool) -> Checkpoint:
 
 
 def read_checkpoint(path: PathLike, use_ema: bool = False, prefer_ema: bool = False) -> Checkpoint:
-    """Read a checkpoint file or Hub-format folder; see the module docstring for what is accepted.
+    """Read a timm state dict or ``train.py`` checkpoint (``.pth`` / ``.pth.tar`` / ``.safetensors``), an authors'
+    reference checkpoint or a Hub-format folder.
 
     Args:
-        path: The file or folder.
         use_ema: Take the EMA weights (``state_dict_ema``) of a timm training checkpoint (an error if it has none).
         prefer_ema: Take the EMA weights when there are any (as timm's ``load_checkpoint`` does), else the raw ones.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        CheckpointError: It cannot be read, is not a state dict, or has no EMA weights when asked for them.
     """
     path = Path(path)
     if path.is_dir():
@@ -231,21 +219,13 @@ def load_model(
         source: Optional[str] = None,
         **model_kwargs,
 ) -> nn.Module:
-    """Create a registered model (or ``local-dir:`` / ``hf-hub:`` name) and optionally load a timm checkpoint.
+    """``timm.create_model`` (in eval mode), with a timm checkpoint (file or already read) loaded strictly.
 
     Args:
-        model_name: Registered timm name (``mobilenetv2_mrap``) or a ``local-dir:PATH`` / ``hf-hub:ID`` name.
-        checkpoint: A timm checkpoint (``.pth.tar`` from train.py, ``.pth`` / ``.safetensors`` state dict) or one
-            already read, loaded strictly. Reference checkpoints need ``timm_mrap.convert`` first.
-        pretrained: Load the name's pretrained weights (``local-dir:`` folders need it).
         num_classes: Classifier size; with a checkpoint and None, the checkpoint classifier's (an error if both are
             given and differ).
         use_ema: Take the EMA weights of a checkpoint file when it has them (as timm's ``load_checkpoint``).
         source: How errors name the checkpoint (default ``Checkpoint PATH``), e.g. ``--checkpoint PATH``.
-        **model_kwargs: Further ``timm.create_model`` arguments (``attn``, ``pool_types``, ...).
-
-    Returns:
-        The model in eval mode.
     """
     ckpt = checkpoint
     if checkpoint is not None and not isinstance(checkpoint, Checkpoint):

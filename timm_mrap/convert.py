@@ -1,14 +1,11 @@
 """ Convert the authors' reference checkpoints (MRAP / MAF repositories) to timm Hub-format folders
 
-The reference networks list their units as ``backbone.stage{S}.unit{U}``; timm's builder lists the same units as
-``blocks.{i}.{j}``, one to one in order. ``backbone.data_bn`` (a BatchNorm on the raw [0, 1] image) is folded into the
-pretrained config's mean / std, and the 1 x 1 conv classifier becomes timm's Linear. Every reference key must be
-used and every model key filled; anything else is an error that names the keys.
-
-MAF checkpoints (``MAFAttention_main.py``: ``{'epoch', 'arch', 'state_dict', 'best_prec1', 'optimizer'}``, keys with
-DataParallel's ``module.`` prefix, attention at ``<unit>.cbamm.*`` or ``<unit>.mafc.*``) convert to the ``*_mafc``
-models. That script normalises its inputs with the ImageNet mean / std before ``data_bn``, so for those checkpoints the
-folded mean / std compose both (``input_norm='auto'``); MRAP checkpoints (``MRAP_Dogs.py``) feed raw [0, 1] pixels.
+The reference units ``backbone.stage{S}.unit{U}`` are timm's ``blocks.{i}.{j}``, one to one in order;
+``backbone.data_bn`` (a BatchNorm on the image) is folded into the pretrained config's mean / std and the 1 x 1 conv
+classifier becomes timm's Linear. Every reference key must be used and every model key filled, else an error names
+the keys. MAF checkpoints (``MAFAttention_main.py``, attention at ``<unit>.cbamm.*`` / ``<unit>.mafc.*``) convert to the
+``*_mafc`` models; that script normalised with the ImageNet mean / std before ``data_bn``, which the folded mean / std
+compose (``input_norm='auto'``); MRAP checkpoints (``MRAP_Dogs.py``) feed raw [0, 1] pixels.
 
 Usage::
 
@@ -126,61 +123,44 @@ def _map_conv(rest: str, convs: Dict[str, Tuple[str, Optional[str]]]) -> Optiona
     return None
 
 
-def _block_names(model: torch.nn.Module) -> List[str]:
-    return [f'blocks.{i}.{j}' for i, stage in enumerate(model.blocks) for j in range(len(stage))]
+def _target_key(key: str, unit_to_block: Dict[Tuple[int, int], str], extra_block: Optional[str]) -> Optional[str]:
+    """timm's key for one reference key (None when it has no place); ``backbone.data_bn`` is folded, not mapped."""
+    m = _UNIT_RE.match(key)
+    if m:
+        rest = m[3]
+        inner = _map_conv(rest, _UNIT_CONVS) or _map_conv(rest, _UNIT_CONVS_V1) or remap_attention_keys(rest)
+        return f'{unit_to_block[(int(m[1]), int(m[2]))]}.{inner}' if inner else None
+    if key.startswith('backbone.final_conv1.') and extra_block is not None:  # V3: final_conv1 is timm's last block
+        inner = _map_conv(key[len('backbone.'):], {'final_conv1': ('conv', 'bn1')})
+        return f'{extra_block}.{inner}' if inner else None
+    if key.startswith('classifier.conv.'):
+        return 'classifier.' + key[len('classifier.conv.'):]
+    head = next((p for p in _HEAD_CONVS if key.startswith(p + '.')), None)
+    return _map_conv(key[len('backbone.'):], {head[len('backbone.'):]: _HEAD_CONVS[head]}) if head else None
 
 
-def convert_state_dict(
-        ref_state_dict: Dict[str, torch.Tensor],
-        model: torch.nn.Module,
-) -> Dict[str, torch.Tensor]:
-    """Map a bare reference state dict onto ``model``'s keys; every key on both sides must be accounted for.
-
-    Args:
-        ref_state_dict: Reference state dict (``backbone.*``, ``classifier.conv.*``), unwrapped.
-        model: The timm model to fill (only its keys and shapes are used).
-
-    Returns:
-        A state dict for ``model`` in float32 (integer buffers kept).
-    """
-    blocks = _block_names(model)
+def convert_state_dict(ref_state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """Map a bare reference state dict (``backbone.*``, ``classifier.conv.*``) onto ``model``'s keys, in float32
+    (integer buffers kept); every key on both sides must be accounted for."""
+    blocks = [f'blocks.{i}.{j}' for i, stage in enumerate(model.blocks) for j in range(len(stage))]
     units = sorted({(int(m[1]), int(m[2])) for m in map(_UNIT_RE.match, ref_state_dict) if m})
-    unit_to_block = {u: b for u, b in zip(units, blocks)}
     if len(units) > len(blocks):
         raise ConversionError(
             f'The checkpoint has {len(units)} units but {type(model).__name__} has {len(blocks)} blocks; '
             f'is --model the architecture the checkpoint was trained with?')
-    extra_block = blocks[len(units)] if len(blocks) > len(units) else None  # V3: final_conv1 is timm's last block
-
+    unit_to_block, extra_block = dict(zip(units, blocks)), blocks[len(units)] if len(blocks) > len(units) else None
     converted, unused = {}, []
     for key, value in ref_state_dict.items():
-        target = None
-        m = _UNIT_RE.match(key)
-        if m:
-            block = unit_to_block[(int(m[1]), int(m[2]))]
-            rest = m[3]
-            inner = _map_conv(rest, _UNIT_CONVS) or _map_conv(rest, _UNIT_CONVS_V1) or remap_attention_keys(rest)
-            target = f'{block}.{inner}' if inner else None
-        elif key.startswith('backbone.data_bn.'):
+        if key.startswith('backbone.data_bn.'):
             continue  # folded into mean / std
-        elif key.startswith('backbone.final_conv1.') and extra_block is not None:
-            inner = _map_conv(key[len('backbone.'):], {'final_conv1': ('conv', 'bn1')})
-            target = f'{extra_block}.{inner}' if inner else None
-        elif key.startswith('classifier.conv.'):
-            target = 'classifier.' + key[len('classifier.conv.'):]
-            value = value.flatten(1) if value.ndim == 4 else value
-        else:
-            for ref_prefix, (conv, norm) in _HEAD_CONVS.items():
-                if key.startswith(ref_prefix + '.'):
-                    target = _map_conv(key[len('backbone.'):], {ref_prefix[len('backbone.'):]: (conv, norm)})
+        target = _target_key(key, unit_to_block, extra_block)
         if target is None:
             unused.append(key)
             continue
+        value = value.flatten(1) if key == 'classifier.conv.weight' and value.ndim == 4 else value
         converted[target] = value.float() if value.is_floating_point() else value
-
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(converted))
-    unknown = sorted(set(converted) - set(expected))
+    missing, unknown = sorted(set(expected) - set(converted)), sorted(set(converted) - set(expected))
     if unused or missing or unknown:
         raise ConversionError(
             f'The checkpoint does not fit {type(model).__name__} ({len(expected)} tensors): '
@@ -206,20 +186,15 @@ def convert_checkpoint(
         input_norm: str = 'auto',
         **model_kwargs,
 ) -> torch.nn.Module:
-    """Convert a reference checkpoint into a timm model and optionally write a Hub-format folder.
+    """Convert a reference checkpoint into a timm model (eval mode, ``pretrained_cfg`` mean / std from the folded
+    ``data_bn``) and write it as a Hub-format folder to ``out_dir`` unless None.
 
     Args:
-        src: Reference checkpoint path.
-        model_name: Registered timm model name (``mobilenetv3_mrap``, ...).
-        out_dir: Folder for ``config.json`` + ``model.safetensors``; none written when None.
-        num_classes: Expected number of classes; inferred from the checkpoint when None, an error if they differ.
+        num_classes: Expected classes; inferred from the checkpoint when None, an error if they differ.
         overwrite: Replace an existing, non-empty ``out_dir``.
-        input_norm: What the reference training script did to the [0, 1] image before the network: ``'none'``,
-            ``'imagenet'`` or ``'auto'`` (``reference_input_norm``: ImageNet for MAF checkpoints, none for MRAP).
+        input_norm: What the reference script did to the [0, 1] image: ``'none'``, ``'imagenet'`` or ``'auto'``
+            (``reference_input_norm``).
         **model_kwargs: Extra model arguments (e.g. ``pool_types``) recorded in the config.
-
-    Returns:
-        The model in eval mode, with ``pretrained_cfg`` mean / std from the folded ``data_bn``.
     """
     if input_norm != 'auto' and input_norm not in INPUT_NORMS:
         raise ValueError(f'input_norm must be "auto" or one of {tuple(INPUT_NORMS)}, not {input_norm!r}.')

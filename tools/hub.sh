@@ -9,7 +9,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 case "${1:-}" in
-    prepare|export|push|cards) ;;
+    prepare|push|cards) ;;
     -h|--help|'') sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: tools/hub.sh prepare|push|cards ... (got '$1'; see tools/hub.sh --help)" >&2; exit 2 ;;
 esac

@@ -1,15 +1,9 @@
 """ Model cards: one template for every architecture, its facts, and numbers measured when a Hub folder is prepared
 
-A card is timm's card layout (front matter, Model Details, Model Usage, Model Comparison, Citation). The package holds
-one template (``card_template.md``) and each architecture's facts (``card_facts.py``: description, papers, authors'
-code); ``architecture_card`` fills the facts in, ``render_card`` the ``{{ name }}`` placeholders left for the Hub folder
-writer. Every value there comes from the model written or from a validation results file: params are counted, MACs are
-counted by ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2, convolutions and matrix products only),
-feature shapes come from a forward pass, and accuracy comes only from timm's ``validate.py`` results (JSON or CSV).
-Without results the card says the accuracy is not yet measured.
-
-``hf_cards/<architecture>.md`` in the source tree are the architecture cards written by ``write_cards``
-(``python -m timm_mrap.hub cards hf_cards``); a test keeps them equal to what the package renders.
+timm's card layout, one template (``card_template.md``) for every architecture; ``architecture_card`` fills in the
+architecture's facts (``card_facts.py``), ``render_card`` the numbers measured on the model written (params, MACs,
+feature shapes) and accuracy from timm ``validate.py`` results files only ("not yet measured" without one).
+``hf_cards/`` in the source tree holds ``write_cards``' output (``python -m timm_mrap.hub cards hf_cards``).
 """
 import csv
 import json
@@ -29,8 +23,8 @@ from ..version import __version__
 from .card_facts import ATTENTIONS, BACKBONES, CARD_FACTS
 
 __all__ = [
-    'FACT_KEYS', 'ModelStats', 'CardError', 'card_template', 'architecture_facts', 'architecture_card', 'card_path',
-    'card_source', 'write_cards', 'stale_cards', 'measure_model', 'read_results', 'comparison_section',
+    'FACT_KEYS', 'ModelStats', 'CardError', 'card_template', 'architecture_facts', 'architecture_card', 'card_source',
+    'write_cards', 'stale_cards', 'measure_model', 'read_results', 'comparison_section',
     'render_card', 'placeholders', 'card_values',
 ]
 
@@ -101,20 +95,15 @@ def architecture_card(architecture: str, template: Optional[str] = None) -> str:
     return _PLACEHOLDER_RE.sub(lambda m: facts.get(m.group(1), m.group(0)), template)
 
 
-def card_path(architecture: str, card_dir: Union[str, Path]) -> Path:
-    """An architecture card in a folder of cards (``<card_dir>/<architecture>.md``, e.g. an edited ``hf_cards``)."""
+def card_source(architecture: str, card_dir: Optional[Union[str, Path]] = None) -> str:
+    """The card to render for a Hub folder: ``<card_dir>/<architecture>.md`` when given, else the packaged one."""
+    if card_dir is None:
+        return architecture_card(architecture)
     path = Path(card_dir) / f'{architecture}.md'
     if not path.is_file():
         raise CardError(f'No model card {path} for {architecture}; drop --card-dir to use the packaged template, or '
                         f'write the folder with python -m timm_mrap.hub cards {card_dir}.')
-    return path
-
-
-def card_source(architecture: str, card_dir: Optional[Union[str, Path]] = None) -> str:
-    """The card to render for a Hub folder: from ``card_dir`` when given, else the packaged template and facts."""
-    if card_dir is not None:
-        return card_path(architecture, card_dir).read_text(encoding='utf-8')
-    return architecture_card(architecture)
+    return path.read_text(encoding='utf-8')
 
 
 def write_cards(card_dir: Union[str, Path]) -> List[Path]:
@@ -184,20 +173,13 @@ def read_results(path: Union[str, Path]) -> List[Dict[str, Any]]:
         rows = rows if isinstance(rows, list) else [rows]
     else:
         rows = list(csv.DictReader(text.splitlines()))
-    parsed = []
-    for row in rows:
-        if not isinstance(row, dict) or 'top1' not in row or 'model' not in row or row.get('error'):
-            raise CardError(f'{path}: {row!r} is not a validate.py result (needs model and top1, no error).')
-        out = {'model': str(row['model'])}
-        for key in ('top1', 'top5', 'param_count', 'crop_pct'):
-            if row.get(key) not in (None, ''):
-                out[key] = float(row[key])
-        if row.get('img_size') not in (None, ''):
-            out['img_size'] = int(row['img_size'])
-        parsed.append(out)
-    if not parsed:
-        raise CardError(f'{path} holds no results.')
-    return parsed
+    bad = [row for row in rows if not isinstance(row, dict) or 'top1' not in row or 'model' not in row
+           or row.get('error')]
+    if bad or not rows:
+        raise CardError(f'{path}: {bad[:1] or "nothing"} is not a validate.py result (needs model and top1, no error).')
+    kinds = {'top1': float, 'top5': float, 'param_count': float, 'crop_pct': float, 'img_size': int}
+    return [{'model': str(row['model']), **{k: kinds[k](row[k]) for k in kinds if row.get(k) not in (None, '')}}
+            for row in rows]
 
 
 def _fmt(value: Optional[float], digits: int = 2) -> str:
@@ -265,32 +247,17 @@ def card_values(
         compare: Sequence[Dict[str, Any]] = (),
 ) -> Dict[str, str]:
     """The values every card template takes, all measured or given when a Hub folder is prepared."""
-    shapes = '\n'.join(f'    # {tuple(s)}' for s in stats.feature_shapes)
+    accuracy = 'not yet measured'
     if results is not None:
-        accuracy = f'top-1 {results["top1"]:.2f} %, top-5 {_fmt(results.get("top5"))} %'
-        if 'img_size' in results:
-            accuracy += f' at {results["img_size"]} px'
-    else:
-        accuracy = 'not yet measured'
-    return {
-        'model_name': model_name,
-        'repo_id': repo_id,
-        'create_name': create_name,
-        'license': license,
-        'dataset': dataset,
-        'dataset_id': dataset_id,
-        'num_classes': str(num_classes),
-        'params_m': f'{stats.params / 1e6:.2f}',
-        'params': f'{stats.params:,}',
-        'gmacs': f'{stats.macs / 1e9:.3f}',
-        'macs_counter': MAC_COUNTER,
-        'image_size': stats.image_size,
-        'accuracy': accuracy,
-        'weights_source': weights_source,
-        'feature_shapes': shapes,
-        'unpooled_shape': str(tuple(stats.unpooled_shape)),
-        'embedding_shape': str(tuple(stats.embedding_shape)),
-        'comparison': comparison_section(model_name, stats, results, compare),
-        'package_version': __version__,
-    }
+        accuracy = f'top-1 {results["top1"]:.2f} %, top-5 {_fmt(results.get("top5"))} %' + (
+            f' at {results["img_size"]} px' if 'img_size' in results else '')
+    return dict(
+        model_name=model_name, repo_id=repo_id, create_name=create_name, license=license, dataset=dataset,
+        dataset_id=dataset_id, num_classes=str(num_classes), params_m=f'{stats.params / 1e6:.2f}',
+        params=f'{stats.params:,}', gmacs=f'{stats.macs / 1e9:.3f}', macs_counter=MAC_COUNTER,
+        image_size=stats.image_size, accuracy=accuracy, weights_source=weights_source,
+        feature_shapes='\n'.join(f'    # {tuple(s)}' for s in stats.feature_shapes),
+        unpooled_shape=str(tuple(stats.unpooled_shape)), embedding_shape=str(tuple(stats.embedding_shape)),
+        comparison=comparison_section(model_name, stats, results, compare), package_version=__version__,
+    )
 

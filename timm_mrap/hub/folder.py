@@ -1,13 +1,10 @@
 """ Hub folders: trained weights as model.safetensors, timm's config.json and README.md, ready to push
 
-Inputs: anything ``timm_mrap.checkpoint.read_checkpoint`` reads: a timm training checkpoint (``train.py``'s
-``*.pth.tar``: ``state_dict``, optional ``state_dict_ema``, ``arch``, ``args``), a safetensors state dict, a Hub folder
-or an authors' reference checkpoint (converted by ``timm_mrap.convert``). The registered model is rebuilt with the
-checkpoint's number of classes and model arguments, the weights are loaded strictly, and timm's ``save_for_hf`` writes
-``model.safetensors`` (no pickle) and ``config.json`` (architecture, classes, architecture ``model_args``,
-pretrained_cfg with the data config used, label names; in timm's shape, see ``checkpoint.save_hub_folder``).
-``README.md`` is the architecture's card (the packaged template and facts, see ``cards``) filled with numbers measured
-here. The folder is written beside the target and moved into place when complete.
+Any checkpoint ``timm_mrap.checkpoint.read_checkpoint`` reads (reference ones converted by ``timm_mrap.convert``) is
+loaded strictly into the registered model built with its classes and model arguments; timm's ``save_for_hf`` writes
+``model.safetensors`` and ``config.json`` (with the data config and label names, see ``checkpoint.save_hub_folder``),
+and ``README.md`` is the architecture's card filled with numbers measured here. The folder is written beside the target
+and moved into place when complete.
 """
 import contextlib
 import os
@@ -266,21 +263,11 @@ def write_hub_folder(
     """Write a Hub-format folder for ``src``'s weights; nothing is uploaded.
 
     Args:
-        src: timm training checkpoint, safetensors state dict, Hub folder or reference checkpoint.
-        out_dir: The folder to write (an error if it exists and is not empty, unless ``overwrite``).
         model_name: Architecture, optionally with its tag (``mobilenetv2_mrap.rein100``); default: the checkpoint's.
-        tag: Pretrained tag (names the training data); default: the one in ``model_name``, else the default tag.
-        repo_id: Hub repo the card points at; default: the repo ``pretrained=True`` loads for ``architecture.tag``.
-        num_classes: Expected classes; inferred from the classifier, an error if they differ.
-        label_names: Class names in classifier order (see ``read_label_names``).
-        use_ema: Export a training checkpoint's EMA weights instead of its raw weights.
-        weights_format: ``'auto'``, ``'timm'`` or ``'reference'``.
-        model_kwargs: Model arguments used at training (``attn``, ``pool_types``...), over the checkpoint's own.
-        data_config: Preprocessing of these weights (``img_size``, ``crop_pct``, ``mean``...), over the checkpoint's.
+        tag / repo_id: Default: the one in ``model_name``, else the default tag, and the repo it loads from.
+        model_kwargs / data_config: Model arguments and preprocessing of these weights, over the checkpoint's own.
         dataset / dataset_id: Training data for the card and its Hub id; default from known tags (``rein100``...).
-        license: Weights licence; default the architecture's (apache-2.0).
-        results: timm ``validate.py`` results file of these weights (top-1 / top-5 in the card).
-        compare: Results files of other models evaluated the same way (rows of the comparison table).
+        results / compare: timm ``validate.py`` results files of these weights / of other models for comparison.
         card_dir: Folder of architecture cards to use instead of the packaged template (e.g. an edited ``hf_cards``).
         overwrite: Replace an earlier Hub folder in ``out_dir``.
     """

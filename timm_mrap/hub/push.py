@@ -47,16 +47,11 @@ def push_folder(
         commit_message: Optional[str] = None,
         api: Optional[Any] = None,
 ) -> Any:
-    """Upload a Hub folder to ``repo_id``; returns huggingface_hub's ``CommitInfo``.
+    """Upload a folder written by ``write_hub_folder`` to ``repo_id`` (created when missing), on branch ``revision``
+    (created from main when missing); returns huggingface_hub's ``CommitInfo``.
 
     Args:
-        folder: Folder written by ``write_hub_folder``.
-        repo_id: ``organisation/name`` on the Hub (created when missing).
-        revision: Branch to commit to (created from main when missing); default main.
-        private: Create the repo private (an existing repo keeps its visibility).
-        create_pr: Open a pull request instead of committing to the branch.
         overwrite: Allow replacing a README.md or model.safetensors the repo already has at that revision.
-        commit_message: Commit title; default names the files.
         api: An ``HfApi``-compatible client; default ``HfApi()`` with the token from the usual places.
     """
     files = check_hub_folder(folder, repo_id)

@@ -1,22 +1,12 @@
 """ Warm starts from timm's own ImageNet-1k weights: the ``<architecture>.in1k_backbone`` tags
 
-These tags load timm's published ImageNet-1k weights of the matching plain backbone (``TIMM_BACKBONES``) into an MRAP
-MobileNet. They are ImageNet backbones with untrained attention, meant for fine-tuning, not the paper's weights.
-``checkpoint_filter_fn`` (timm's ``pretrained_filter_fn``) maps timm's keys onto ours:
-
-* Every conv / BN / classifier tensor of timm's model is copied to the same place in ours.
-* Attention stays at its initialisation (timm's own SE weights in MobileNetV3 are dropped), whatever ``attn`` is.
-* V2 / V3 / V3-Small: timm's first block is a depthwise-separable block (``ds``: dw conv, BN, act, pw conv, BN); ours
-  is an inverted residual of expansion 1 with an extra 1x1 expansion conv + BN + act in front. timm's dw conv / BN go
-  to our ``conv_dw`` / ``bn2``, its pw conv / BN to our ``conv_pwl`` / ``bn3``; the extra conv is set to the identity
-  matrix and its BN to an exact identity (weight 1, bias 0, mean 0, var 1 - eps). On V2 the stem's ReLU6 output is in
-  [0, 6], so the extra ReLU6 is an identity too and ``attn='none'`` reproduces timm's ``mobilenetv2_100`` exactly.
-  On V3 the stem's hard-swish output can be negative (down to -0.375), and the extra ReLU clips it.
-* V3 / V3-Small: our 1x1 head conv has no bias (reference topology); timm's head bias is dropped.
-* V1: the same keys as timm's ``mobilenetv1_100``, all copied; ours uses ReLU where timm uses ReLU6 and adds identity
-  skips in the 8 units with in == out channels and stride 1, so the warm start is not timm's function exactly.
-
-A state dict already in our layout (one of our own checkpoints) passes through unchanged.
+These tags load timm's ImageNet-1k weights of the matching plain backbone (``TIMM_BACKBONES``): an ImageNet backbone
+with untrained attention, for fine-tuning, not the paper's weights. ``checkpoint_filter_fn`` (timm's
+``pretrained_filter_fn``) copies every conv / BN / classifier tensor to the same place and leaves attention at its
+initialisation (timm's SE is dropped, as is its V3 head-conv bias). V2 / V3: timm's depthwise-separable first block
+goes into our expansion-1 inverted residual, whose extra 1x1 conv + BN are set to an exact identity; on V2 the stem's
+ReLU6 output is in [0, 6], so ``attn='none'`` reproduces timm's ``mobilenetv2_100`` exactly. V1: the same keys; our
+ReLU and identity skips make the warm start differ from timm's function. Our own state dicts pass through unchanged.
 """
 from typing import Any, Callable, Dict, List
 
