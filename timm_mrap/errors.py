@@ -1,8 +1,5 @@
-""" The errors timm-mrap raises on purpose: one base class, each subclass keeping the builtin base callers catch
-
-Every message names the problem and the fix. ``except TimmMrapError`` catches all of them; each subclass also derives
-from the builtin exception it has always been (``ValueError``, ``FileNotFoundError``, ...), so ``except ValueError``
-callers keep working.
+""" The errors timm-mrap raises on purpose: ``except TimmMrapError`` catches all of them, and each also derives from
+the builtin exception callers catch (``ValueError``, ``FileNotFoundError``, ...). Every message names problem and fix.
 """
 
 __all__ = [

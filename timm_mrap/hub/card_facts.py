@@ -1,11 +1,8 @@
 """ What each model card says about its architecture: the backbone, the attention, where it sits, the papers
 
-One ``CARD_FACTS`` entry per registered model. The card of ``<architecture>`` is ``card_template.md`` with these facts
-filled in (``architecture_card``); the numbers (params, GMACs, accuracy...) are filled when a Hub folder is prepared.
-``hf_cards/`` holds the result for every model, written by ``python -m timm_mrap.hub cards hf_cards``.
-
-Adding a model: one ``CARD_FACTS`` entry (and a ``BACKBONES`` line for a new backbone family), then rewrite
-``hf_cards/``; ``tests/test_hub.py`` fails until both are done.
+One ``CARD_FACTS`` entry per registered model, filled into ``card_template.md`` by ``architecture_card``. Adding a
+model: a ``CARD_FACTS`` entry (and a ``BACKBONES`` line for a new family), then ``python -m timm_mrap.hub cards
+hf_cards``; ``tests/test_hub.py`` fails until both are done.
 """
 from dataclasses import dataclass
 from typing import Dict, Tuple

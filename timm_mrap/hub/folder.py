@@ -133,8 +133,6 @@ def _read_source(src: Union[str, Path], use_ema: bool, weights_format: str) -> C
     if weights_format not in ('auto', found_format):
         raise HubFolderError(f'{src} has {found_format} keys (e.g. {next(iter(checkpoint.state_dict))!r}), not '
                              f'{weights_format} ones; drop --format or pass --format {found_format}.')
-    if checkpoint.is_reference and use_ema:
-        raise HubFolderError(f'{src} is a reference checkpoint, which has no EMA weights; drop --use-ema.')
     return checkpoint
 
 
