@@ -89,13 +89,7 @@ def check_data_dir(data_dir: str, splits: Sequence[Tuple[str, str]], dataset: Op
     return [_class_folders(check_split_folder(data_dir, split, flag)) for split, flag in splits][0]
 
 
-def create_checked_dataset(
-        name: str,
-        root: Optional[str],
-        split: str,
-        split_flag: str,
-        **kwargs,
-):
+def create_checked_dataset(name: str, root: Optional[str], split: str, split_flag: str, **kwargs):
     """``timm.data.create_dataset`` with clear errors for a missing folder, a missing split or no images.
 
     Args:
@@ -162,23 +156,13 @@ def check_class_folders(train_dataset, eval_dataset, train_where: str, eval_wher
         f'folders, or pass --class-map FILE listing the classes.')
 
 
-def read_checked_checkpoint(
-        path: str,
-        use_ema: bool = False,
-        prefer_ema: bool = False,
-        flag: str = '--checkpoint',
-) -> Checkpoint:
+def read_checked_checkpoint(path: str, prefer_ema: bool = False, flag: str = '--checkpoint') -> Checkpoint:
     """``timm_mrap.checkpoint.read_checkpoint`` with errors that name ``flag``."""
     with reraise_as(InputError, prefix=f'{flag}: '):
-        return read_checkpoint(path, use_ema=use_ema, prefer_ema=prefer_ema)
+        return read_checkpoint(path, prefer_ema=prefer_ema)
 
 
-def check_state_dict_fits(
-        model: nn.Module,
-        checkpoint: Checkpoint,
-        model_name: str,
-        flag: str = '--checkpoint',
-) -> None:
+def check_state_dict_fits(model: nn.Module, checkpoint: Checkpoint, model_name: str, flag: str = '--checkpoint'):
     """Raise an :class:`InputError` naming the model, the checkpoint and the fix when the weights do not fit."""
     report = check_fit(model, checkpoint.state_dict)
     if not report.fits:

@@ -26,6 +26,8 @@ from typing import List, Optional, Sequence
 __all__ = ['run_script', 'timm_location', 'main']
 
 _REEXEC_ENV = '_TIMM_MRAP_LAUNCH_REEXEC'
+
+
 def _log(msg: str) -> None:
     if os.environ.get('RANK', '0') == '0':  # one line per job under torchrun, not one per rank
         print(f'[timm_mrap.launch] {msg}', file=sys.stderr, flush=True)
