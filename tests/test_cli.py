@@ -259,3 +259,15 @@ def test_validate_arguments(data, tmp_path, capsys):
     rc, lines, err = _dry(['validate', 'mobilenetv2_mrap', str(data), '--pretrained', '--results-format', 'json',
                            '--dry-run'], capsys)
     assert rc == 2 and '--results-format' in err and not lines
+
+
+def test_split_folders_found_by_timms_rule(data, capsys):
+    """A val/ folder serves --val-split validation, as timm's create_dataset finds it."""
+    from timm.data import create_dataset
+    (data / 'validation').rename(data / 'val')
+    rc, lines, _ = _dry(['train', 'mobilenetv2_mrap', str(data), '--dry-run'], capsys)
+    assert rc == 0 and '--num-classes 2' in lines[0]
+    assert len(create_dataset('', root=str(data), split='validation')) == 4
+    (data / 'val').rename(data / 'holdout')
+    rc, _, err = _dry(['train', 'mobilenetv2_mrap', str(data), '--dry-run'], capsys)
+    assert rc == 2 and "'validation'" in err and '--val-split' in err

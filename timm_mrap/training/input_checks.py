@@ -45,13 +45,8 @@ def _class_folders(folder: Path) -> List[str]:
 
 
 def check_split_folder(root: Optional[str], split: str, split_flag: str) -> Path:
-    """The folder an ImageFolder split is read from, after checking the data folder exists and has class folders.
-
-    Args:
-        root: Data folder (``--data-dir``).
-        split: Split name (``train``, ``validation``, ...).
-        split_flag: The flag that sets ``split`` (named in errors).
-    """
+    """The folder split ``split`` of ``root`` is read from, after checking that it exists and has class folders;
+    ``split_flag`` (the flag that set ``split``) is named in errors."""
     if not root:
         raise InputError(f'no data folder given: pass --data-dir DIR (expected {_DATA_LAYOUT}).')
     if not os.path.isdir(root):
@@ -76,29 +71,16 @@ def _is_image_folder(dataset: Optional[str], root: Optional[str]) -> bool:
 
 
 def check_data_dir(data_dir: str, splits: Sequence[Tuple[str, str]], dataset: Optional[str] = None) -> List[str]:
-    """Check an ImageFolder data set before a runner reads it; the class folders of the first split.
-
-    Args:
-        data_dir: The data folder.
-        splits: ``(split, flag)`` pairs, e.g. ``[('train', '--train-split'), ('validation', '--val-split')]``.
-        dataset: timm's ``--dataset``; other kinds than image folders (``torch/``, ``hfds/``, tar archives...) are
-            timm's to check.
-    """
+    """Check the ``(split, flag)`` pairs of an ImageFolder data set before a runner reads it; the class folders of the
+    first split. Other kinds of ``dataset`` (``torch/``, ``hfds/``, tar archives...) are timm's to check."""
     if not _is_image_folder(dataset, data_dir):
         return []
     return [_class_folders(check_split_folder(data_dir, split, flag)) for split, flag in splits][0]
 
 
 def create_checked_dataset(name: str, root: Optional[str], split: str, split_flag: str, **kwargs):
-    """``timm.data.create_dataset`` with clear errors for a missing folder, a missing split or no images.
-
-    Args:
-        name: timm dataset name (``''`` for an ImageFolder / ImageTar).
-        root: Dataset root (``--data-dir``).
-        split: Split name (``train``, ``validation``, ...).
-        split_flag: The flag that sets ``split`` (named in errors).
-        **kwargs: Passed to ``create_dataset``.
-    """
+    """``timm.data.create_dataset(name, root, split, **kwargs)`` after :func:`check_split_folder`; a split timm
+    cannot read raises an :class:`InputError` with timm's reason and the flags to check."""
     if not root:
         raise InputError(f'no data folder given: pass --data-dir DIR (expected {_DATA_LAYOUT}).')
     if _is_image_folder(name, root):
