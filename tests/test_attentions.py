@@ -78,18 +78,24 @@ def test_every_choice_builds_on_the_meta_device(name, attn):
         torch.testing.assert_close(meta_model(_input()), model(_input()), rtol=0, atol=0)
 
 
-@pytest.mark.filterwarnings('ignore::DeprecationWarning')  # the TorchScript-based exporter: seconds, not minutes
-@pytest.mark.parametrize('attn', [a for a in ATTN_CHOICES if a != 'none'])
-def test_every_choice_exports_to_onnx(tmp_path, attn):
-    """A MobileNetV3 block with the attention, exported with dynamic size, matches PyTorch at other sizes."""
-    pytest.importorskip('onnx')
-    ort = pytest.importorskip('onnxruntime')
+def _block(attn: str) -> nn.Module:
+    """A MobileNetV3 block with ``attn`` (hard-swish, 24 -> 96 -> 40 channels), its BN statistics not the identity."""
     torch.manual_seed(0)
-    block = timm.create_model('mobilenetv3_small_mrap', attn=attn).blocks[2][0].eval()  # hard-swish, 40 -> 96 -> 40
+    block = timm.create_model('mobilenetv3_small_mrap', attn=attn).blocks[2][0].eval()
     for m in block.modules():
         if isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.running_mean)
             nn.init.uniform_(m.running_var, 0.5, 2.)
+    return block
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')  # the TorchScript-based exporter: seconds, not minutes
+@pytest.mark.parametrize('attn', [a for a in ATTN_CHOICES if a != 'none'])
+def test_every_choice_exports_to_onnx(tmp_path, attn):
+    """A block with the attention, exported with dynamic batch and size, matches PyTorch at other sizes."""
+    pytest.importorskip('onnx')
+    ort = pytest.importorskip('onnxruntime')
+    block = _block(attn)
     in_chs = block.conv_pw.in_channels
     path = tmp_path / f'{attn}.onnx'
     torch.onnx.export(block, (torch.randn(2, in_chs, 8, 8),), str(path), dynamo=False, input_names=['x'],
@@ -105,6 +111,15 @@ def test_every_choice_exports_to_onnx(tmp_path, attn):
         assert (got - expected).abs().max().item() <= 1e-4 * max(1., scale), f'{attn} at {shape}'
 
 
+@pytest.mark.filterwarnings('ignore::FutureWarning')  # torch.jit.script is deprecated; timm still tests it
+@pytest.mark.parametrize('attn', [a for a in ATTN_CHOICES if a not in ('none', 'mrap')])  # MRAP: test_models
+def test_every_choice_scripts(attn):
+    block = _block(attn)
+    x = torch.randn(2, block.conv_pw.in_channels, 5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(block)(x), block(x))
+
+
 @pytest.mark.parametrize('shape', [(2, 3, 5, 7), (1, 4, 2, 1)])
 def test_simam_matches_its_formula(shape):
     x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
@@ -116,15 +131,12 @@ def test_simam_matches_its_formula(shape):
     assert SimAM(8).e_lambda == 1e-4 and not list(SimAM(8).parameters())
 
 
-def test_simam_on_single_pixels_is_finite_and_scripts():
-    simam = SimAM(4)
+def test_simam_on_single_pixels_is_finite():
     x = torch.randn(2, 4, 1, 1, requires_grad=True)
-    y = simam(x)
+    y = SimAM(4)(x)
     torch.testing.assert_close(y, x * torch.sigmoid(torch.tensor(0.5)))  # d = 0: the divisor H*W - 1 is taken as 1
     y.sum().backward()
     assert torch.isfinite(x.grad).all()
-    x = torch.randn(2, 4, 6, 3)
-    torch.testing.assert_close(torch.jit.script(simam)(x), simam(x))
 
 
 def test_ratios_follow_the_papers_and_timm():

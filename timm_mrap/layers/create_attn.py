@@ -31,8 +31,9 @@ none      nothing                                -
 ========  =====================================  ============================================================
 """
 from functools import partial
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
+import torch
 from torch import nn
 
 from timm.layers import get_act_layer, get_attn, make_divisible
@@ -49,10 +50,10 @@ __all__ = ['ATTN_CHOICES', 'ATTN_LAYERS', 'GatherExciteMlp', 'resolve_attn']
 
 
 class GatherExciteMlp(GatherExcite):
-    """timm's Gather-Excite with global extent and its MLP (timm's defaults).
+    """timm's Gather-Excite with global extent and its MLP (timm's defaults for ``get_attn('ge')``).
 
-    Built here because timm 1.0.31's ``GatherExcite(use_mlp=True)`` passes ``*dd`` positionally to ``ConvMlp`` and
-    raises ``TypeError``.
+    Built here because timm 1.0.31's ``GatherExcite(use_mlp=True)`` passes ``*dd`` positionally to ``ConvMlp``
+    (``TypeError``), and its ``forward`` spells ``keepdims``, which TorchScript refuses.
     """
 
     def __init__(
@@ -61,13 +62,16 @@ class GatherExciteMlp(GatherExcite):
             rd_ratio: float = 1. / 16,
             rd_divisor: int = 1,
             act_layer: Callable[..., nn.Module] = nn.ReLU,
+            gate_layer: Union[str, Callable[..., nn.Module]] = 'sigmoid',
             device=None,
             dtype=None,
-            **kwargs,
     ):
-        super().__init__(channels, use_mlp=False, act_layer=act_layer, device=device, dtype=dtype, **kwargs)
+        super().__init__(channels, use_mlp=False, gate_layer=gate_layer, device=device, dtype=dtype)
         rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.)
         self.mlp = ConvMlp(channels, rd_channels, act_layer=get_act_layer(act_layer), device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.mlp(x.mean((2, 3), keepdim=True)))
 
 
 # name -> (layer for the se slot, reduction ratio of the channels it sees); 1. where the layer has no reduction (any
