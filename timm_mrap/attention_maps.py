@@ -19,11 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import load_model
-from .deploy import add_model_arguments, check_input
+from .deploy import add_model_arguments, check_input, output_path
 from .errors import TimmMrapError
 from .layers import MRAP
 
 __all__ = ['AttentionMap', 'mrap_modules', 'attention_maps', 'load_image', 'save_overlay_png', 'save_channel_png']
+
+_DPI = 100
 
 
 class AttentionMap(NamedTuple):
@@ -101,9 +103,7 @@ def load_image(path: str, model: nn.Module, img_size: Optional[int] = None):
     """
     from PIL import Image
     from timm.data import create_transform, resolve_model_data_config
-    data_config = resolve_model_data_config(model)
-    if img_size is not None:
-        data_config['input_size'] = (data_config['input_size'][0], img_size, img_size)
+    data_config = resolve_model_data_config(model, args={'img_size': img_size})
     if not Path(path).is_file():
         raise FileNotFoundError(f'Image {path} does not exist.')
     image = Image.open(path).convert('RGB')
@@ -127,13 +127,9 @@ def save_overlay_png(
 
     The PNG is exactly ``panel_size * (1 + len(maps))`` x ``panel_size`` pixels (width x height).
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     height, width = display.shape[:2]
-    dpi = 100
     num = 1 + len(maps)
-    fig = plt.figure(figsize=(panel_size * num / dpi, panel_size / dpi), dpi=dpi)
+    fig = _pyplot().figure(figsize=(panel_size * num / _DPI, panel_size / _DPI), dpi=_DPI)
     title_frac = 0.12
     panels = [('image', None)] + list(maps.items())
     for i, (name, amap) in enumerate(panels):
@@ -146,21 +142,13 @@ def save_overlay_png(
             name = f'{name} ({h}x{w})'
         ax.set_title(name, fontsize=7, pad=2)
         ax.axis('off')
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_channel_png(maps: Dict[str, AttentionMap], path: str, width: int = 768, row_height: int = 160) -> Path:
     """Save the channel weights ``w_c`` (image 0) as one bar plot per module, stacked; ``width`` x rows px."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    dpi = 100
-    fig, axes = plt.subplots(len(maps), 1, figsize=(width / dpi, row_height * len(maps) / dpi), dpi=dpi,
-                             squeeze=False)
+    fig, axes = _pyplot().subplots(len(maps), 1, figsize=(width / _DPI, row_height * len(maps) / _DPI), dpi=_DPI,
+                                   squeeze=False)
     for ax, (name, amap) in zip(axes[:, 0], maps.items()):
         weights = amap.channel[0].numpy()
         ax.bar(range(len(weights)), weights, width=1.0, color='tab:blue')
@@ -169,14 +157,26 @@ def save_channel_png(maps: Dict[str, AttentionMap], path: str, width: int = 768,
         ax.set_title(f'{name}: {len(weights)} channels', fontsize=7, pad=2)
         ax.tick_params(labelsize=6)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    fig.savefig(path, dpi=_DPI)
+    _pyplot().close(fig)
     return path
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_attention_maps_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m timm_mrap.attention_maps``."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], prog='python -m timm_mrap.attention_maps')
     add_model_arguments(parser)
     parser.add_argument('--image', required=True, help='image file (any format PIL reads)')
@@ -192,18 +192,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = _parser()
+    parser = build_attention_maps_parser()
     args = parser.parse_args(argv)
-    outputs = [p for p in (args.out, args.channels_out) if p]
-    existing = [p for p in outputs if Path(p).exists()]
-    if existing and not args.overwrite:
-        parser.exit(2, f'error: {existing} exist; choose other paths or pass --overwrite.\n')
     torch.manual_seed(args.seed)
     try:
+        for out in filter(None, (args.out, args.channels_out)):
+            output_path(out, args.overwrite)
         model = load_model(args.model, args.checkpoint, args.pretrained, args.num_classes)
         batch, display = load_image(args.image, model, args.img_size)
         maps = attention_maps(model, batch, args.blocks)
-    except (TimmMrapError, FileNotFoundError, ValueError) as e:
+    except (TimmMrapError, FileExistsError, FileNotFoundError, ValueError) as e:
         parser.exit(2, f'error: {e}\n')
     weights = 'random init (seed %d)' % args.seed if not (args.checkpoint or args.pretrained) else 'loaded weights'
     print(f'{args.model} ({weights}), input {tuple(batch.shape)}')

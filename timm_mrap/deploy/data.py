@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from .formats import Predictor
+from .inputs import model_in_chans
 
 __all__ = ['calibration_batches', 'image_dataset', 'top1_accuracy']
 
@@ -19,9 +20,7 @@ def image_dataset(model: nn.Module, image_dir: str, split: str, img_size: Option
     if not Path(image_dir).is_dir():
         raise FileNotFoundError(f'Image folder {image_dir} does not exist; pass a folder of images (an ImageFolder '
                                 f'split such as data/train, or its parent).')
-    config = resolve_model_data_config(model)
-    if img_size is not None:
-        config['input_size'] = (config['input_size'][0], img_size, img_size)
+    config = resolve_model_data_config(model, args={'img_size': img_size, 'in_chans': model_in_chans(model)})
     transform = create_transform(**config, is_training=False)
     mode = 'RGB' if config['input_size'][0] == 3 else 'L'  # as timm's train.py
     try:
