@@ -1,20 +1,10 @@
 """ Run a timm script (train.py, validate.py, benchmark.py, ...) unchanged, with the timm-mrap models registered
 
-The launcher imports ``timm_mrap`` (which registers ``mobilenetv2_mrap`` and friends with timm) and then runs the
-script as ``__main__`` with its own argv, so every flag of the script works as documented by timm.
-
-Usage::
-
-    python -m timm_mrap.training.launch train.py --data-dir D --model mobilenetv2_mrap --num-classes 100
-    torchrun --nproc_per_node 8 -m timm_mrap.training.launch train.py --data-dir D --model mobilenetv2_mrap
-    python -m timm_mrap.training.launch --find train.py validate.py   # resolve (download + cache), print paths
-
-``SCRIPT`` is a path or a bare name resolved by :func:`timm_mrap.training.scripts.find_script`
-(``TIMM_SCRIPTS_DIR``, the per-user cache, a download at the installed timm's git tag).
-
-A ``timm/`` folder in the script's folder or the working directory (a timm checkout) never replaces the installed
-timm: the script's folder goes to the end of ``sys.path``, and a timm imported from the working directory makes
-the launcher restart itself without the working directory on ``sys.path``.
+The launcher imports ``timm_mrap`` (which registers the models with timm) and runs the script as ``__main__`` with its
+own argv (``[torchrun ...] python -m timm_mrap.training.launch SCRIPT [script args...]``). ``SCRIPT`` is a path or a
+bare name resolved by :func:`timm_mrap.training.scripts.find_script`. A ``timm/`` folder beside the script or in the
+working directory (a timm checkout) never replaces the installed timm: the script's folder goes to the end of
+``sys.path``, and a timm imported from the working directory makes the launcher restart without it.
 """
 import argparse
 import os
