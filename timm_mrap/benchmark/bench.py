@@ -1,16 +1,10 @@
 """Interleaved benchmark of model / attention variants.
 
-Every setting (device, precision, runtime, inference or training, batch size) is measured for all variants in
-round-robin order: repeat ``r`` of variant ``A``, then of ``B``, ..., then repeat ``r + 1``; so load from other
-processes hits every variant alike. Each repeat times ``iters`` steps after ``warmup`` untimed steps (at least one,
-which also finds a variant that cannot run); the summary is the median over repeats with the inter-quartile range and
-min / max.
-
-Runtimes: ``eager`` PyTorch, ``compile`` (``torch.compile``), ``onnxruntime`` (the default export of
-``timm_mrap.deploy.export_model``: dynamo, dynamic batch and size; fp32 CPU inference) and ``executorch`` (the XNNPACK
-``.pte`` program; fp32 or ``int8`` CPU inference, int8 calibrated on random inputs, which sets the scales but not the
-speed). Precisions: ``fp32``, ``bf16`` / ``fp16`` autocast (the ``--amp`` paths of timm's scripts) and ``int8``.
-MACs: ``timm_mrap.complexity.count_macs`` at batch 1 (convolutions and matrix products only).
+Every setting is measured for all variants in round-robin order (repeat ``r`` of variant ``A``, then of ``B``, ...),
+so load from other processes hits every variant alike. Each repeat times ``iters`` steps after ``warmup`` untimed steps
+(at least one, which also finds a variant that cannot run); the summary is the median over repeats with the quartiles
+and extremes. ``onnxruntime`` and ``executorch`` run the programs of ``timm_mrap.deploy.export_model`` (int8 calibrated
+on random inputs: that sets the scales, not the speed); MACs are ``timm_mrap.complexity.count_macs`` at batch 1.
 """
 import copy
 import itertools

@@ -1,14 +1,8 @@
-""" ONNX export of the MRAP MobileNets with dynamic batch and spatial size, run by onnxruntime
+""" ONNX export with dynamic batch and spatial size (timm's ``timm.utils.onnx.onnx_export``), run by onnxruntime
 
-Wraps timm's own exporter (``timm.utils.onnx.onnx_export``). Two exporters are supported:
-
-* ``'dynamo'`` (torch's default since 2.9): ``torch.export`` then ONNX translation. Dynamic batch / height / width:
-  MRAP's unbiased-std factor ``n / max(n - 1, 1)`` stays a symbolic expression of the runtime size, so the graph is
-  right from 1 x 1 maps up. Slow on a small CPU (about 1.5 min for a full MobileNet on 2 cores).
-* ``'torchscript'`` (torch's legacy tracer): the same graph in a few seconds; the tracer records shapes as tensors, so
-  the factor follows the runtime size there too.
-
-onnx, onnxruntime and onnxscript are optional dependencies (``pip install 'timm-mrap[onnx]'``), imported lazily.
+Exporters: ``'dynamo'`` (torch's default; ``torch.export``, about 1.5 min for a full MobileNet on 2 cores) and
+``'torchscript'`` (the legacy tracer, seconds). In both, MRAP's unbiased-std factor ``n / max(n - 1, 1)`` follows the
+runtime size, so the graph is right from 1 x 1 maps up. onnx, onnxruntime and onnxscript are the ``onnx`` extra.
 """
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
