@@ -22,10 +22,9 @@ def _input(batch: int = 2, size: int = IMG) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def _model(name: str, attn: str) -> nn.Module:
-    """``name`` with ``attn`` in eval mode, built once (seeded) for the tests that compare against it."""
-    torch.manual_seed(0)
-    return timm.create_model(name, attn=attn, num_classes=NUM_CLASSES).eval()
+def _backbone_keys(name: str) -> frozenset:
+    """The state-dict keys of ``name`` without attention."""
+    return frozenset(timm.create_model(name, attn='none', num_classes=NUM_CLASSES).state_dict())
 
 
 def _attention_modules(model: nn.Module) -> list:
@@ -40,8 +39,7 @@ def test_every_choice_trains_on_the_shared_backbone(name, attn):
     kind = getattr(layer, 'func', layer)
     found = _attention_modules(model)
     assert (not found) if attn == 'none' else (found and all(isinstance(m, kind) for m in found))
-    backbone = set(_model(name, 'none').state_dict())
-    assert {k for k in model.state_dict() if '.se.' not in k} == backbone
+    assert {k for k in model.state_dict() if '.se.' not in k} == _backbone_keys(name)
 
     out = model(_input())
     assert out.shape == (2, NUM_CLASSES) and torch.isfinite(out).all()
@@ -69,7 +67,7 @@ def test_every_choice_builds_on_the_meta_device(name, attn):
         meta_model = timm.create_model(name, attn=attn, num_classes=NUM_CLASSES)
     assert all(p.is_meta for p in meta_model.parameters())
     meta_model = meta_model.to_empty(device='cpu').eval()
-    model = _model(name, attn)
+    model = timm.create_model(name, attn=attn, num_classes=NUM_CLASSES).eval()
     meta_model.load_state_dict(model.state_dict())
     for module in meta_model.modules():
         if hasattr(module, 'init_non_persistent_buffers'):
