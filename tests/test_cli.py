@@ -15,7 +15,7 @@ from PIL import Image
 import timm_mrap  # noqa: F401
 from timm_mrap.convert import fold_data_bn
 from timm_mrap.errors import CliError, InputError
-from timm_mrap.training import cli
+from timm_mrap.training import cli, commands
 from timm_mrap.training.runner import build_command, checkpoint_args
 
 from conftest import fixture_state_dict, load_fixture
@@ -79,20 +79,20 @@ def _dry(argv, capsys):
 
 
 def test_layer_options_and_commands(monkeypatch):
-    opts, rest = cli.parse_command_line(['m', 'd', '--nproc', '4', '--epochs', '2', '--runner=builtin', '--dry-run',
+    opts, rest = commands.parse_command_line(['m', 'd', '--nproc', '4', '--epochs', '2', '--runner=builtin', '--dry-run',
                                          '-b', '8', '--model-kwargs', 'attn=cbam'])
     assert (opts.model, opts.data_dir, opts.nproc, opts.nnodes, opts.runner, opts.dry_run) == \
         ('m', 'd', '4', '1', 'builtin', True)
     assert rest == ['--epochs', '2', '-b', '8', '--model-kwargs', 'attn=cbam']
-    assert cli.read_timm_flags(rest + ['--model-kwargs', 'attn=eca', 'rate=(0.3, 0.7)']).model_kwargs == {
+    assert commands.read_timm_flags(rest + ['--model-kwargs', 'attn=eca', 'rate=(0.3, 0.7)']).model_kwargs == {
         'attn': 'eca', 'rate': (0.3, 0.7)}
     monkeypatch.setenv('NPROC', 'gpu')
     monkeypatch.setenv('NNODES', '2')
-    assert (cli.parse_command_line([])[0].nproc, cli.parse_command_line([])[0].nnodes) == ('gpu', '2')
+    assert (commands.parse_command_line([])[0].nproc, commands.parse_command_line([])[0].nnodes) == ('gpu', '2')
     for bad, msg in ((['--nproc', '0'], 'positive integer'), (['--runner', 'x'], 'auto, timm or builtin'),
                      (['--nnodes'], '--nnodes.*expected one argument')):
         with pytest.raises(CliError, match=msg):
-            cli.parse_command_line(bad)
+            commands.parse_command_line(bad)
 
     assert build_command('train', 'builtin', None, ['--epochs', '1']) == [
         sys.executable, '-m', 'timm_mrap.training.builtin.train', '--epochs', '1']
@@ -200,8 +200,8 @@ def test_checkpoint_of_another_attention_is_checked_with_model_kwargs(tmp_path):
     path = tmp_path / 'cbam.pth.tar'
     torch.save({'arch': 'mobilenetv3_mrap', 'state_dict': cbam.state_dict()}, path)
     argv = ['--img-size', '32', '--model-kwargs', 'attn=cbam', '--device', 'cpu']
-    assert cli.read_timm_flags(argv).model_kwargs == {'attn': 'cbam'}
-    assert cli.read_timm_flags(['--img-size', '32']).model_kwargs == {}
+    assert commands.read_timm_flags(argv).model_kwargs == {'attn': 'cbam'}
+    assert commands.read_timm_flags(['--img-size', '32']).model_kwargs == {}
     assert checkpoint_args('mobilenetv3_mrap', str(path), str(tmp_path), model_kwargs={'attn': 'cbam'})[1] == [
         '--checkpoint', str(path), '--num-classes', '3']
     with pytest.raises(InputError, match='--model-kwargs.*attn=cbam'):

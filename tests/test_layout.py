@@ -29,7 +29,6 @@ ALLOWED = {
     'attention_maps': {'checkpoint', 'deploy', 'errors', 'layers'},
     'benchmark': {'complexity', 'deploy', 'errors', 'layers'},
     'training': {'checkpoint', 'complexity', 'convert', 'errors', 'layers', 'benchmark'},
-    'export': {'deploy'},
     'compare': {'layers', 'training'},
 }
 

@@ -1,6 +1,6 @@
 """ Same-recipe comparison of attentions: one backbone, every ``attn`` choice, several seeds
 
-Each (attention, seed) run goes through ``train.sh``'s layer (:func:`timm_mrap.training.cli.train_command`: timm's own
+Each (attention, seed) run goes through ``train.sh``'s layer (:func:`timm_mrap.training.commands.train_command`: timm's own
 ``train.py`` when it can be had, the built-in trainer otherwise; ``--nproc`` / ``--nnodes`` run it under torchrun),
 with ``--model-kwargs attn=<attention> --seed <seed>``. The best checkpoint is then validated by ``validate.sh``'s layer
 with the run's own settings (image size, crop, mean / std, EMA), read back from the checkpoint. Params and GMACs come
@@ -34,7 +34,7 @@ from timm.utils import ParseKwargs
 
 from ..checkpoint import Checkpoint, read_checkpoint
 from ..errors import CheckpointError, CompareError, InputError
-from .cli import parse_command_line, read_timm_flags, train_command, validate_command
+from .commands import parse_command_line, read_timm_flags, train_command, validate_command
 from .input_checks import check_data_dir
 from .recipes import read_config, recipe_path
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .cli import parse_command_line, read_timm_flags, train_command, validate_command
+from .commands import parse_command_line, read_timm_flags, train_command, validate_command
 from .datasets import write_digits_imagefolder
 from .recipes import read_config, recipe_path
 from .runner import log
