@@ -1,11 +1,9 @@
 """ Command-line arguments of the built-in trainer and validator
 
-The flag names, defaults and ``--config`` handling follow timm's ``train.py`` / ``validate.py`` (whose help explains
-each flag), so the same command line (or recipe YAML) runs with either timm's scripts or the built-in fallback. A flag
-of timm's scripts that the fallback does not implement is rejected with a message that names it and points at timm's
-scripts, instead of being silently ignored. Deviations, all documented in docs/training.md: ``--device`` defaults to
-CUDA when available (timm: always ``cuda``), ``--overwrite`` guards an existing experiment folder, and
-``--progress`` picks bar or log lines.
+Flag names, defaults and ``--config`` handling are timm ``train.py`` / ``validate.py``'s (their help explains each
+flag), so one command line or recipe runs with either runner. A timm flag the fallback does not implement is refused
+with a message. Deviations (docs/training.md): ``--device`` defaults to CUDA when available, ``--overwrite`` guards an
+existing experiment folder and ``--progress`` picks bar or log lines.
 """
 import argparse
 import ast
@@ -21,134 +19,50 @@ from timm.utils import ParseKwargs
 from ...errors import InputError
 from ..recipes import read_config
 
-__all__ = ['build_train_parser', 'build_validate_parser', 'parse_train_args', 'parse_validate_args', 'TIMM_ONLY_HINT']
+__all__ = ['build_train_parser', 'build_validate_parser', 'parse_train_args', 'parse_validate_args']
 
 _logger = logging.getLogger(__name__)
 
-TIMM_ONLY_HINT = (
+_TIMM_ONLY_HINT = (
     'timm\'s own train.py / validate.py support it: point TIMM_SCRIPTS_DIR at a timm checkout and use train.sh / '
     'validate.sh, or drop the flag')
 
-# one flag per line: NAMES KIND [DEFAULT] (see _add_flags); names and defaults are timm's
+# KIND then flags, each NAMES[=DEFAULT] (see _add_flags); names and defaults are timm's
 _COMMON_FLAGS = """
---data-dir                  str
---dataset                   str      ''
---class-map                 str      ''
---img-size                  int
---in-chans                  int
---input-size                int*3
---crop-pct                  float
---mean                      float+
---std                       float+
---interpolation             str      ''
---num-classes               int
---gp                        str
--j,--workers                int      4
---device                    str
---channels-last             flag
---amp                       flag
---amp-dtype                 str      float16
---torchcompile              str?inductor
---pin-mem                   flag
---no-prefetcher             flag
---seed                      int      42
---model-kwargs              kwargs
+str     --data-dir --dataset='' --class-map='' --interpolation='' --gp --device --amp-dtype=float16
+int     --img-size --in-chans --num-classes -j,--workers=4 --seed=42
+int*3   --input-size
+float   --crop-pct
+float+  --mean --std
+flag    --channels-last --amp --pin-mem --no-prefetcher
+str?inductor --torchcompile
+kwargs  --model-kwargs
 """
 _TRAIN_FLAGS = """
---train-split               str      train
---val-split                 str      validation
---model                     str      resnet50
---pretrained                flag
---initial-checkpoint        str      ''
---resume                    str      ''
---no-resume-opt             flag
--b,--batch-size             int      128
--vb,--validation-batch-size int
---grad-accum-steps          int      1
---opt                       str      sgd
---opt-eps                   float
---opt-betas                 float+
---momentum                  float    0.9
---weight-decay              float    2e-5
---clip-grad                 float
---clip-mode                 str      norm
---layer-decay               float
---opt-kwargs                kwargs
---sched                     str      cosine
---sched-on-updates          flag
---lr                        float
---lr-base                   float    0.1
---lr-base-size              int      256
---lr-base-scale             str      ''
---lr-noise                  float+
---lr-noise-pct              float    0.67
---lr-noise-std              float    1.0
---lr-cycle-mul              float    1.0
---lr-cycle-decay            float    0.5
---lr-cycle-limit            int      1
---lr-k-decay                float    1.0
---warmup-lr                 float    1e-5
---min-lr                    float    0
---epochs                    int      300
---start-epoch               int
---decay-milestones          int+     [90, 180, 270]
---decay-epochs              float    90
---warmup-epochs             int      5
---warmup-prefix             flag
---cooldown-epochs           int      0
---patience-epochs           int      10
---decay-rate,--dr           float    0.1
---no-aug                    flag
---scale                     float+   [0.08, 1.0]
---ratio                     float+   [0.75, 1.3333333333333333]
---hflip                     float    0.5
---vflip                     float    0.
---color-jitter              float    0.4
---aa                        str
---reprob                    float    0.
---remode                    str      pixel
---recount                   int      1
---mixup                     float    0.
---cutmix                    float    0.
---cutmix-minmax             float+
---mixup-prob                float    1.0
---mixup-switch-prob         float    0.5
---mixup-mode                str      batch
---mixup-off-epoch           int      0
---smoothing                 float    0.1
---train-interpolation       str      random
---drop                      float    0.
---drop-path                 float
---sync-bn                   flag
---dist-bn                   str      reduce
---model-ema                 flag
---model-ema-force-cpu       flag
---model-ema-decay           float    0.9998
---model-ema-warmup          flag
---worker-seeding            str      all
---log-interval              int      50
---checkpoint-hist           int      10
---output                    str      ''
---experiment                str      ''
---eval-metric               str      top1
---dist-backend              str
---dist-url                  str
---local_rank,--local-rank   int      0
---overwrite                 flag
---progress                  auto|bar|log  auto
+str     --train-split=train --val-split=validation --model=resnet50 --initial-checkpoint='' --resume='' --opt=sgd
+str     --clip-mode=norm --sched=cosine --lr-base-scale='' --aa --remode=pixel --mixup-mode=batch
+str     --train-interpolation=random --dist-bn=reduce --worker-seeding=all --output='' --experiment=''
+str     --eval-metric=top1 --dist-backend --dist-url
+int     -b,--batch-size=128 -vb,--validation-batch-size --grad-accum-steps=1 --lr-base-size=256 --lr-cycle-limit=1
+int     --epochs=300 --start-epoch --warmup-epochs=5 --cooldown-epochs=0 --patience-epochs=10 --recount=1
+int     --mixup-off-epoch=0 --log-interval=50 --checkpoint-hist=10 --local_rank,--local-rank=0
+int+    --decay-milestones=[90,180,270]
+float   --opt-eps --momentum=0.9 --weight-decay=2e-5 --clip-grad --layer-decay --lr --lr-base=0.1
+float   --lr-noise-pct=0.67 --lr-noise-std=1.0 --lr-cycle-mul=1.0 --lr-cycle-decay=0.5 --lr-k-decay=1.0
+float   --warmup-lr=1e-5 --min-lr=0 --decay-epochs=90 --decay-rate,--dr=0.1 --hflip=0.5 --vflip=0.
+float   --color-jitter=0.4 --reprob=0. --mixup=0. --cutmix=0. --mixup-prob=1.0 --mixup-switch-prob=0.5
+float   --smoothing=0.1 --drop=0. --drop-path --model-ema-decay=0.9998
+float+  --opt-betas --lr-noise --scale=[0.08,1.0] --ratio=[0.75,1.3333333333333333] --cutmix-minmax
+flag    --pretrained --no-resume-opt --sched-on-updates --warmup-prefix --no-aug --sync-bn --model-ema
+flag    --model-ema-force-cpu --model-ema-warmup --overwrite
+kwargs  --opt-kwargs
+auto|bar|log  --progress=auto
 """
 _VALIDATE_FLAGS = """
---split                     str      validation
---model,-m                  str      dpn92
---pretrained                flag
--b,--batch-size             int      256
---use-train-size            flag
---crop-mode                 str
---log-freq                  int      10
---checkpoint                str      ''
---use-ema                   flag
---results-file              str      ''
---results-format            csv|json  csv
+str     --split=validation --model,-m=dpn92 --crop-mode --checkpoint='' --results-file=''
+int     -b,--batch-size=256 --log-freq=10
+flag    --pretrained --use-train-size --use-ema
+csv|json  --results-format=csv
 """
 _HELP = {
     '--device': 'device (default: cuda when available, else cpu)',
@@ -166,32 +80,37 @@ def _literal(text: str) -> Any:
         return text  # a bare word: a string default
 
 
-def _add_flags(parser: argparse.ArgumentParser, table: str) -> None:
-    """Add one flag per line of ``table``: ``NAMES KIND [DEFAULT]``.
+def _kind_options(kind: str) -> dict:
+    """argparse options of a KIND: ``str`` / ``int`` / ``float``, followed by ``+`` (one or more values), ``*N``
+    (N values) or ``?CONST`` (an optional value, CONST when the flag has none); ``flag``; ``kwargs`` (timm's ``k=v``
+    list); or ``a|b`` (a choice)."""
+    if kind == 'flag':
+        return dict(action='store_true', default=False)
+    if kind == 'kwargs':
+        return dict(nargs='*', default={}, action=ParseKwargs)
+    if '|' in kind:
+        return dict(choices=kind.split('|'))
+    base, sep, rest = re.fullmatch(r'(\w+)([+*?]?)(.*)', kind).groups()
+    opts = dict(type={'str': str, 'int': int, 'float': float}[base])
+    if sep == '+':
+        opts['nargs'] = '+'
+    elif sep == '*':
+        opts['nargs'] = int(rest)
+    elif sep == '?':
+        opts.update(nargs='?', const=rest)
+    return opts
 
-    NAMES are comma-separated aliases. KIND is ``str`` / ``int`` / ``float``, followed by ``+`` (one or more values),
-    ``*N`` (N values) or ``?CONST`` (an optional value, CONST when the flag has none); ``flag`` (store_true);
-    ``kwargs`` (timm's ``k=v`` list); or ``a|b`` (a choice). DEFAULT is a Python literal (a bare word is a string).
-    """
-    types = {'str': str, 'int': int, 'float': float}
+
+def _add_flags(parser: argparse.ArgumentParser, table: str) -> None:
+    """Add the flags of ``table``: per line a KIND, then flags ``NAMES[=DEFAULT]`` (NAMES comma-separated aliases,
+    DEFAULT a Python literal or a bare word)."""
     for line in filter(str.strip, table.splitlines()):
-        names, kind, *default = line.split(None, 2)
-        names = names.split(',')
-        opts = dict(default=_literal(default[0]) if default else None, help=_HELP.get(names[-1], ' '))
-        if kind == 'flag':
-            opts.update(action='store_true', default=False)
-        elif kind == 'kwargs':
-            opts.update(nargs='*', default={}, action=ParseKwargs)
-        elif '|' in kind:
-            opts.update(choices=kind.split('|'))
-        else:
-            base, sep, rest = re.fullmatch(r'(\w+)([+*?]?)(.*)', kind).groups()
-            opts.update(type=types[base], nargs={'+': '+', '*': rest, '?': '?'}.get(sep))
-            if sep == '*':
-                opts['nargs'] = int(rest)
-            elif sep == '?':
-                opts['const'] = rest
-        parser.add_argument(*names, **opts)
+        kind, *flags = line.split()
+        for flag in flags:
+            names, has_default, default = flag.partition('=')
+            names = names.split(',')
+            opts = dict(default=_literal(default) if has_default else None, help=_HELP.get(names[-1], ' '))
+            parser.add_argument(*names, **{**opts, **_kind_options(kind)})
 
 
 def _timm_script_parser(kind: str, table: str) -> argparse.ArgumentParser:
@@ -227,12 +146,12 @@ def _parse(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> Tuple[
         ignored = sorted(set(cfg) - {a.dest for a in parser._actions})
         if ignored:
             _logger.warning(f'--config {args_config.config}: the built-in fallback ignores {", ".join(ignored)} '
-                            f'({TIMM_ONLY_HINT}).')
+                            f'({_TIMM_ONLY_HINT}).')
         parser.set_defaults(**cfg)
     args, unknown = parser.parse_known_args(remaining)
     if any(u.startswith('-') for u in unknown):
         parser.error(f'unsupported argument(s) {" ".join(u for u in unknown if u.startswith("-"))}: the built-in '
-                     f'fallback does not implement them; {TIMM_ONLY_HINT}.')
+                     f'fallback does not implement them; {_TIMM_ONLY_HINT}.')
     if unknown:
         parser.error(f'unrecognized arguments: {" ".join(unknown)}')
     args.config = args_config.config
