@@ -1,21 +1,9 @@
 """ Same-recipe comparison of attentions: one backbone, every ``attn`` choice, several seeds
 
-Each (attention, seed) run goes through ``train.sh``'s layer (:func:`timm_mrap.training.commands.train_command`: timm's own
-``train.py`` when it can be had, the built-in trainer otherwise; ``--nproc`` / ``--nnodes`` run it under torchrun),
-with ``--model-kwargs attn=<attention> --seed <seed>``. The best checkpoint is then validated by ``validate.sh``'s layer
-with the run's own settings (image size, crop, mean / std, EMA), read back from the checkpoint. Params and GMACs come
-from :mod:`timm_mrap.complexity`, the latency ratio from :mod:`timm_mrap.benchmark` (eager fp32 inference on the
-training device, relative to ``attn='none'``).
-
-Output folder::
-
-    OUTPUT/compare.json                      what the grid is (model, recipe, epochs, data, flags); checked on reruns
-    OUTPUT/runs/<attn>-seed<seed>/           timm's run folder (checkpoints, summary.csv) + validate.json + run.json
-    OUTPUT/latency/results.csv, .json        the benchmark's rows
-    OUTPUT/results.csv, summary.md, top1_vs_latency.png   written by :mod:`timm_mrap.training.compare_report`
-
-A run with ``run.json`` is finished and skipped; one with ``last.pth.tar`` is resumed from it (or only validated when
-its last epoch is done), so a rerun of the same command continues a grid after a crash.
+Each (attention, seed) run goes through ``train.sh``'s layer (:func:`.commands.train_command`), its best checkpoint
+through ``validate.sh``'s with the run's own settings; params and GMACs come from :mod:`timm_mrap.complexity`, the
+latency ratio from :mod:`timm_mrap.benchmark`. A rerun skips finished runs and resumes interrupted ones. The output
+folder is described in docs/training.md; the reports are :mod:`.compare_report`'s.
 """
 import argparse
 import csv
@@ -50,6 +38,13 @@ _RESERVED = {
     '-c': 'pass the recipe as --recipe NAME|FILE', '--dry-run': 'the grid has no dry run',
     '--model': 'one model per grid, given as --model',
 }
+# train.py args (saved in the checkpoint) -> the validate.py flag that evaluates as the run did
+_VALIDATE_FLAGS = (
+    ('img_size', '--img-size'), ('input_size', '--input-size'), ('crop_pct', '--crop-pct'),
+    ('interpolation', '--interpolation'), ('mean', '--mean'), ('std', '--std'), ('val_split', '--split'),
+    ('dataset', '--dataset'), ('class_map', '--class-map'), ('workers', '--workers'), ('device', '--device'),
+    ('in_chans', '--in-chans'), ('gp', '--gp'), ('amp', '--amp'), ('channels_last', '--channels-last'),
+    ('model_ema', '--use-ema'))
 
 
 @dataclass
@@ -112,14 +107,12 @@ def _check_args(cfg: CompareConfig) -> None:
     unknown = [a for a in cfg.attns if a not in ATTN_CHOICES]
     if unknown:
         raise CompareError(f'Unknown attention {unknown}; choose from {" ".join(ATTN_CHOICES)}.')
-    if not cfg.attns or len(set(cfg.attns)) != len(cfg.attns):
-        raise CompareError(f'--attn needs each attention once, got {list(cfg.attns)}.')
-    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
-        raise CompareError(f'--seeds needs each seed once, got {list(cfg.seeds)}.')
-    if cfg.epochs is not None and cfg.epochs < 1:
-        raise CompareError(f'--epochs must be >= 1, not {cfg.epochs}.')
-    if cfg.latency_batch < 1:
-        raise CompareError(f'--latency-batch must be >= 1, not {cfg.latency_batch}.')
+    for flag, values, what in (('--attn', cfg.attns, 'attention'), ('--seeds', cfg.seeds, 'seed')):
+        if not values or len(set(values)) != len(values):
+            raise CompareError(f'{flag} needs each {what} once, got {list(values)}.')
+    for flag, value in (('--epochs', cfg.epochs), ('--latency-batch', cfg.latency_batch)):
+        if value is not None and value < 1:
+            raise CompareError(f'{flag} must be >= 1, not {value}.')
     for arg in cfg.train_args:
         name = arg.split('=')[0]
         if name in _RESERVED:
@@ -261,18 +254,14 @@ def _train(plan: Plan, run: Run, resume: bool) -> None:
 def _validate_args(args: Dict[str, Any]) -> List[str]:
     """validate.py flags that evaluate as the training run did (from the checkpoint's saved train.py args)."""
     out = []
-    for key, flag in (('img_size', '--img-size'), ('crop_pct', '--crop-pct'), ('interpolation', '--interpolation'),
-                      ('val_split', '--split'), ('dataset', '--dataset'), ('class_map', '--class-map'),
-                      ('workers', '--workers'), ('device', '--device'),
-                      ('in_chans', '--in-chans'), ('gp', '--gp')):
-        if args.get(key) not in (None, ''):
-            out += [flag, str(args[key])]
-    for key, flag in (('input_size', '--input-size'), ('mean', '--mean'), ('std', '--std')):
-        if args.get(key):
-            out += [flag, *map(str, args[key])]
-    for key, flag in (('amp', '--amp'), ('channels_last', '--channels-last'), ('model_ema', '--use-ema')):
-        if args.get(key):
+    for key, flag in _VALIDATE_FLAGS:
+        value = args.get(key)
+        if value is True:
             out.append(flag)
+        elif isinstance(value, (list, tuple)):
+            out += [flag, *map(str, value)] if value else []
+        elif value not in (None, '') and value is not False:
+            out += [flag, str(value)]
     if args.get('amp') and args.get('amp_dtype'):
         out += ['--amp-dtype', str(args['amp_dtype'])]
     out += ['-b', str(args.get('validation_batch_size') or args.get('batch_size') or 64)]
@@ -329,12 +318,8 @@ def _duration(seconds: float) -> str:
 
 
 def measure_latency(plan: Plan, log: Callable[[str], None]) -> Dict[str, Dict[str, float]]:
-    """Eager fp32 inference time of every attention relative to ``attn='none'``, measured by the project's benchmark
-    (``python -m timm_mrap.benchmark``) on the training device, into ``OUTPUT/latency/``.
-
-    It runs in a fresh process whose environment has ``OMP_WAIT_POLICY=PASSIVE`` unless set: with spinning OpenMP
-    waits, on 2 cores shared with other jobs, a 64 px batch-1 forward of mobilenetv3_mrap took 243 to 405 ms instead
-    of 8.6 ms.
+    """Eager fp32 inference time of every attention relative to ``attn='none'``, by ``python -m timm_mrap.benchmark``
+    in a fresh process (``OMP_WAIT_POLICY=PASSIVE`` unless set) on the training device, into ``OUTPUT/latency/``.
 
     Returns:
         ``{attn: {'relative': ..., 'median_ms': ...}}``.
