@@ -1,9 +1,7 @@
 """ Train and evaluation loops of the built-in trainer, with progress and ETA
 
-One epoch of training (gradient accumulation, AMP loss scaling, gradient clipping, EMA update, per-update LR
-schedule, mixup without the prefetcher) and one pass of evaluation (loss, top-1, top-5), written against timm's
-utilities (``AverageMeter``, ``accuracy``, ``reduce_tensor``, ``dispatch_clip_grad``) the way timm's ``train.py``
-uses them, so the metrics in ``summary.csv`` mean the same thing.
+Written against timm's utilities (``AverageMeter``, ``accuracy``, ``reduce_tensor``, ``dispatch_clip_grad``) the way
+timm's ``train.py`` uses them, so the metrics in ``summary.csv`` mean the same thing.
 """
 import logging
 import sys
@@ -36,47 +34,22 @@ def amp_autocast_of(args, device: torch.device) -> Callable[[], ContextManager]:
     return partial(torch.autocast, device_type=device.type, dtype=getattr(torch, args.amp_dtype))
 
 
-def _fmt_eta(seconds: float) -> str:
-    return str(timedelta(seconds=int(max(0., seconds))))
-
-
 class Progress:
     """Progress of one loop: a tqdm bar, or log lines every ``log_interval`` steps with the loop's and the run's ETA.
 
-    Args:
-        loader: The iterable to walk.
-        desc: Name shown on the bar / log lines (``Train: 3``).
-        total: Steps in the loop.
-        mode: ``bar``, ``log`` or ``auto`` (a bar when stderr is a terminal and tqdm is installed).
-        enabled: False on non-primary ranks (no output at all).
-        log_interval: Steps between log lines.
-        steps_after: Steps of the run still to come after this loop (for the run's ETA).
+    ``mode`` is ``bar``, ``log`` or ``auto`` (a bar when stderr is a terminal); ``enabled`` is
+    False on non-primary ranks; ``steps_after`` counts the run's steps after this loop (for the run's ETA).
     """
 
-    def __init__(
-            self,
-            loader: Iterable,
-            desc: str,
-            total: int,
-            mode: str = 'auto',
-            enabled: bool = True,
-            log_interval: int = 50,
-            steps_after: int = 0,
-    ):
-        self.loader = loader
-        self.desc = desc
-        self.total = total
-        self.enabled = enabled
+    def __init__(self, loader: Iterable, desc: str, total: int, mode: str = 'auto', enabled: bool = True,
+                 log_interval: int = 50, steps_after: int = 0):
+        self.loader, self.desc, self.total, self.enabled = loader, desc, total, enabled
         self.log_interval = max(1, log_interval)
         self.steps_after = steps_after
         self.bar = None
-        if enabled and mode != 'log':
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None and (mode == 'bar' or sys.stderr.isatty()):
-                self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+        if enabled and (mode == 'bar' or mode == 'auto' and sys.stderr.isatty()):
+            from tqdm.auto import tqdm  # a dependency of huggingface_hub, so of timm
+            self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
         self.start = time.time()
 
     def __iter__(self):
@@ -86,7 +59,8 @@ class Progress:
         """ETA of this loop and of the run, from the mean step time so far (``step`` is 0-based)."""
         per_step = (time.time() - self.start) / (step + 1)
         left = self.total - step - 1
-        return f'ETA {_fmt_eta(per_step * left)} (run {_fmt_eta(per_step * (left + self.steps_after))})'
+        times = [timedelta(seconds=int(per_step * steps)) for steps in (left, left + self.steps_after)]
+        return f'ETA {times[0]} (run {times[1]})'
 
     def update(self, step: int, message: Callable[[], str], postfix: Optional[dict] = None) -> None:
         """Advance to ``step`` (0-based); ``message`` builds the log line only when one is written."""
@@ -128,19 +102,9 @@ def _train_step(model: nn.Module, input: torch.Tensor, target: torch.Tensor, opt
 
 
 def train_one_epoch(
-        epoch: int,
-        model: nn.Module,
-        loader,
-        optimizer: torch.optim.Optimizer,
-        loss_fn: nn.Module,
-        args,
-        device: torch.device,
-        lr_scheduler=None,
-        amp_autocast: Callable[[], ContextManager] = nullcontext,
-        loss_scaler=None,
-        model_ema=None,
-        mixup_fn=None,
-        num_updates_total: int = 0,
+        epoch: int, model: nn.Module, loader, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, args,
+        device: torch.device, lr_scheduler=None, amp_autocast: Callable[[], ContextManager] = nullcontext,
+        loss_scaler=None, model_ema=None, mixup_fn=None, num_updates_total: int = 0,
 ) -> 'OrderedDict[str, float]':
     """Train ``model`` for one epoch; returns ``{'loss': mean train loss}`` (reduced over ranks when distributed)."""
     if args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
@@ -194,13 +158,8 @@ def train_one_epoch(
 
 
 def evaluate(
-        model: nn.Module,
-        loader,
-        loss_fn: nn.Module,
-        args,
-        device: torch.device,
-        amp_autocast: Callable[[], ContextManager] = nullcontext,
-        log_suffix: str = '',
+        model: nn.Module, loader, loss_fn: nn.Module, args, device: torch.device,
+        amp_autocast: Callable[[], ContextManager] = nullcontext, log_suffix: str = '',
 ) -> 'OrderedDict[str, float]':
     """Loss, top-1 and top-5 accuracy (percent) of ``model`` on ``loader`` (averaged over ranks when distributed)."""
     losses_m = utils.AverageMeter()
