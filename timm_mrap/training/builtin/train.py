@@ -1,15 +1,7 @@
-""" Built-in trainer: timm's ``train.py`` command line, assembled from timm's library
+""" Built-in trainer: timm's ``train.py`` command line and output layout, assembled from timm's library
 
-The offline fallback of ``train.sh`` for machines that cannot fetch timm's own scripts. It takes timm ``train.py``'s
-flag names and defaults (and its ``--config`` YAML files) and writes the same output layout, so downstream tools work
-with either path::
-
-    OUTPUT/EXPERIMENT/args.yaml, summary.csv, checkpoint-N.pth.tar, last.pth.tar, model_best.pth.tar
-
-Built from timm: ``create_dataset`` / ``create_loader`` / ``resolve_data_config`` (RandAugment via ``--aa``, random
-erasing, ``Mixup`` / ``FastCollateMixup``), ``create_optimizer_v2``, ``create_scheduler_v2``, timm's losses,
-``ModelEmaV3``, ``CheckpointSaver``, ``update_summary``, ``resume_checkpoint`` and ``init_distributed_device`` (DDP
-under ``torchrun``): ``[torchrun ...] python -m timm_mrap.training.builtin.train [timm train.py flags]``.
+The offline fallback of ``train.sh``: ``[torchrun ...] python -m timm_mrap.training.builtin.train [timm train.py
+flags]``. The timm functions it is built from are listed in docs/training.md.
 """
 import logging
 import os
@@ -78,10 +70,7 @@ def _resumes_into(args, output_dir: str) -> bool:
 
 def _output_dir(args, data_config) -> str:
     """``OUTPUT/EXPERIMENT`` as timm names it; resuming without ``--experiment`` continues in the checkpoint's folder.
-
-    An existing folder with checkpoints is only reused when resuming from it or with ``--overwrite``. Every rank
-    checks (so all stop together on an error); only the primary rank creates the folder.
-    """
+    A folder with checkpoints is only reused when resuming from it or with ``--overwrite`` (checked on every rank)."""
     if args.resume and not args.experiment:
         output_dir = os.path.dirname(os.path.abspath(args.resume))
     else:
@@ -132,10 +121,10 @@ def _model(args) -> nn.Module:
     return model
 
 
-def _loaders(args, dataset_train, dataset_eval, data_config, device: torch.device):
+def _loaders(args, dataset_train, dataset_eval, data_config, device: torch.device, mixup: bool):
     """timm's train and eval loaders (augmentation, mixup collate with the prefetcher); the mixup of batches without."""
     collate_fn = mixup_fn = None
-    if args.mixup > 0 or args.cutmix > 0. or args.cutmix_minmax is not None:
+    if mixup:
         mixup_args = dict(
             mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax, prob=args.mixup_prob,
             switch_prob=args.mixup_switch_prob, mode=args.mixup_mode, label_smoothing=args.smoothing,
@@ -236,8 +225,8 @@ def train(args, args_text: str) -> Optional[float]:
         model = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None)
     if args.torchcompile:
         model = torch.compile(model, backend=args.torchcompile)  # after DDP, as timm does
-    loader_train, loader_eval, mixup_fn = _loaders(args, dataset_train, dataset_eval, data_config, device)
     mixup = args.mixup > 0 or args.cutmix > 0. or args.cutmix_minmax is not None
+    loader_train, loader_eval, mixup_fn = _loaders(args, dataset_train, dataset_eval, data_config, device, mixup)
     train_loss_fn = _train_loss(args, mixup).to(device=device)
     updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
     lr_scheduler, num_epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args),

@@ -1,12 +1,7 @@
 """ Built-in validator: timm's ``validate.py`` command line, assembled from timm's library
 
-The offline fallback of ``validate.sh``. It takes timm ``validate.py``'s flags, loads timm training checkpoints
-(``.pth.tar``, with ``--use-ema`` for ``state_dict_ema``), ``.safetensors`` files, Hub folders and the authors'
-reference MRAP / MAF checkpoints (converted on the fly with :mod:`timm_mrap.convert`), and prints the result as timm
-does (a ``--result`` line, then JSON), optionally writing it to ``--results-file`` as CSV or JSON. Usage::
-
-    python -m timm_mrap.training.builtin.validate --data-dir D --model mobilenetv2_mrap --img-size 64 \\
-        --checkpoint output/train/run/model_best.pth.tar --results-file results.json --results-format json
+The offline fallback of ``validate.sh``. It also takes Hub folders and the authors' reference checkpoints (converted
+on the fly), and prints the result as timm does (a ``--result`` line, then JSON), optionally to ``--results-file``.
 """
 import argparse
 import json
