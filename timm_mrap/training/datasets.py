@@ -1,17 +1,9 @@
 """ Data tools: the digits demo set, ImageNet-100 and Stanford Dogs as timm ImageFolder trees
 
-All trees have the layout timm's ``ImageFolder`` reader expects (``<root>/<split>/<class>/<image>``).
-ImageNet-100 and Stanford Dogs are built from the original images with symbolic links (nothing is copied); the
-digits demo set is written once from scikit-learn's bundled copy (no download).
-
-Usage::
-
-    python -m timm_mrap.training.datasets digits data/digits
-    python -m timm_mrap.training.datasets imagenet100 /data/imagenet data/imagenet100 --classes rein100
-    python -m timm_mrap.training.datasets stanford-dogs /data/stanford_dogs data/dogs
-
-ImageNet-100 class lists (``timm_mrap/training/class_lists/``): ``rein100`` is the authors' ReIN100 subset (from
-their MIT-licensed ImageNetPlaces365 repository), ``cmc`` the widely used CMC ImageNet-100 subset.
+``<root>/<split>/<class>/<image>``: ImageNet-100 and Stanford Dogs as symbolic links to the original images, the
+digits written once from scikit-learn's bundled copy. ImageNet-100 class lists (``class_lists/``): ``rein100``, the
+authors' ReIN100 subset (from their MIT-licensed ImageNetPlaces365 repository), and ``cmc``, the CMC subset.
+Usage: docs/training.md, or ``python -m timm_mrap.training.datasets --help``.
 """
 import argparse
 import os
@@ -55,20 +47,9 @@ def _link(target: Path, link: Path) -> None:
     os.symlink(os.path.abspath(target), link)
 
 
-def write_digits_imagefolder(
-        root: str,
-        holdout: int = 360,
-        size: int = 32,
-        seed: int = 0,
-) -> Dict[str, int]:
-    """Write scikit-learn's bundled digits (1,797 8 x 8 images, 10 classes) as PNGs in an ImageFolder tree.
-
-    ``<root>/train/<digit>/*.png`` and ``<root>/validation/<digit>/*.png``, a class-stratified hold-out of
-    ``holdout`` images, upscaled to ``size`` px. A complete tree from an earlier call is reused as it is.
-
-    Returns:
-        Number of images per split.
-    """
+def write_digits_imagefolder(root: str, holdout: int = 360, size: int = 32, seed: int = 0) -> Dict[str, int]:
+    """Write scikit-learn's digits (1,797 8 x 8 images) as ``size`` px PNGs in ``<root>/train|validation/<digit>/``,
+    a class-stratified hold-out of ``holdout`` images; the number of images per split. A complete tree is reused."""
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -118,25 +99,12 @@ def read_class_list(classes: str) -> List[str]:
     return wnids
 
 
-def build_imagenet100(
-        src: str,
-        dst: str,
-        classes: str = 'rein100',
-        splits: Optional[Sequence[str]] = None,
-        overwrite: bool = False,
-) -> Dict[str, int]:
-    """Build an ImageNet subset folder of class-folder symlinks into an ImageNet-1k ImageFolder tree.
+def build_imagenet100(src: str, dst: str, classes: str = 'rein100', splits: Optional[Sequence[str]] = None,
+                      overwrite: bool = False) -> Dict[str, int]:
+    """Link ``dst/<split>/<wnid>`` to the class folders ``src/<split>/<wnid>`` of an ImageNet-1k tree.
 
-    Args:
-        src: ImageNet-1k root with ``<split>/<wnid>/`` class folders (``train``, and ``val`` or ``validation``
-            sorted into class folders).
-        dst: New folder; gets ``<split>/<wnid>`` links to ``src/<split>/<wnid>``.
-        classes: ``rein100``, ``cmc`` or a text file of WordNet ids.
-        splits: Split folders to link; every one of ``train``, ``val``, ``validation`` found in ``src`` when None.
-        overwrite: Replace a ``dst`` built earlier by this tool.
-
-    Returns:
-        Number of classes linked per split.
+    ``classes`` is ``rein100``, ``cmc`` or a file of WordNet ids; ``splits`` default to those of ``train``, ``val``,
+    ``validation`` found in ``src``; ``overwrite`` replaces a ``dst`` this tool built. Returns classes per split.
     """
     src, dst = Path(src), Path(dst)
     wnids = read_class_list(classes)
@@ -195,25 +163,10 @@ def _find_list(src: Path, name: str) -> Path:
                        f'--{name.replace("_", "-")} (the official lists are in lists.tar of the Stanford Dogs site).')
 
 
-def build_stanford_dogs(
-        src: str,
-        dst: str,
-        train_list: Optional[str] = None,
-        test_list: Optional[str] = None,
-        overwrite: bool = False,
-) -> Dict[str, Tuple[int, int]]:
-    """Build Stanford Dogs ``train`` / ``test`` ImageFolder trees of per-image symlinks from the official lists.
-
-    Args:
-        src: The ``Images/`` folder (``<wnid>-<breed>/<image>.jpg``) or the folder that contains it.
-        dst: New folder; gets ``train/<wnid>-<breed>/<image>.jpg`` and ``test/...`` links.
-        train_list: ``train_list.mat`` / ``.txt``; searched next to ``src`` when None.
-        test_list: ``test_list.mat`` / ``.txt``; searched next to ``src`` when None.
-        overwrite: Replace a ``dst`` built earlier by this tool.
-
-    Returns:
-        (images, classes) per split.
-    """
+def build_stanford_dogs(src: str, dst: str, train_list: Optional[str] = None, test_list: Optional[str] = None,
+                        overwrite: bool = False) -> Dict[str, Tuple[int, int]]:
+    """Link ``dst/train|test/<wnid>-<breed>/<image>.jpg`` to the images of the official lists (``.mat`` / ``.txt``,
+    searched next to ``src`` when None); ``src`` is ``Images/`` or its parent. Returns (images, classes) per split."""
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise DatasetError(f'Stanford Dogs folder {src} does not exist; pass the Images/ folder of images.tar.')
@@ -239,7 +192,7 @@ def build_stanford_dogs(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog='python -m timm_mrap.training.datasets', description=__doc__.split('\n')[1])
+    parser = argparse.ArgumentParser(prog='python -m timm_mrap.training.datasets', description=__doc__.splitlines()[0].strip())
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('digits', help="scikit-learn's digits as an ImageFolder (the train.sh demo data)")
     p.add_argument('dst')
