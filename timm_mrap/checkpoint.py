@@ -1,11 +1,7 @@
 """ Checkpoints: read a file into a state dict plus what it is, and check that it fits a model
 
-Files are read by timm's readers (``load_state_dict``'s safetensors / ``_torch_load`` with ``weights_only=True``) and
-cleaned by its ``clean_state_dict`` (``module.``, ``_orig_mod.``), so every checkpoint timm loads loads here. Added
-here is what timm lacks: ``read_checkpoint`` keeps what a ``train.py`` checkpoint says about its weights (``arch``,
-``args``, ``epoch``) and recognises the authors' reference layouts and Hub-format folders; ``check_fit`` /
-:class:`FitReport` say what does not fit a model and the fix. Errors are ``CheckpointError`` (a ``ValueError``) or
-``FileNotFoundError``; ``reraise_as`` turns them into an entry point's own error type.
+Files are read by timm's readers and cleaned by its ``clean_state_dict``; added here is what timm lacks: the rest of a
+``train.py`` checkpoint (``arch``, ``args``, ``epoch``), the authors' reference layouts, Hub folders and the fit report.
 """
 import argparse
 import contextlib
@@ -99,11 +95,10 @@ def _read_hub_folder(path: Path, use_ema: bool) -> Checkpoint:
 
 
 def read_checkpoint(path: PathLike, use_ema: bool = False, prefer_ema: bool = False) -> Checkpoint:
-    """Read a timm state dict or ``train.py`` checkpoint (``.pth`` / ``.pth.tar`` / ``.safetensors``), an authors'
-    reference checkpoint or a Hub-format folder.
+    """Read a timm state dict or ``train.py`` checkpoint, an authors' reference checkpoint or a Hub-format folder.
 
     Args:
-        use_ema: Take the EMA weights (``state_dict_ema``) of a timm training checkpoint (an error if it has none).
+        use_ema: Take the EMA weights (``state_dict_ema``); an error if there are none.
         prefer_ema: Take the EMA weights when there are any (as timm's ``load_checkpoint`` does), else the raw ones.
     """
     path = Path(path)
@@ -132,20 +127,12 @@ def read_checkpoint(path: PathLike, use_ema: bool = False, prefer_ema: bool = Fa
 def classifier_classes(state_dict: Mapping[str, torch.Tensor], classifier: str = 'classifier') -> Optional[int]:
     """Rows of ``<classifier>.weight`` (the number of classes it predicts), or None if there is none."""
     weight = state_dict.get(f'{classifier}.weight')
-    return int(weight.shape[0]) if weight is not None and weight.ndim >= 1 else None
+    return None if weight is None else int(weight.shape[0])
 
 
-def checkpoint_num_classes(
-        num_classes: Optional[int],
-        found: Optional[int],
-        source: str = 'the checkpoint',
-        model_name: str = 'the model',
-) -> Optional[int]:
-    """The classes to build: ``found`` (the checkpoint classifier's), or ``num_classes`` when the checkpoint has none.
-
-    Raises:
-        CheckpointError: ``--num-classes`` disagrees with the checkpoint classifier.
-    """
+def checkpoint_num_classes(num_classes: Optional[int], found: Optional[int], source: str,
+                           model_name: str) -> Optional[int]:
+    """``found`` (the checkpoint classifier's classes), else ``num_classes``; a ``CheckpointError`` if they differ."""
     if num_classes is not None and found is not None and num_classes != found:
         raise CheckpointError(
             f'--num-classes {num_classes} does not match the checkpoint classifier ({found} classes): {source} has a '
@@ -202,14 +189,6 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> FitRe
     )
 
 
-def _classifier_name(model_name: str) -> str:
-    """The classifier module of a registered model (``'classifier'`` for names timm has no config for yet)."""
-    try:
-        return timm.models.get_pretrained_cfg_value(model_name.split('.')[0], 'classifier') or 'classifier'
-    except RuntimeError:  # local-dir: / hf-hub: names
-        return 'classifier'
-
-
 def load_model(
         model_name: str,
         checkpoint: Optional[Union[PathLike, Checkpoint]] = None,
@@ -222,8 +201,7 @@ def load_model(
     """``timm.create_model`` (in eval mode), with a timm checkpoint (file or already read) loaded strictly.
 
     Args:
-        num_classes: Classifier size; with a checkpoint and None, the checkpoint classifier's (an error if both are
-            given and differ).
+        num_classes: Classifier size; None takes the checkpoint classifier's (an error if both are given and differ).
         use_ema: Take the EMA weights of a checkpoint file when it has them (as timm's ``load_checkpoint``).
         source: How errors name the checkpoint (default ``Checkpoint PATH``), e.g. ``--checkpoint PATH``.
     """
@@ -232,7 +210,8 @@ def load_model(
         ckpt = read_checkpoint(checkpoint, prefer_ema=use_ema)
     if ckpt is not None:
         source = source or f'Checkpoint {ckpt.path}'
-        found = classifier_classes(ckpt.state_dict, _classifier_name(model_name))
+        classifier = getattr(timm.models.get_pretrained_cfg(model_name.split('.')[0]), 'classifier', None)
+        found = classifier_classes(ckpt.state_dict, classifier or 'classifier')
         num_classes = checkpoint_num_classes(num_classes, found, source, model_name)
     if num_classes is not None:
         model_kwargs['num_classes'] = num_classes
@@ -257,18 +236,10 @@ def reraise_as(error: Type[Exception], prefix: str = '', missing_file: bool = Tr
         raise error(f'{prefix}{e}') from e
 
 
-def save_hub_folder(
-        model: nn.Module,
-        out_dir: PathLike,
-        model_config: Optional[Dict[str, Any]] = None,
-        data_config: Optional[Dict[str, Any]] = None,
-) -> None:
-    """timm's ``save_for_hf`` (``model.safetensors`` + ``config.json``), then ``model_args`` reduced to the
-    architecture arguments: ``num_classes`` top-level only, ``in_chans`` / ``global_pool`` only where not 3 / avg.
-
-    save_for_hf records every construction argument; transformers' ``TimmWrapper`` calls
-    ``create_model(architecture, num_classes=..., **model_args)`` and fails on a second ``num_classes``.
-    """
+def save_hub_folder(model: nn.Module, out_dir: PathLike, model_config: Optional[Dict[str, Any]] = None,
+                    data_config: Optional[Dict[str, Any]] = None) -> None:
+    """timm's ``save_for_hf``, then ``model_args`` without ``num_classes`` (transformers' ``TimmWrapper`` passes it
+    again) and without ``in_chans`` / ``global_pool`` where they are 3 / avg."""
     save_for_hf(model, str(out_dir), model_config=model_config, safe_serialization=True, data_config=data_config)
     path = Path(out_dir) / 'config.json'
     config = json.loads(path.read_text())

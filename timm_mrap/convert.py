@@ -1,16 +1,9 @@
 """ Convert the authors' reference checkpoints (MRAP / MAF repositories) to timm Hub-format folders
 
-The reference units ``backbone.stage{S}.unit{U}`` are timm's ``blocks.{i}.{j}``, one to one in order;
-``backbone.data_bn`` (a BatchNorm on the image) is folded into the pretrained config's mean / std and the 1 x 1 conv
-classifier becomes timm's Linear. Every reference key must be used and every model key filled, else an error names
-the keys. MAF checkpoints (``MAFAttention_main.py``, attention at ``<unit>.cbamm.*`` / ``<unit>.mafc.*``) convert to the
-``*_mafc`` models; that script normalised with the ImageNet mean / std before ``data_bn``, which the folded mean / std
-compose (``input_norm='auto'``); MRAP checkpoints (``MRAP_Dogs.py``) feed raw [0, 1] pixels.
-
-Usage::
+Reference units ``backbone.stage{S}.unit{U}`` map in order onto timm's ``blocks.{i}.{j}``; ``backbone.data_bn`` is
+folded into the pretrained config's mean / std; every key on both sides must be used (docs/conversion.md).
 
     python -m timm_mrap.convert model_best.pth --model mobilenetv3_mrap --out converted/
-    timm.create_model('local-dir:converted/', pretrained=True)
 """
 import argparse
 import re
@@ -33,15 +26,8 @@ __all__ = [
 _UNIT_RE = re.compile(r'^backbone\.stage(\d+)\.unit(\d+)\.(.+)$')
 
 # per-unit conv blocks: reference sub-module -> (timm conv, timm norm)
-_UNIT_CONVS = {
-    'conv1': ('conv_pw', 'bn1'),
-    'conv2': ('conv_dw', 'bn2'),
-    'conv3': ('conv_pwl', 'bn3'),
-}
-_UNIT_CONVS_V1 = {
-    'conv_dw': ('conv_dw', 'bn1'),
-    'conv_pw': ('conv_pw', 'bn2'),
-}
+_UNIT_CONVS = {'conv1': ('conv_pw', 'bn1'), 'conv2': ('conv_dw', 'bn2'), 'conv3': ('conv_pwl', 'bn3')}
+_UNIT_CONVS_V1 = {'conv_dw': ('conv_dw', 'bn1'), 'conv_pw': ('conv_pw', 'bn2')}
 _HEAD_CONVS = {
     'backbone.init_conv': ('conv_stem', 'bn1'),
     'backbone.final_conv': ('conv_head', 'bn2'),  # V2
@@ -63,7 +49,6 @@ ATTN_PARAM_KEYS = {
     'SpatialGate.spatial.bn.': 'spatial_bn.',
 }
 
-
 # what the reference training scripts did to the [0, 1] image before the network (and its data_bn): mean, std
 INPUT_NORMS = {
     'none': ((0., 0., 0.), (1., 1., 1.)),  # MRAP_Dogs.py
@@ -72,24 +57,15 @@ INPUT_NORMS = {
 
 
 def reference_input_norm(checkpoint: Checkpoint) -> str:
-    """Key of ``INPUT_NORMS`` for what the authors' script fed the network: ``'imagenet'`` for ``MAFAttention_main.py``
-    checkpoints and networks without ``data_bn``, ``'none'`` otherwise (``MRAP_Dogs.py``).
-    """
+    """The ``INPUT_NORMS`` key of the script that trained it: ``'none'`` for MRAP ones with data_bn, else imagenet."""
     if checkpoint.kind == 'reference-maf':
         return 'imagenet'
     return 'none' if 'backbone.data_bn.weight' in checkpoint.state_dict else 'imagenet'
 
 
-def fold_data_bn(
-        state_dict: Dict[str, torch.Tensor],
-        eps: float = 1e-5,
-        input_mean: Sequence[float] = (0., 0., 0.),
-        input_std: Sequence[float] = (1., 1., 1.),
-) -> Tuple[Tuple[float, ...], ...]:
-    """Mean and std equivalent to the eval-mode ``backbone.data_bn`` after the script's own normalisation.
-
-    ``(x - mean) / std == data_bn((x - input_mean) / input_std)``; with the defaults, ``data_bn(x)`` on raw pixels.
-    """
+def fold_data_bn(state_dict: Dict[str, torch.Tensor], eps: float = 1e-5, input_mean: Sequence[float] = (0., 0., 0.),
+                 input_std: Sequence[float] = (1., 1., 1.)) -> Tuple[Tuple[float, ...], ...]:
+    """``(mean, std)`` with ``(x - mean) / std == data_bn((x - input_mean) / input_std)`` for eval-mode ``data_bn``."""
     w, b = state_dict['backbone.data_bn.weight'].double(), state_dict['backbone.data_bn.bias'].double()
     rm, rv = state_dict['backbone.data_bn.running_mean'].double(), state_dict['backbone.data_bn.running_var'].double()
     scale = w / torch.sqrt(rv + eps)
@@ -177,23 +153,14 @@ def convert_state_dict(ref_state_dict: Dict[str, torch.Tensor], model: torch.nn.
     return converted
 
 
-def convert_checkpoint(
-        src: str,
-        model_name: str,
-        out_dir: Optional[str] = None,
-        num_classes: Optional[int] = None,
-        overwrite: bool = False,
-        input_norm: str = 'auto',
-        **model_kwargs,
-) -> torch.nn.Module:
-    """Convert a reference checkpoint into a timm model (eval mode, ``pretrained_cfg`` mean / std from the folded
-    ``data_bn``) and write it as a Hub-format folder to ``out_dir`` unless None.
+def convert_checkpoint(src: str, model_name: str, out_dir: Optional[str] = None, num_classes: Optional[int] = None,
+                       overwrite: bool = False, input_norm: str = 'auto', **model_kwargs) -> torch.nn.Module:
+    """A reference checkpoint as a timm model (eval mode, mean / std from the folded ``data_bn``), also written as a
+    Hub-format folder to ``out_dir`` unless None.
 
     Args:
         num_classes: Expected classes; inferred from the checkpoint when None, an error if they differ.
-        overwrite: Replace an existing, non-empty ``out_dir``.
-        input_norm: What the reference script did to the [0, 1] image: ``'none'``, ``'imagenet'`` or ``'auto'``
-            (``reference_input_norm``).
+        input_norm: What the reference script did to the [0, 1] image: ``'none'``, ``'imagenet'`` or ``'auto'``.
         **model_kwargs: Extra model arguments (e.g. ``pool_types``) recorded in the config.
     """
     if input_norm != 'auto' and input_norm not in INPUT_NORMS:
@@ -212,10 +179,8 @@ def convert_checkpoint(
     model = timm.create_model(model_name, pretrained=False, num_classes=found_classes, **model_kwargs)
     model.load_state_dict(convert_state_dict(ref, model))
     model.eval()
-    if 'backbone.data_bn.weight' in ref:
-        mean, std = fold_data_bn(ref, input_mean=input_mean, input_std=input_std)
-    else:
-        mean, std = tuple(input_mean), tuple(input_std)
+    mean, std = (fold_data_bn(ref, input_mean=input_mean, input_std=input_std) if 'backbone.data_bn.weight' in ref
+                 else (tuple(input_mean), tuple(input_std)))
     model.pretrained_cfg = {**model.pretrained_cfg, 'mean': mean, 'std': std, 'num_classes': found_classes}
     if out_dir is not None:
         save_hub_folder(model, out_dir, data_config={'mean': mean, 'std': std})
