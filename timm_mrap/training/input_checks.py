@@ -1,13 +1,9 @@
 """ Input checks of training and validation, shared by the launcher (``train.sh`` / ``validate.sh``) and the built-in
 trainer / validator, so both runners accept and reject the same inputs
 
-Each check raises :class:`InputError` with a message that names the problem and the fix; the command-line entry
-points print it as ``error: ...`` and exit with status 2 instead of showing a traceback from deep inside timm or torch.
-Split folders are found by timm's own rule (``create_dataset``'s split search: the split name, else a synonym
-such as ``val`` for ``validation``; a root with no such folder is itself the split). Checkpoints are
-read and checked by :mod:`timm_mrap.checkpoint`. Corrupt image files are not checked up front (that would read every
-image): timm's ``ImageDataset`` skips them with a warning that names the file, and stops after
-``TIMM_DATASET_MAX_RETRIES`` (10) consecutive failures.
+Each check raises :class:`InputError` naming the problem and the fix (the entry points print ``error: ...``, exit 2).
+Split folders are found by timm's rule; corrupt images are left to timm's ``ImageDataset``, which skips them with a
+warning naming the file.
 """
 import logging
 import os
@@ -81,9 +77,7 @@ def check_data_dir(data_dir: str, splits: Sequence[Tuple[str, str]], dataset: Op
 def create_checked_dataset(name: str, root: Optional[str], split: str, split_flag: str, **kwargs):
     """``timm.data.create_dataset(name, root, split, **kwargs)`` after :func:`check_split_folder`; a split timm
     cannot read raises an :class:`InputError` with timm's reason and the flags to check."""
-    if not root:
-        raise InputError(f'no data folder given: pass --data-dir DIR (expected {_DATA_LAYOUT}).')
-    if _is_image_folder(name, root):
+    if not root or _is_image_folder(name, root):
         check_split_folder(root, split, split_flag)
     try:
         return create_dataset(name, root=root, split=split, **kwargs)
@@ -106,11 +100,7 @@ def _short_list(names: Sequence[str], limit: int = 8) -> str:
 
 def folder_num_classes(num_classes: Optional[int], names: Optional[Sequence[str]], where: str) -> Optional[int]:
     """The class count to train: the number of class folders when ``num_classes`` is None, else ``num_classes``.
-
-    Fewer classes than class folders is an error (labels past the classifier); more is allowed with a warning, as
-    timm's ``train.py`` allows it (e.g. a recipe's 100 classes on a smaller test set). Data without class folders
-    keeps ``num_classes``.
-    """
+    Fewer than the class folders is an error; more is a warning (timm's ``train.py`` allows it)."""
     if not names:
         return num_classes
     if num_classes is None:
@@ -151,26 +141,13 @@ def check_state_dict_fits(model: nn.Module, checkpoint: Checkpoint, model_name: 
         raise InputError(report.message(f'{flag} {checkpoint.path}', model_name, checkpoint.arch))
 
 
-def model_from_checkpoint(
-        model_name: str,
-        path: str,
-        num_classes: Optional[int] = None,
-        use_ema: bool = False,
-        flag: str = '--checkpoint',
-        **model_kwargs,
-) -> Tuple[nn.Module, Checkpoint]:
-    """The model with the weights of a timm checkpoint, a Hub folder or an authors' reference checkpoint (converted).
+def model_from_checkpoint(model_name: str, path: str, num_classes: Optional[int] = None, use_ema: bool = False,
+                          flag: str = '--checkpoint', **model_kwargs) -> Tuple[nn.Module, Checkpoint]:
+    """The model (in train mode) with the weights of a timm checkpoint, a Hub folder (which names its own
+    architecture) or an authors' reference checkpoint (converted), and the checkpoint.
 
-    Args:
-        model_name: Registered model name (a Hub folder names its own architecture).
-        path: Checkpoint file or Hub folder.
-        num_classes: ``--num-classes``; None takes the checkpoint classifier's.
-        use_ema: Take a training checkpoint's EMA weights when it has them (timm's ``--use-ema``).
-        flag: The flag that named ``path`` (in errors).
-        **model_kwargs: Further ``create_model`` arguments (``attn``, ``in_chans``, ...).
-
-    Returns:
-        The model (in train mode, as ``create_model`` makes it) and the checkpoint it was loaded from.
+    ``num_classes`` None takes the checkpoint classifier's; ``use_ema`` takes a training checkpoint's EMA weights;
+    ``flag`` is named in errors; ``model_kwargs`` go to ``create_model``.
     """
     checkpoint = read_checked_checkpoint(path, prefer_ema=use_ema, flag=flag)
     if checkpoint.kind == 'hub-folder':
@@ -190,7 +167,6 @@ def model_from_checkpoint(
 
 
 def _check_model_name(model_name: str) -> None:
-    """A clear error for an unknown model name."""
     if not timm.is_model(model_name) and ':' not in model_name:
         mrap = ', '.join(timm.list_models('*mrap*') + timm.list_models('*mafc*'))
         raise InputError(f'unknown --model {model_name!r}: pass a timm model name (timm-mrap registers {mrap}).')
