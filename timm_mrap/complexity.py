@@ -1,8 +1,7 @@
 """ Model size and compute: parameter counts and multiply-accumulates (MACs)
 
-MACs are counted with PyTorch's own ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2). It counts
-convolutions and matrix products (conv, linear, matmul, bmm) only; element-wise work, pooling, statistics and
-top-k are not counted, which is also the convention of the fvcore / thop counters used for the paper's tables.
+MACs are PyTorch's ``FlopCounterMode`` FLOPs / 2: convolutions and matrix products only, not element-wise work,
+pooling, statistics or top-k (the fvcore / thop convention of the paper's tables).
 """
 from typing import Sequence
 
@@ -20,21 +19,13 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), batch_size: int = 1) -> int:
-    """Multiply-accumulates of one eval-mode forward pass per image, counted by ``MAC_COUNTER``.
-
-    Args:
-        model: The model; its training mode is restored afterwards.
-        input_size: C x H x W of one input.
-        batch_size: Images in the counted pass (the result is divided by it).
-    """
+def count_macs(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> int:
+    """Multiply-accumulates of one eval-mode forward pass of one ``input_size`` (C x H x W) image."""
     was_training = model.training
-    model.eval()
     param = next(model.parameters())
-    x = torch.zeros(batch_size, *input_size, device=param.device, dtype=param.dtype)
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
+            model.eval()(torch.zeros(1, *input_size, device=param.device, dtype=param.dtype))
     finally:
         model.train(was_training)
-    return counter.get_total_flops() // 2 // batch_size
+    return counter.get_total_flops() // 2

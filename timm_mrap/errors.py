@@ -1,6 +1,5 @@
-""" The errors timm-mrap raises on purpose: ``except TimmMrapError`` catches all of them, and each also derives from
-the builtin exception callers catch (``ValueError``, ``FileNotFoundError``, ...). Every message names problem and fix.
-"""
+""" The errors timm-mrap raises on purpose: each derives from ``TimmMrapError`` and from the builtin exception callers
+catch (``ValueError``, ``FileNotFoundError``, ...); every message names the problem and the fix."""
 
 __all__ = [
     'TimmMrapError', 'CheckpointError', 'ConversionError', 'InputError', 'CliError', 'DatasetError',
