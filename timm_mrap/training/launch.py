@@ -1,9 +1,7 @@
 """ Run a timm script (train.py, validate.py, benchmark.py, ...) unchanged, with the timm-mrap models registered
 
-The launcher imports ``timm_mrap`` (which registers the models with timm) and runs the script as ``__main__`` with its
-own argv (``[torchrun ...] python -m timm_mrap.training.launch SCRIPT [script args...]``). ``SCRIPT`` is a path or a
-bare name resolved by :func:`timm_mrap.training.scripts.find_script`. A ``timm/`` folder beside the script or in the
-working directory (a timm checkout) never replaces the installed timm: the script's folder goes to the end of
+``[torchrun ...] python -m timm_mrap.training.launch SCRIPT [script args...]``. A ``timm/`` folder beside the script or
+in the working directory (a timm checkout) never replaces the installed timm: the script's folder goes to the end of
 ``sys.path``, and a timm imported from the working directory makes the launcher restart without it.
 """
 import argparse
@@ -11,9 +9,9 @@ import os
 import runpy
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
-__all__ = ['run_script', 'timm_location', 'main']
+__all__ = ['run_script', 'main']
 
 _REEXEC_ENV = '_TIMM_MRAP_LAUNCH_REEXEC'
 
@@ -23,43 +21,24 @@ def _log(msg: str) -> None:
         print(f'[timm_mrap.launch] {msg}', file=sys.stderr, flush=True)
 
 
-def timm_location() -> Path:
-    """Folder that holds the imported ``timm`` package's parent (a site-packages folder or a checkout root)."""
-    import timm
-    return Path(timm.__file__).resolve().parent.parent
-
-
-def _cwd_entries() -> List[str]:
-    cwd = os.path.realpath(os.getcwd())
-    return [p for p in sys.path if p == '' or os.path.realpath(p) == cwd]
-
-
-def _installed_timm_elsewhere(shadow_root: Path) -> Optional[str]:
-    """Path of a ``timm`` package on ``sys.path`` outside ``shadow_root``, or None."""
-    from importlib.machinery import PathFinder
-    paths = [p for p in sys.path if p and Path(p).resolve() != shadow_root]
-    spec = PathFinder.find_spec('timm', paths)
-    return spec.origin if spec is not None and spec.origin else None
-
-
 def _restart_without_cwd_if_shadowed(argv: Sequence[str]) -> None:
-    """Restart the launcher without the working directory on ``sys.path`` when a ``timm/`` there shadows timm.
-
-    ``python -m`` puts the working directory first on ``sys.path``; run from a timm checkout, the package
-    imports (``timm_mrap`` imports timm) pick the checkout's ``timm/`` before the installed one.
-    """
-    root = timm_location()
-    if root != Path(os.getcwd()).resolve() or not _cwd_entries():
+    """Restart the launcher without the working directory on ``sys.path`` (which ``python -m`` puts first) when a
+    ``timm/`` there shadows the installed timm."""
+    import timm
+    root = Path(timm.__file__).resolve().parent.parent
+    cwd = os.path.realpath(os.getcwd())
+    if root != Path(cwd) or not any(p == '' or os.path.realpath(p) == cwd for p in sys.path):
         return
-    installed = _installed_timm_elsewhere(root)
-    if installed is None:
+    from importlib.machinery import PathFinder
+    installed = PathFinder.find_spec('timm', [p for p in sys.path if p and Path(p).resolve() != root])
+    if installed is None or not installed.origin:
         _log(f'using timm from the working directory {root} (no other timm is installed)')
         return
     if os.environ.get(_REEXEC_ENV):
         raise RuntimeError(
             f'timm is still imported from {root} after restarting without the working directory on sys.path; '
             f'run from another folder (cd elsewhere) or set PYTHONPATH so that the installed timm comes first.')
-    _log(f'the timm/ folder in the working directory {root} shadows the installed timm ({installed}); '
+    _log(f'the timm/ folder in the working directory {root} shadows the installed timm ({installed.origin}); '
          f'restarting without the working directory on sys.path')
     bootstrap = (
         'import os, sys\n'
@@ -75,13 +54,8 @@ def _restart_without_cwd_if_shadowed(argv: Sequence[str]) -> None:
 
 
 def run_script(script: str, args: Sequence[str], download: bool = True) -> None:
-    """Register the timm-mrap models, then run ``script`` as ``__main__`` with ``sys.argv = [script, *args]``.
-
-    Args:
-        script: Path or bare name of a timm script (see :func:`timm_mrap.training.scripts.find_script`).
-        args: The script's own arguments.
-        download: Allow downloading a script that is not found locally.
-    """
+    """Register the timm-mrap models, then run ``script`` (a path or a name for :func:`.scripts.find_script`) as
+    ``__main__`` with ``sys.argv = [script, *args]``."""
     import timm
     import timm_mrap  # noqa: F401  (registers the models)
     from .scripts import find_script
