@@ -1,8 +1,4 @@
-""" The reports of an attention comparison: ``results.csv``, ``summary.md`` and ``top1_vs_latency.png``
-
-``summarize_grid`` turns the per-run rows into one row per attention (top-1 mean and sample standard deviation over the
-seeds, the difference to ``none``, params, GMACs, latency ratio); ``write_reports`` writes the three files. The plot
-needs matplotlib (the ``plot`` extra); without it, it is skipped with a note.
+""" The reports of an attention comparison: ``results.csv``, ``summary.md`` and (with matplotlib) ``top1_vs_latency.png``
 """
 import csv
 import math
@@ -16,23 +12,11 @@ __all__ = ['RESULT_COLUMNS', 'summarize_grid', 'summary_markdown', 'plot_top1_vs
 RESULT_COLUMNS = ('attn', 'seed', 'top1', 'top5', 'epochs', 'best_epoch', 'params', 'gmacs', 'wall_s', 'run_dir')
 
 
-def summarize_grid(
-        rows: Sequence[Dict[str, Any]],
-        attns: Sequence[str],
-        latency: Dict[str, Dict[str, float]],
-) -> List[Dict[str, Any]]:
-    """One row per attention, in the order of ``attns``.
-
-    Args:
-        rows: Per-run rows (``attn``, ``seed``, ``top1``, ``top5``, ``params``, ``gmacs``).
-        attns: The attentions, in the order to report them.
-        latency: ``{attn: {'relative': ..., 'median_ms': ...}}`` from the benchmark.
-
-    Returns:
-        Dicts with ``attn``, ``seeds``, ``top1_mean``, ``top1_std`` (sample std, 0 for one seed), ``top1_min``,
-        ``top1_max``, ``top5_mean``, ``delta_none`` (None without a ``none`` row), ``params``, ``gmacs``,
-        ``latency_ratio``, ``latency_ms``.
-    """
+def summarize_grid(rows: Sequence[Dict[str, Any]], attns: Sequence[str],
+                   latency: Dict[str, Dict[str, float]]) -> List[Dict[str, Any]]:
+    """One row per attention of ``attns`` (in that order) from the per-run ``rows`` and the benchmark's ``latency``
+    (``{attn: {'relative', 'median_ms'}}``): top-1 mean, sample std (0 for one seed), min and max, top-5 mean,
+    ``delta_none`` (None without a ``none`` row), params, GMACs, latency ratio and ms."""
     out = []
     for attn in attns:
         runs = [r for r in rows if r['attn'] == attn]

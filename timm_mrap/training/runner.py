@@ -1,8 +1,5 @@
-""" Choose the runner (timm's scripts or the built-in twins), build its command line and run it
-
-timm's own ``train.py`` / ``validate.py`` run through :mod:`timm_mrap.training.launch` when they can be found
-(``TIMM_SCRIPTS_DIR``, the cache, a download); else the built-in ``timm_mrap.training.builtin.train`` / ``.validate``,
-which take the same flags and write the same output layout. Several processes or nodes run under torchrun.
+""" Choose the runner (timm's scripts through :mod:`.launch`, else the built-in twins), build its command line (under
+torchrun for several processes or nodes) and run it
 """
 import os
 import shlex
@@ -22,12 +19,8 @@ def log(msg: str) -> None:
 
 
 def resolve_runner(kind: str, runner: str) -> Tuple[str, Optional[Path]]:
-    """``('timm', script path)`` when timm's ``<kind>.py`` can be found (or downloaded), else ``('builtin', None)``.
-
-    Args:
-        kind: ``train`` or ``validate``.
-        runner: ``auto``, ``timm`` (an error when the script cannot be had) or ``builtin``.
-    """
+    """``('timm', script path)`` when timm's ``<kind>.py`` (``train`` / ``validate``) can be had, else ``('builtin',
+    None)``; ``runner`` is ``auto``, ``timm`` (an error when the script cannot be had) or ``builtin``."""
     if runner == 'builtin':
         return 'builtin', None
     from .scripts import ScriptNotFoundError, find_script
@@ -41,15 +34,8 @@ def resolve_runner(kind: str, runner: str) -> Tuple[str, Optional[Path]]:
         return 'builtin', None
 
 
-def build_command(
-        kind: str,
-        runner: str,
-        script: Optional[Path],
-        args: List[str],
-        nproc: str = '1',
-        nnodes: int = 1,
-        env: Optional[Dict[str, str]] = None,
-) -> List[str]:
+def build_command(kind: str, runner: str, script: Optional[Path], args: List[str], nproc: str = '1', nnodes: int = 1,
+                  env: Optional[Dict[str, str]] = None) -> List[str]:
     """The command line: ``python -m <launcher | built-in> ...``, under torchrun for several processes or nodes."""
     env = os.environ if env is None else env
     target = ['-m', 'timm_mrap.training.launch', str(script)] if runner == 'timm' else \
@@ -85,21 +71,10 @@ def run_command(cmd: List[str], dry_run: bool, capture: bool = False) -> Tuple[i
     return proc.returncode, ''.join(lines)
 
 
-def checkpoint_args(
-        model_name: str,
-        checkpoint: str,
-        work_dir: str,
-        num_classes: Optional[int] = None,
-        model_kwargs: Optional[Dict[str, Any]] = None,
-) -> Tuple[str, List[str], str]:
-    """Any supported checkpoint as arguments for timm's validate.py, after the built-in validator's checks.
-
-    Reference checkpoints are converted (``timm_mrap.convert``) into ``work_dir`` and validated with the mean / std
-    folded from their ``data_bn``.
-
-    Returns:
-        (model argument, extra validate flags, checkpoint kind).
-    """
+def checkpoint_args(model_name: str, checkpoint: str, work_dir: str, num_classes: Optional[int] = None,
+                    model_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[str, List[str], str]:
+    """Any supported checkpoint, checked as the built-in validator does, as (model argument, extra validate.py flags,
+    checkpoint kind). A reference checkpoint is converted into ``work_dir``, with the mean / std of its ``data_bn``."""
     from ..checkpoint import save_hub_folder
     model, ckpt = model_from_checkpoint(model_name, checkpoint, num_classes, **(model_kwargs or {}))
     if ckpt.kind == 'hub-folder':
