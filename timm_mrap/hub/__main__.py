@@ -1,9 +1,6 @@
 """ Command line: ``python -m timm_mrap.hub prepare ...`` (write a Hub folder), ``... push ...`` (upload), ``... cards``
 
-    python -m timm_mrap.hub prepare output/train/RUN/model_best.pth.tar --out hub/mobilenetv2_mrap.rein100 \\
-        --label-names DATA/validation --results output/validate.json
-    python -m timm_mrap.hub push hub/mobilenetv2_mrap.rein100 --repo-id timm-mrap/mobilenetv2_mrap.rein100
-    python -m timm_mrap.hub cards hf_cards [--check]
+Usage and options: docs/hub.md.
 """
 import argparse
 import sys
@@ -24,16 +21,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest='command', required=True)
 
     ex = sub.add_parser('prepare', help='write a Hub folder (model.safetensors, config.json, README.md); no upload')
-    ex.add_argument('src', help='timm training checkpoint (.pth.tar), .safetensors state dict, Hub folder or '
-                               'reference checkpoint')
+    ex.add_argument('src', help='training checkpoint, .safetensors state dict, Hub folder or reference checkpoint')
     ex.add_argument('--out', required=True, help='folder to write (must not exist or be empty, see --overwrite)')
-    ex.add_argument('--model', default=None,
-                    help='architecture[.tag], e.g. mobilenetv2_mrap (default: the checkpoint arch)')
+    ex.add_argument('--model', default=None, help='architecture[.tag], e.g. mobilenetv2_mrap (default: the checkpoint)')
     ex.add_argument('--tag', default=None, help='pretrained tag naming the training data (default: the default tag)')
     ex.add_argument('--repo-id', default=None, help='Hub repo for the card (default: the repo pretrained=True loads)')
     ex.add_argument('--num-classes', type=int, default=None, help='expected classes (default: from the classifier)')
-    ex.add_argument('--label-names', default=None,
-                    help='class names in classifier order: a text file (one per line) or the image folder trained on')
+    ex.add_argument('--label-names', default=None, help='class names: a text file (one per line) or the image folder')
     ex.add_argument('--use-ema', action='store_true', help='take the EMA weights (state_dict_ema) of a checkpoint')
     ex.add_argument('--format', default='auto', choices=WEIGHT_FORMATS, help='weights key layout (default: by keys)')
     ex.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
@@ -48,9 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument('--license', default=None, help='weights licence (default: apache-2.0)')
     ex.add_argument('--results', default=None, help='validate.py results file of these weights (JSON / CSV)')
     ex.add_argument('--compare', nargs='*', default=(), help='results files of other models for the comparison')
-    ex.add_argument('--card-dir', default=None,
-                    help='folder of architecture cards to use instead of the packaged template (e.g. an edited copy '
-                         'of hf_cards/)')
+    ex.add_argument('--card-dir', default=None, help='folder of cards to use instead of the packaged ones (hf_cards/)')
     ex.add_argument('--overwrite', action='store_true', help='replace an earlier Hub folder in --out')
 
     push = sub.add_parser('push', help='upload a Hub folder to the Hugging Face Hub')

@@ -1,9 +1,5 @@
-""" Model cards: one template for every architecture, its facts, and numbers measured when a Hub folder is prepared
-
-timm's card layout, one template (``card_template.md``) for every architecture; ``architecture_card`` fills in the
-architecture's facts (``card_facts.py``), ``render_card`` the numbers measured on the model written (params, MACs,
-feature shapes) and accuracy from timm ``validate.py`` results files only ("not yet measured" without one).
-``hf_cards/`` in the source tree holds ``write_cards``' output (``python -m timm_mrap.hub cards hf_cards``).
+""" Model cards: one template (``card_template.md``) for every architecture, filled with its facts (``card_facts.py``)
+and with numbers measured when a Hub folder is prepared; accuracy comes from timm ``validate.py`` results files only.
 """
 import csv
 import json
@@ -12,26 +8,27 @@ import textwrap
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from ..checkpoint import PathLike
 from ..complexity import MAC_COUNTER, count_macs, count_params
 from ..errors import CardError
 from ..version import __version__
 from .card_facts import ATTENTIONS, BACKBONES, CARD_FACTS
 
 __all__ = [
-    'FACT_KEYS', 'ModelStats', 'CardError', 'card_template', 'architecture_facts', 'architecture_card', 'card_source',
-    'write_cards', 'stale_cards', 'measure_model', 'read_results', 'comparison_section',
-    'render_card', 'placeholders', 'card_values',
+    'FACT_KEYS', 'ModelStats', 'CardError', 'card_template', 'architecture_card', 'card_source', 'write_cards',
+    'stale_cards', 'measure_model', 'read_results', 'comparison_section', 'render_card', 'placeholders', 'card_values',
 ]
 
 # placeholders filled from card_facts.py (the rest are filled when a Hub folder is prepared)
 FACT_KEYS = ('architecture', 'attention_tag', 'description', 'papers', 'original', 'warm_start')
 
 _PLACEHOLDER_RE = re.compile(r'{{\s*(\w+)\s*}}')
+_WRAP = dict(width=120, break_long_words=False, break_on_hyphens=False)
 
 
 @dataclass(frozen=True)
@@ -54,25 +51,6 @@ def card_template() -> str:
     return (resources.files(__package__) / 'card_template.md').read_text(encoding='utf-8')
 
 
-def architecture_facts(architecture: str) -> Dict[str, str]:
-    """The values of ``FACT_KEYS`` for a registered architecture, from ``card_facts.CARD_FACTS``."""
-    if architecture not in CARD_FACTS:
-        raise CardError(f'No card facts for {architecture!r}; add a CARD_FACTS entry in timm_mrap/hub/card_facts.py '
-                        f'(known: {sorted(CARD_FACTS)}).')
-    facts = CARD_FACTS[architecture]
-    attention, backbone = ATTENTIONS[facts.attention], BACKBONES[facts.backbone]
-    description = (f'{backbone.about} with {attention.name} {facts.placement}: {facts.topology}. '
-                   f'Attention: {attention.about}')
-    return {
-        'architecture': architecture,
-        'warm_start': _warm_start(architecture),
-        'attention_tag': facts.attention,
-        'description': textwrap.fill(description, width=120, break_long_words=False, break_on_hyphens=False),
-        'papers': '\n'.join(f'  - {paper}' for paper in (*attention.papers, backbone.paper)),
-        'original': attention.original,
-    }
-
-
 def _warm_start(architecture: str) -> str:
     """The paragraph on the ``in1k_backbone`` tag, for architectures that have one (else empty)."""
     from ..models.warm_start import BACKBONE_TAG, TIMM_BACKBONES
@@ -82,20 +60,29 @@ def _warm_start(architecture: str) -> str:
             f'weights of `{TIMM_BACKBONES[architecture]}` into this architecture. That is an ImageNet backbone with '
             f'**untrained attention**, meant for fine-tuning; it is not the paper\'s weights and has no accuracy of '
             f'its own (`timm.create_model(\'{architecture}.{BACKBONE_TAG}\', pretrained=True, num_classes=10)`).')
-    return '\n' + textwrap.fill(text, width=120, break_long_words=False, break_on_hyphens=False) + '\n'
+    return '\n' + textwrap.fill(text, **_WRAP) + '\n'
 
 
 def architecture_card(architecture: str, template: Optional[str] = None) -> str:
-    """The card of ``architecture``: the template with its facts filled in and the measured placeholders left."""
+    """``template`` (default: the packaged one) with the ``FACT_KEYS`` of ``architecture`` filled in."""
+    if architecture not in CARD_FACTS:
+        raise CardError(f'No card facts for {architecture!r}; add a CARD_FACTS entry in timm_mrap/hub/card_facts.py '
+                        f'(known: {sorted(CARD_FACTS)}).')
     template = card_template() if template is None else template
-    facts = architecture_facts(architecture)
+    facts = CARD_FACTS[architecture]
+    attention, backbone = ATTENTIONS[facts.attention], BACKBONES[facts.backbone]
+    description = (f'{backbone.about} with {attention.name} {facts.placement}: {facts.topology}. '
+                   f'Attention: {attention.about}')
+    values = dict(architecture=architecture, warm_start=_warm_start(architecture), attention_tag=facts.attention,
+                  description=textwrap.fill(description, **_WRAP), original=attention.original,
+                  papers='\n'.join(f'  - {paper}' for paper in (*attention.papers, backbone.paper)))
     missing = [key for key in FACT_KEYS if key not in placeholders(template)]
     if missing:
         raise CardError(f'The card template has no {missing} placeholders; every card states these facts.')
-    return _PLACEHOLDER_RE.sub(lambda m: facts.get(m.group(1), m.group(0)), template)
+    return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
 
-def card_source(architecture: str, card_dir: Optional[Union[str, Path]] = None) -> str:
+def card_source(architecture: str, card_dir: Optional[PathLike] = None) -> str:
     """The card to render for a Hub folder: ``<card_dir>/<architecture>.md`` when given, else the packaged one."""
     if card_dir is None:
         return architecture_card(architecture)
@@ -106,19 +93,16 @@ def card_source(architecture: str, card_dir: Optional[Union[str, Path]] = None) 
     return path.read_text(encoding='utf-8')
 
 
-def write_cards(card_dir: Union[str, Path]) -> List[Path]:
+def write_cards(card_dir: PathLike) -> List[Path]:
     """Write ``<card_dir>/<architecture>.md`` for every architecture in ``CARD_FACTS``; returns the files."""
-    card_dir = Path(card_dir)
-    card_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for architecture in sorted(CARD_FACTS):
-        path = card_dir / f'{architecture}.md'
-        path.write_text(architecture_card(architecture), encoding='utf-8')
-        paths.append(path)
+    Path(card_dir).mkdir(parents=True, exist_ok=True)
+    paths = [Path(card_dir) / f'{architecture}.md' for architecture in sorted(CARD_FACTS)]
+    for path in paths:
+        path.write_text(architecture_card(path.stem), encoding='utf-8')
     return paths
 
 
-def stale_cards(card_dir: Union[str, Path]) -> List[str]:
+def stale_cards(card_dir: PathLike) -> List[str]:
     """Cards in ``card_dir`` that differ from the packaged source, are missing, or belong to no architecture."""
     card_dir = Path(card_dir)
     stale = []
@@ -143,21 +127,14 @@ def measure_model(model: nn.Module, input_size: Sequence[int]) -> ModelStats:
         embedding = model.forward_head(unpooled, pre_logits=True)
     finally:
         model.train(was_training)
-    return ModelStats(
-        params=count_params(model),
-        macs=count_macs(model, input_size),
-        input_size=tuple(int(v) for v in input_size),
-        feature_shapes=tuple(tuple(f.shape) for f in features),
-        unpooled_shape=tuple(unpooled.shape),
-        embedding_shape=tuple(embedding.shape),
-    )
+    return ModelStats(params=count_params(model), macs=count_macs(model, input_size),
+                      input_size=tuple(int(v) for v in input_size), unpooled_shape=tuple(unpooled.shape),
+                      feature_shapes=tuple(tuple(f.shape) for f in features), embedding_shape=tuple(embedding.shape))
 
 
-def read_results(path: Union[str, Path]) -> List[Dict[str, Any]]:
-    """Rows of a timm ``validate.py`` results file: ``--results-file`` JSON / CSV, or its stdout after ``--result``.
-
-    Each row needs ``model`` and ``top1``; ``top5``, ``img_size``, ``param_count`` (M) and ``crop_pct`` are kept.
-    """
+def read_results(path: PathLike) -> List[Dict[str, Any]]:
+    """Rows of a timm ``validate.py`` results file (``--results-file`` JSON / CSV, or its stdout after ``--result``):
+    ``model`` and ``top1``, and ``top5``, ``img_size``, ``param_count`` (M), ``crop_pct`` where given."""
     path = Path(path)
     if not path.is_file():
         raise CardError(f'Results file {path} does not exist; pass the file validate.py wrote (--results-file).')
@@ -182,16 +159,12 @@ def read_results(path: Union[str, Path]) -> List[Dict[str, Any]]:
             for row in rows]
 
 
-def _fmt(value: Optional[float], digits: int = 2) -> str:
-    return '-' if value is None else f'{value:.{digits}f}'
+def _fmt(value: Optional[float]) -> str:
+    return '-' if value is None else f'{value:.2f}'
 
 
-def comparison_section(
-        model_label: str,
-        stats: ModelStats,
-        results: Optional[Dict[str, Any]] = None,
-        compare: Sequence[Dict[str, Any]] = (),
-) -> str:
+def comparison_section(model_label: str, stats: ModelStats, results: Optional[Dict[str, Any]] = None,
+                       compare: Sequence[Dict[str, Any]] = ()) -> str:
     """Markdown for Model Comparison: measured accuracy of this model (and others, same evaluation), or a note."""
     if results is None:
         note = ('Top-1 / top-5 accuracy: **not yet measured** for these weights (no validation results were given '
@@ -225,27 +198,12 @@ def render_card(template: str, values: Mapping[str, Any]) -> str:
     unused = sorted(set(values) - set(placeholders(template)))
     if unused:
         raise CardError(f'The card template does not use {unused}; every card shows the same measured facts.')
-    text = _PLACEHOLDER_RE.sub(lambda m: str(values[m.group(1)]), template)
-    left = placeholders(text)
-    if left:
-        raise CardError(f'Values for the card contain placeholders {left}.')
-    return text
+    return _PLACEHOLDER_RE.sub(lambda m: str(values[m.group(1)]), template)
 
 
-def card_values(
-        *,
-        model_name: str,
-        repo_id: str,
-        create_name: str,
-        stats: ModelStats,
-        num_classes: int,
-        dataset: str,
-        dataset_id: str,
-        license: str,
-        weights_source: str,
-        results: Optional[Dict[str, Any]] = None,
-        compare: Sequence[Dict[str, Any]] = (),
-) -> Dict[str, str]:
+def card_values(*, model_name: str, repo_id: str, create_name: str, stats: ModelStats, num_classes: int, dataset: str,
+                dataset_id: str, license: str, weights_source: str, results: Optional[Dict[str, Any]] = None,
+                compare: Sequence[Dict[str, Any]] = ()) -> Dict[str, str]:
     """The values every card template takes, all measured or given when a Hub folder is prepared."""
     accuracy = 'not yet measured'
     if results is not None:

@@ -1,10 +1,7 @@
-""" Hub folders: trained weights as model.safetensors, timm's config.json and README.md, ready to push
+""" Hub folders: a checkpoint's weights as model.safetensors, timm's config.json and the filled model card
 
-Any checkpoint ``timm_mrap.checkpoint.read_checkpoint`` reads (reference ones converted by ``timm_mrap.convert``) is
-loaded strictly into the registered model built with its classes and model arguments; timm's ``save_for_hf`` writes
-``model.safetensors`` and ``config.json`` (with the data config and label names, see ``checkpoint.save_hub_folder``),
-and ``README.md`` is the architecture's card filled with numbers measured here. The folder is written beside the target
-and moved into place when complete.
+The weights are loaded strictly into the registered model; the folder is written beside ``out_dir`` and moved into
+place when complete. Nothing is uploaded (``push.py``).
 """
 import contextlib
 import os
@@ -13,14 +10,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from torch import nn
 
 from timm.models import get_pretrained_cfg, is_model
 from timm.models._hub import load_model_config_from_path
 
-from ..checkpoint import Checkpoint, classifier_classes, load_model, read_checkpoint, reraise_as, save_hub_folder
+from ..checkpoint import (
+    Checkpoint, PathLike, classifier_classes, load_model, read_checkpoint, reraise_as, save_hub_folder,
+)
 from ..errors import CardError, HubFolderError
 from .cards import ModelStats, card_source, card_values, measure_model, read_results, render_card
 
@@ -67,11 +66,9 @@ def checkpoint_description(checkpoint: Checkpoint) -> str:
     return f'timm training checkpoint `{name}`: {which}{epoch}'
 
 
-def read_label_names(source: Union[str, Path]) -> List[str]:
-    """Class names in classifier order: a text file (one per line, like timm's ``--class-map``) or an image folder.
-
-    An image folder gives its class folder names in the order timm's ``ImageFolder`` reader assigns indices.
-    """
+def read_label_names(source: PathLike) -> List[str]:
+    """Class names in classifier order: a text file (one per line, like timm's ``--class-map``) or an image folder
+    (its class folders in the order timm's ``ImageFolder`` reader assigns indices)."""
     source = Path(source)
     if source.is_dir():
         from timm.data.readers.reader_image_folder import find_images_and_targets
@@ -107,7 +104,7 @@ def default_repo_id(architecture: str, tag: str) -> Optional[str]:
         cfg = get_pretrained_cfg(f'{architecture}.{tag}', allow_unregistered=False)
     except RuntimeError:
         return None
-    return cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id and not cfg.hf_hub_id.endswith('/') else None
+    return cfg.hf_hub_id if cfg.hf_hub_id and not cfg.hf_hub_id.endswith('/') else None
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -123,10 +120,8 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
                                   f'{foreign[:5]}; choose another --out.')
 
 
-def _read_source(src: Union[str, Path], use_ema: bool, weights_format: str) -> Checkpoint:
-    """The checkpoint to publish, in the layout ``weights_format`` asks for."""
-    if weights_format not in WEIGHT_FORMATS:
-        raise HubFolderError(f'Unknown weights format {weights_format!r}; choose one of {WEIGHT_FORMATS}.')
+def _read_source(src: PathLike, use_ema: bool, weights_format: str) -> Checkpoint:
+    """The checkpoint to publish, in the layout ``weights_format`` (one of ``WEIGHT_FORMATS``) asks for."""
     with reraise_as(HubFolderError):
         checkpoint = read_checkpoint(src, use_ema=use_ema)
     found_format = 'reference' if checkpoint.is_reference else 'timm'
@@ -205,7 +200,7 @@ def _label_config(label_names: Optional[Sequence[str]], num_classes: int) -> Dic
     return {'label_names': list(label_names), **({'label_descriptions': descriptions} if descriptions else {})}
 
 
-def _result_row(results: Optional[Union[str, Path]], architecture: str, model: nn.Module) -> Optional[Dict[str, Any]]:
+def _result_row(results: Optional[PathLike], architecture: str, model: nn.Module) -> Optional[Dict[str, Any]]:
     """The one validation result of these weights in ``results`` (None without a file)."""
     if results is None:
         return None
@@ -238,26 +233,12 @@ def _staged_folder(out_dir: Path) -> Iterator[Path]:
 
 
 def write_hub_folder(
-        src: Union[str, Path],
-        out_dir: Union[str, Path],
-        *,
-        model_name: Optional[str] = None,
-        tag: Optional[str] = None,
-        repo_id: Optional[str] = None,
-        num_classes: Optional[int] = None,
-        label_names: Optional[Sequence[str]] = None,
-        use_ema: bool = False,
-        weights_format: str = 'auto',
-        model_kwargs: Optional[Dict[str, Any]] = None,
-        data_config: Optional[Dict[str, Any]] = None,
-        dataset: Optional[str] = None,
-        dataset_id: Optional[str] = None,
-        license: Optional[str] = None,
-        results: Optional[Union[str, Path]] = None,
-        compare: Sequence[Union[str, Path]] = (),
-        card_dir: Optional[Union[str, Path]] = None,
-        overwrite: bool = False,
-) -> HubFolderResult:
+        src: PathLike, out_dir: PathLike, *, model_name: Optional[str] = None, tag: Optional[str] = None,
+        repo_id: Optional[str] = None, num_classes: Optional[int] = None, label_names: Optional[Sequence[str]] = None,
+        use_ema: bool = False, weights_format: str = 'auto', model_kwargs: Optional[Dict[str, Any]] = None,
+        data_config: Optional[Dict[str, Any]] = None, dataset: Optional[str] = None, dataset_id: Optional[str] = None,
+        license: Optional[str] = None, results: Optional[PathLike] = None, compare: Sequence[PathLike] = (),
+        card_dir: Optional[PathLike] = None, overwrite: bool = False) -> HubFolderResult:
     """Write a Hub-format folder for ``src``'s weights; nothing is uploaded.
 
     Args:

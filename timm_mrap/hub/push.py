@@ -1,13 +1,9 @@
-""" Upload a Hub folder to the Hugging Face Hub
-
-``push_folder`` checks the folder (``config.json``, ``model.safetensors``, ``README.md``; no pickle), creates the repo
-if needed (``HfApi.create_repo(exist_ok=True)``), refuses to replace a README or weights already there unless
-``overwrite``, and uploads with ``HfApi.upload_folder`` as timm's ``push_to_hf_hub`` does (that one takes a model, not
-a folder with its card). The token comes from huggingface_hub's usual places (``HF_TOKEN``, ``hf auth login``).
-"""
+""" Upload a Hub folder with ``HfApi`` as timm's ``push_to_hf_hub`` does (which takes a model, not a folder with its
+card); the token comes from huggingface_hub's usual places (``HF_TOKEN``, ``hf auth login``)."""
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional
 
+from ..checkpoint import PathLike
 from ..errors import PushError
 from .folder import FOLDER_FILES
 
@@ -17,7 +13,7 @@ PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.tar', '.pkl', '.pickle', '.ckpt')
 PROTECTED_FILES = ('README.md', 'model.safetensors')
 
 
-def check_hub_folder(folder: Union[str, Path], repo_id: Optional[str] = None) -> List[str]:
+def check_hub_folder(folder: PathLike, repo_id: Optional[str] = None) -> List[str]:
     """The files of a Hub folder, after checking it is complete, pickle-free and its card names ``repo_id``."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -36,17 +32,9 @@ def check_hub_folder(folder: Union[str, Path], repo_id: Optional[str] = None) ->
     return files
 
 
-def push_folder(
-        folder: Union[str, Path],
-        repo_id: str,
-        *,
-        revision: Optional[str] = None,
-        private: bool = False,
-        create_pr: bool = False,
-        overwrite: bool = False,
-        commit_message: Optional[str] = None,
-        api: Optional[Any] = None,
-) -> Any:
+def push_folder(folder: PathLike, repo_id: str, *, revision: Optional[str] = None, private: bool = False,
+                create_pr: bool = False, overwrite: bool = False, commit_message: Optional[str] = None,
+                api: Optional[Any] = None) -> Any:
     """Upload a folder written by ``write_hub_folder`` to ``repo_id`` (created when missing), on branch ``revision``
     (created from main when missing); returns huggingface_hub's ``CommitInfo``.
 
@@ -67,12 +55,6 @@ def push_folder(
     if existing and not overwrite:
         raise PushError(f'{repo_id}@{revision or "main"} already has {existing}; pass --overwrite to replace them '
                         f'(with --create-pr to propose the change for review).')
-    return api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type='model',
-        revision=revision,
-        create_pr=create_pr,
-        commit_message=commit_message or f'Add {", ".join(files)} (timm-mrap)',
-        allow_patterns=files,
-    )
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type='model', revision=revision,
+                             create_pr=create_pr, allow_patterns=files,
+                             commit_message=commit_message or f'Add {", ".join(files)} (timm-mrap)')
