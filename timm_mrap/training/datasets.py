@@ -142,15 +142,10 @@ def read_split_list(path: str) -> List[str]:
     if path.suffix == '.mat':
         import numpy as np
         from scipy.io import loadmat
-        mat = loadmat(str(path))
+        mat = loadmat(str(path), squeeze_me=True)  # a cell array of one-string cells becomes an array of strings
         if 'file_list' not in mat:
             raise DatasetError(f'{path} has no file_list entry; is it the official train_list.mat / test_list.mat?')
-        files = []
-        for entry in np.asarray(mat['file_list'], dtype=object).ravel():
-            while isinstance(entry, np.ndarray):
-                entry = entry.ravel()[0]
-            files.append(str(entry))
-        return files
+        return [str(f) for f in np.atleast_1d(mat['file_list'])]
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith('#')]
 
 
