@@ -88,12 +88,10 @@ def _output_dir(args, data_config) -> str:
 
 def _datasets(args):
     """Train and eval datasets; the class folders decide ``--num-classes`` when it is not given."""
-    dataset_train = create_checked_dataset(
-        args.dataset, args.data_dir, args.train_split, '--train-split', is_training=True, class_map=args.class_map,
-        batch_size=args.batch_size, seed=args.seed)
-    dataset_eval = create_checked_dataset(
-        args.dataset, args.data_dir, args.val_split, '--val-split', is_training=False, class_map=args.class_map,
-        batch_size=args.batch_size)
+    common = dict(class_map=args.class_map, batch_size=args.batch_size)
+    dataset_train = create_checked_dataset(args.dataset, args.data_dir, args.train_split, '--train-split',
+                                           is_training=True, seed=args.seed, **common)
+    dataset_eval = create_checked_dataset(args.dataset, args.data_dir, args.val_split, '--val-split', **common)
     train_where = split_where(args.data_dir, args.train_split)
     check_class_folders(dataset_train, dataset_eval, train_where, split_where(args.data_dir, args.val_split))
     given_classes = args.num_classes

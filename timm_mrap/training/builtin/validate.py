@@ -82,14 +82,10 @@ def validate(args) -> 'OrderedDict[str, Any]':
     metrics = evaluate(model, loader, criterion, eval_args, device, amp_autocast)
 
     results = OrderedDict(
-        model=args.model,
-        top1=round(metrics['top1'], 4), top1_err=round(100 - metrics['top1'], 4),
+        model=args.model, top1=round(metrics['top1'], 4), top1_err=round(100 - metrics['top1'], 4),
         top5=round(metrics['top5'], 4), top5_err=round(100 - metrics['top5'], 4),
-        param_count=round(param_count / 1e6, 2),
-        img_size=data_config['input_size'][-1],
-        crop_pct=data_config['crop_pct'],
-        interpolation=data_config['interpolation'],
-    )
+        param_count=round(param_count / 1e6, 2), img_size=data_config['input_size'][-1],
+        crop_pct=data_config['crop_pct'], interpolation=data_config['interpolation'])
     _logger.info(' * Acc@1 {:.3f} ({:.3f}) Acc@5 {:.3f} ({:.3f})'.format(
         results['top1'], results['top1_err'], results['top5'], results['top5_err']))
     return results
