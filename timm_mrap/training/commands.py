@@ -1,7 +1,5 @@
 """ The commands behind ``train.sh`` and ``validate.sh``: read the command line, check the data, run the runner
-
-The runner (:mod:`timm_mrap.training.runner`) is timm's own script when it can be had, else the built-in twin.
-The options of this layer are listed in :mod:`timm_mrap.training.cli`; everything else goes to the runner as it is.
+(:mod:`.runner`). This layer's options are listed in :mod:`.cli`; everything else goes to the runner as it is.
 """
 import argparse
 import itertools

@@ -234,18 +234,11 @@ def run_state(run_dir: Path, epochs: int) -> str:
 
 def _train(plan: Plan, run: Run, resume: bool) -> None:
     run_dir = plan.run_dir(run)
-    argv = [plan.model, plan.cfg.data_dir]
-    if plan.recipe_path:
-        argv += ['--recipe', str(plan.recipe_path)]
-    argv += plan.train_args + ['--epochs', str(plan.epochs), '--seed', str(run.seed),
-                               '--model-kwargs', *_kwarg_strings({**plan.model_kwargs, 'attn': run.attn}),
-                               '--output', str(run_dir.parent), '--experiment', run.name]
-    if resume:
-        argv += ['--resume', str(run_dir / 'last.pth.tar')]
-    try:
-        rc = train_command(argv)
-    except InputError as e:
-        raise CompareError(str(e)) from e
+    recipe = ['--recipe', str(plan.recipe_path)] if plan.recipe_path else []
+    rc = train_command([
+        plan.model, plan.cfg.data_dir, *recipe, *plan.train_args, '--epochs', str(plan.epochs), '--seed', str(run.seed),
+        '--model-kwargs', *_kwarg_strings({**plan.model_kwargs, 'attn': run.attn}), '--output', str(run_dir.parent),
+        '--experiment', run.name, *(['--resume', str(run_dir / 'last.pth.tar')] if resume else [])])
     if rc != 0:
         raise CompareError(f'Training {run.name} failed (exit status {rc}; its output is above). Rerun the same '
                            f'command to resume it from {run_dir / "last.pth.tar"}.')
@@ -281,10 +274,7 @@ def _validate(plan: Plan, run: Run) -> Dict[str, Any]:
     train_args = best.train_args
     argv = [plan.model, plan.cfg.data_dir, '--checkpoint', str(best_path), '--results-file',
             str(run_dir / 'validate'), '--runner', plan.runner, '--nproc', '1', *_validate_args(train_args)]
-    try:
-        rc, result = validate_command(argv)
-    except InputError as e:
-        raise CompareError(str(e)) from e
+    rc, result = validate_command(argv)
     if rc != 0 or result is None:
         raise CompareError(f'Validating {best_path} failed (exit status {rc}; its output is above).')
     params, gmacs = plan.complexity[run.attn]
@@ -294,7 +284,8 @@ def _validate(plan: Plan, run: Run) -> Dict[str, Any]:
 
 
 def _do_run(plan: Plan, run: Run, state: str) -> Dict[str, Any]:
-    """Train (or resume) and validate one run; write its ``run.json``. Wall time adds up over interrupted calls."""
+    """Train (or resume) and validate one run; write its ``run.json``. Wall time adds up over interrupted calls.
+    An input error of the train or validate layer is raised as a :class:`CompareError`."""
     run_dir = plan.run_dir(run)
     time_file = run_dir / 'compare_wall_s.txt'
     start = time.time()
@@ -302,6 +293,8 @@ def _do_run(plan: Plan, run: Run, state: str) -> Dict[str, Any]:
         if state in ('new', 'resume'):
             _train(plan, run, resume=state == 'resume')
         row = _validate(plan, run)
+    except InputError as e:
+        raise CompareError(str(e)) from e
     finally:
         spent = float(time_file.read_text()) if time_file.is_file() else 0.
         run_dir.mkdir(parents=True, exist_ok=True)
