@@ -75,11 +75,9 @@ def run_script(script: str, args: Sequence[str], download: bool = True) -> None:
 def _build_launch_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='python -m timm_mrap.training.launch',
-        description='Run a timm script (train.py, validate.py, benchmark.py, ...) with the timm-mrap models '
-                    'registered. SCRIPT is a path, or a bare name looked up in $TIMM_SCRIPTS_DIR, the per-user cache, '
-                    'then downloaded at the git tag of the installed timm (base address $TIMM_SCRIPTS_URL; '
-                    'TIMM_SCRIPTS_OFFLINE=1 disables downloads). Launcher options go before SCRIPT; every argument '
-                    'after it goes to the script. Under torchrun: torchrun ... -m timm_mrap.training.launch SCRIPT ...')
+        description='Run a timm script (train.py, validate.py, ...) with the timm-mrap models registered. SCRIPT is '
+                    'a path, or a name looked up in $TIMM_SCRIPTS_DIR, the cache, then downloaded (docs/training.md). '
+                    'Launcher options go before SCRIPT; every argument after it goes to the script.')
     parser.add_argument('--find', action='store_true',
                         help='resolve the named scripts (downloading into the cache if needed), print their paths')
     parser.add_argument('--no-download', action='store_true', help='never download; TIMM_SCRIPTS_DIR or the cache')

@@ -162,9 +162,7 @@ def evaluate(
         amp_autocast: Callable[[], ContextManager] = nullcontext, log_suffix: str = '',
 ) -> 'OrderedDict[str, float]':
     """Loss, top-1 and top-5 accuracy (percent) of ``model`` on ``loader`` (averaged over ranks when distributed)."""
-    losses_m = utils.AverageMeter()
-    top1_m = utils.AverageMeter()
-    top5_m = utils.AverageMeter()
+    losses_m, top1_m, top5_m = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter()
     model.eval()
     progress = Progress(loader, 'Test' + log_suffix, len(loader), mode=args.progress,
                         enabled=utils.is_primary(args), log_interval=args.log_interval)
@@ -182,17 +180,12 @@ def evaluate(
                     loss = loss_fn(output, target)
                 acc1, acc5 = utils.accuracy(output, target, topk=(1, 5))
                 if args.distributed:
-                    loss = utils.reduce_tensor(loss.detach(), args.world_size)
-                    acc1 = utils.reduce_tensor(acc1, args.world_size)
-                    acc5 = utils.reduce_tensor(acc5, args.world_size)
+                    loss, acc1, acc5 = (utils.reduce_tensor(t.detach(), args.world_size) for t in (loss, acc1, acc5))
                 losses_m.update(loss.item(), input.size(0))
                 top1_m.update(acc1.item(), output.size(0))
                 top5_m.update(acc5.item(), output.size(0))
-                progress.update(
-                    batch_idx,
-                    lambda: f'Loss: {losses_m.avg:>6.3f}  Acc@1: {top1_m.avg:>7.3f}  Acc@5: {top5_m.avg:>7.3f}',
-                    postfix={'top1': f'{top1_m.avg:.2f}'},
-                )
+                progress.update(batch_idx, lambda: f'Loss: {losses_m.avg:>6.3f}  Acc@1: {top1_m.avg:>7.3f}  '
+                                                   f'Acc@5: {top5_m.avg:>7.3f}', postfix={'top1': f'{top1_m.avg:.2f}'})
     finally:
         progress.close()
     return OrderedDict([('loss', losses_m.avg), ('top1', top1_m.avg), ('top5', top5_m.avg)])
