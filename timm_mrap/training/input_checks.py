@@ -88,9 +88,7 @@ def create_checked_dataset(name: str, root: Optional[str], split: str, split_fla
 def class_names(dataset) -> Optional[List[str]]:
     """Class folder names of an ImageFolder dataset, in index order (None for other dataset types)."""
     class_to_idx = getattr(getattr(dataset, 'reader', None), 'class_to_idx', None)
-    if not class_to_idx:
-        return None
-    return [c for c, _ in sorted(class_to_idx.items(), key=lambda kv: kv[1])]
+    return sorted(class_to_idx, key=class_to_idx.get) if class_to_idx else None
 
 
 def _short_list(names: Sequence[str], limit: int = 8) -> str:

@@ -8,7 +8,6 @@ existing experiment folder and ``--progress`` picks bar or log lines.
 import argparse
 import ast
 import logging
-import re
 import sys
 from typing import Any, List, Optional, Tuple
 
@@ -31,11 +30,9 @@ _TIMM_ONLY_HINT = (
 _COMMON_FLAGS = """
 str     --data-dir --dataset='' --class-map='' --interpolation='' --gp --device --amp-dtype=float16
 int     --img-size --in-chans --num-classes -j,--workers=4 --seed=42
-int*3   --input-size
 float   --crop-pct
 float+  --mean --std
 flag    --channels-last --amp --pin-mem --no-prefetcher
-str?inductor --torchcompile
 kwargs  --model-kwargs
 """
 _TRAIN_FLAGS = """
@@ -81,24 +78,15 @@ def _literal(text: str) -> Any:
 
 
 def _kind_options(kind: str) -> dict:
-    """argparse options of a KIND: ``str`` / ``int`` / ``float``, followed by ``+`` (one or more values), ``*N``
-    (N values) or ``?CONST`` (an optional value, CONST when the flag has none); ``flag``; ``kwargs`` (timm's ``k=v``
-    list); or ``a|b`` (a choice)."""
+    """argparse options of a KIND: ``str`` / ``int`` / ``float``, with ``+`` for one or more values; ``flag``;
+    ``kwargs`` (timm's ``k=v`` list); or ``a|b`` (a choice)."""
     if kind == 'flag':
         return dict(action='store_true', default=False)
     if kind == 'kwargs':
         return dict(nargs='*', default={}, action=ParseKwargs)
     if '|' in kind:
         return dict(choices=kind.split('|'))
-    base, sep, rest = re.fullmatch(r'(\w+)([+*?]?)(.*)', kind).groups()
-    opts = dict(type={'str': str, 'int': int, 'float': float}[base])
-    if sep == '+':
-        opts['nargs'] = '+'
-    elif sep == '*':
-        opts['nargs'] = int(rest)
-    elif sep == '?':
-        opts.update(nargs='?', const=rest)
-    return opts
+    return dict(type={'str': str, 'int': int, 'float': float}[kind.rstrip('+')], nargs='+' if '+' in kind else None)
 
 
 def _add_flags(parser: argparse.ArgumentParser, table: str) -> None:
@@ -119,6 +107,8 @@ def _timm_script_parser(kind: str, table: str) -> argparse.ArgumentParser:
         description=f'timm-mrap built-in {kind}: the flags of timm {kind}.py (see its help for their meaning)')
     parser.add_argument('data', nargs='?', metavar='DIR', help='path to dataset (deprecated in timm: --data-dir)')
     parser.add_argument('-c', '--config', default='', metavar='FILE', help='timm YAML config of default arguments')
+    parser.add_argument('--input-size', type=int, nargs=3, help=' ')
+    parser.add_argument('--torchcompile', nargs='?', const='inductor', help=' ')
     _add_flags(parser, _COMMON_FLAGS + table)
     return parser
 
