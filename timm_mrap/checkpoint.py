@@ -153,15 +153,10 @@ class FitReport:
     def fits(self) -> bool:
         return not (self.missing or self.unexpected or self.shapes)
 
-    @property
-    def classifier_only(self) -> bool:
-        """Only the classifier's shape differs: the weights fit a model built with the checkpoint's classes."""
-        head = {f'{self.classifier}.weight', f'{self.classifier}.bias'}
-        return bool(self.shapes) and not (self.missing or self.unexpected) and all(k in head for k, _, _ in self.shapes)
-
     def message(self, source: str, model_name: str, arch: Optional[str] = None) -> str:
         """What does not fit and the fix, e.g. ``--checkpoint x.pth does not fit mobilenetv2_mrap: ...``."""
-        if self.classifier_only:
+        head = {f'{self.classifier}.weight', f'{self.classifier}.bias'}
+        if self.shapes and not (self.missing or self.unexpected) and all(k in head for k, _, _ in self.shapes):
             _, found, built = next(s for s in self.shapes if s[0].endswith('.weight'))
             return (f'{source} has a {found[0]}-class classifier but model {model_name} was built with {built[0]} '
                     f'classes: pass --num-classes {found[0]}.')

@@ -15,12 +15,11 @@ import torch
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .checkpoint import Checkpoint, checkpoint_num_classes, read_checkpoint, reraise_as, save_hub_folder
+from .checkpoint import checkpoint_num_classes, read_checkpoint, reraise_as, save_hub_folder
 from .errors import ConversionError
 
 __all__ = [
-    'ConversionError', 'convert_state_dict', 'fold_data_bn', 'convert_checkpoint', 'remap_attention_keys',
-    'reference_input_norm', 'INPUT_NORMS',
+    'ConversionError', 'convert_state_dict', 'fold_data_bn', 'convert_checkpoint', 'INPUT_NORMS',
 ]
 
 _UNIT_RE = re.compile(r'^backbone\.stage(\d+)\.unit(\d+)\.(.+)$')
@@ -56,13 +55,6 @@ INPUT_NORMS = {
 }
 
 
-def reference_input_norm(checkpoint: Checkpoint) -> str:
-    """The ``INPUT_NORMS`` key of the script that trained it: ``'none'`` for MRAP ones with data_bn, else imagenet."""
-    if checkpoint.kind == 'reference-maf':
-        return 'imagenet'
-    return 'none' if 'backbone.data_bn.weight' in checkpoint.state_dict else 'imagenet'
-
-
 def fold_data_bn(state_dict: Dict[str, torch.Tensor], eps: float = 1e-5, input_mean: Sequence[float] = (0., 0., 0.),
                  input_std: Sequence[float] = (1., 1., 1.)) -> Tuple[Tuple[float, ...], ...]:
     """``(mean, std)`` with ``(x - mean) / std == data_bn((x - input_mean) / input_std)`` for eval-mode ``data_bn``."""
@@ -75,7 +67,7 @@ def fold_data_bn(state_dict: Dict[str, torch.Tensor], eps: float = 1e-5, input_m
     return tuple((in_mean - in_std * shift / scale).tolist()), tuple((in_std / scale).tolist())
 
 
-def remap_attention_keys(key: str) -> Optional[str]:
+def _attention_key(key: str) -> Optional[str]:
     """Map an attention key inside a unit (``TOPIMAP.ChannelGate.mlp.1.weight``) to timm's, or None."""
     for ref_prefix, timm_prefix in ATTN_PREFIXES.items():
         if key.startswith(ref_prefix):
@@ -104,7 +96,7 @@ def _target_key(key: str, unit_to_block: Dict[Tuple[int, int], str], extra_block
     m = _UNIT_RE.match(key)
     if m:
         rest = m[3]
-        inner = _map_conv(rest, _UNIT_CONVS) or _map_conv(rest, _UNIT_CONVS_V1) or remap_attention_keys(rest)
+        inner = _map_conv(rest, _UNIT_CONVS) or _map_conv(rest, _UNIT_CONVS_V1) or _attention_key(rest)
         return f'{unit_to_block[(int(m[1]), int(m[2]))]}.{inner}' if inner else None
     if key.startswith('backbone.final_conv1.') and extra_block is not None:  # V3: final_conv1 is timm's last block
         inner = _map_conv(key[len('backbone.'):], {'final_conv1': ('conv', 'bn1')})
@@ -168,7 +160,9 @@ def convert_checkpoint(src: str, model_name: str, out_dir: Optional[str] = None,
     with reraise_as(ConversionError, missing_file=False):
         checkpoint = read_checkpoint(src)
     ref = checkpoint.state_dict
-    input_mean, input_std = INPUT_NORMS[reference_input_norm(checkpoint) if input_norm == 'auto' else input_norm]
+    if input_norm == 'auto':  # MRAP_Dogs.py fed [0, 1] pixels to data_bn; MAFAttention_main.py normalised first
+        input_norm = 'none' if checkpoint.kind != 'reference-maf' and 'backbone.data_bn.weight' in ref else 'imagenet'
+    input_mean, input_std = INPUT_NORMS[input_norm]
     if 'classifier.conv.weight' not in ref:
         raise ConversionError(f'{src} has no classifier.conv.weight: not a reference MRAP / MAF network.')
     found_classes = int(ref['classifier.conv.weight'].shape[0])

@@ -1,9 +1,7 @@
 """ What each model card says about its architecture: the backbone, the attention, where it sits, the papers
 
-One ``CARD_FACTS`` entry per registered model, filled into ``card_template.md`` by ``architecture_card``. Adding a
-model: a ``CARD_FACTS`` entry (and a ``BACKBONES`` line for a new family), then ``python -m timm_mrap.hub cards
-hf_cards``; ``tests/test_hub.py`` fails until both are done.
-"""
+A new model needs a ``CARD_FACTS`` entry (and a ``BACKBONES`` one for a new family), then ``python -m timm_mrap.hub
+cards hf_cards``."""
 from dataclasses import dataclass
 from typing import Dict, Tuple
 

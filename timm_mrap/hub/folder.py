@@ -3,17 +3,17 @@
 The weights are loaded strictly into the registered model; the folder is written beside ``out_dir`` and moved into
 place when complete. Nothing is uploaded (``push.py``).
 """
-import contextlib
 import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
+from timm.data import ImageNetInfo
 from timm.models import get_pretrained_cfg, is_model
 from timm.models._hub import load_model_config_from_path
 
@@ -85,17 +85,6 @@ def read_label_names(source: PathLike) -> List[str]:
     if duplicates:
         raise HubFolderError(f'{source} repeats class names {duplicates[:5]}; each class needs a unique name.')
     return names
-
-
-def _imagenet_descriptions(label_names: Sequence[str]) -> Optional[Dict[str, str]]:
-    """timm's ImageNet descriptions when every name is an ImageNet-1k synset (e.g. ``n01440764``), else None."""
-    if not label_names or not all(re.fullmatch(r'n\d{8}', n) for n in label_names):
-        return None
-    from timm.data import ImageNetInfo
-    info = ImageNetInfo('imagenet-1k')
-    if not set(label_names) <= set(info.label_names()):
-        return None
-    return {n: info.label_name_to_description(n) for n in label_names}
 
 
 def default_repo_id(architecture: str, tag: str) -> Optional[str]:
@@ -190,14 +179,18 @@ def _build_model(checkpoint: Checkpoint, architecture: str, num_classes: Optiona
 
 
 def _label_config(label_names: Optional[Sequence[str]], num_classes: int) -> Dict[str, Any]:
-    """``config.json``'s ``label_names`` (and timm's ImageNet descriptions when they are synsets)."""
+    """``config.json``'s ``label_names``, and timm's ImageNet descriptions when all are ImageNet-1k synsets."""
     if label_names is None:
         return {}
     if len(label_names) != num_classes:
         raise HubFolderError(f'{len(label_names)} label names for {num_classes} classes; pass the class list the '
                              f'model was trained with.')
-    descriptions = _imagenet_descriptions(label_names)
-    return {'label_names': list(label_names), **({'label_descriptions': descriptions} if descriptions else {})}
+    config = {'label_names': list(label_names)}
+    if all(re.fullmatch(r'n\d{8}', n) for n in label_names):
+        info = ImageNetInfo('imagenet-1k')
+        if set(label_names) <= set(info.label_names()):
+            config['label_descriptions'] = {n: info.label_name_to_description(n) for n in label_names}
+    return config
 
 
 def _result_row(results: Optional[PathLike], architecture: str, model: nn.Module) -> Optional[Dict[str, Any]]:
@@ -214,22 +207,6 @@ def _result_row(results: Optional[PathLike], architecture: str, model: nn.Module
         raise CardError(f'{results} was measured on a model with {rows[0]["param_count"]} M params, these '
                         f'weights have {params / 1e6:.2f} M: results of another model.')
     return rows[0]
-
-
-@contextlib.contextmanager
-def _staged_folder(out_dir: Path) -> Iterator[Path]:
-    """A folder beside ``out_dir`` that replaces it when the block succeeds and is removed when it fails."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
-    tmp_dir.chmod(0o755)  # mkdtemp's 0o700 would follow the folder into place
-    try:
-        yield tmp_dir
-        if out_dir.exists():
-            shutil.rmtree(out_dir)  # only an earlier Hub folder: _prepare_out_dir checked
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
 
 
 def write_hub_folder(
@@ -262,7 +239,10 @@ def write_hub_folder(
     model.pretrained_cfg = {**model.pretrained_cfg, 'tag': tag, 'license': license}
     result_row = _result_row(results, architecture, model)
     compare_rows = [row for path in compare for row in read_results(path)]
-    with _staged_folder(out_dir) as tmp_dir:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f'.{out_dir.name}.', dir=out_dir.parent) as tmp:  # removed on failure
+        tmp_dir = Path(tmp)
+        tmp_dir.chmod(0o755)  # mkdtemp's 0o700 would follow the folder into place
         save_hub_folder(model, tmp_dir, model_config=model_config, data_config=data_args)
         stats = measure_model(model, load_model_config_from_path(tmp_dir)[0]['input_size'])
         registered = default_repo_id(architecture, tag) == repo_id
@@ -272,4 +252,6 @@ def write_hub_folder(
             dataset_id=dataset_id, license=license, weights_source=checkpoint_description(checkpoint),
             results=result_row, compare=compare_rows)
         (tmp_dir / 'README.md').write_text(render_card(template, values), encoding='utf-8')
+        shutil.rmtree(out_dir, ignore_errors=True)  # only an earlier Hub folder: _prepare_out_dir checked
+        os.replace(tmp_dir, out_dir)
     return HubFolderResult(out_dir, model, repo_id, stats, result_row)
