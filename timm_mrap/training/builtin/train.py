@@ -40,13 +40,9 @@ def _resolve_lr(args) -> None:
     if args.lr:
         return
     global_batch_size = args.batch_size * args.world_size * args.grad_accum_steps
-    batch_ratio = global_batch_size / args.lr_base_size
     if not args.lr_base_scale:
-        on = args.opt.lower()
-        args.lr_base_scale = 'sqrt' if any(o in on for o in ('ada', 'lamb')) else 'linear'
-    if args.lr_base_scale == 'sqrt':
-        batch_ratio = batch_ratio ** 0.5
-    args.lr = args.lr_base * batch_ratio
+        args.lr_base_scale = 'sqrt' if any(o in args.opt.lower() for o in ('ada', 'lamb')) else 'linear'
+    args.lr = args.lr_base * (global_batch_size / args.lr_base_size) ** (0.5 if args.lr_base_scale == 'sqrt' else 1)
     if utils.is_primary(args):
         _logger.info(f'Learning rate ({args.lr}) calculated from base learning rate ({args.lr_base}) and effective '
                      f'global batch size ({global_batch_size}) with {args.lr_base_scale} scaling.')
