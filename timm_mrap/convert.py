@@ -18,20 +18,22 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .checkpoint import checkpoint_num_classes, read_checkpoint, reraise_as, save_hub_folder
 from .errors import ConversionError
 
-__all__ = [
-    'ConversionError', 'convert_state_dict', 'fold_data_bn', 'convert_checkpoint', 'INPUT_NORMS',
-]
+__all__ = ['ConversionError', 'convert_state_dict', 'fold_data_bn', 'convert_checkpoint', 'INPUT_NORMS']
 
 _UNIT_RE = re.compile(r'^backbone\.stage(\d+)\.unit(\d+)\.(.+)$')
 
-# per-unit conv blocks: reference sub-module -> (timm conv, timm norm)
-_UNIT_CONVS = {'conv1': ('conv_pw', 'bn1'), 'conv2': ('conv_dw', 'bn2'), 'conv3': ('conv_pwl', 'bn3')}
-_UNIT_CONVS_V1 = {'conv_dw': ('conv_dw', 'bn1'), 'conv_pw': ('conv_pw', 'bn2')}
-_HEAD_CONVS = {
-    'backbone.init_conv': ('conv_stem', 'bn1'),
-    'backbone.final_conv': ('conv_head', 'bn2'),  # V2
-    'backbone.final_conv2': ('conv_head', None),  # V3: 960 -> 1280, no BN
+# reference module -> timm module: inside a V2 / V3 unit (conv1-3) or a V1 unit (conv_dw, conv_pw)
+_UNIT_MODULES = {
+    'conv1.conv': 'conv_pw', 'conv1.bn': 'bn1', 'conv2.conv': 'conv_dw', 'conv2.bn': 'bn2', 'conv3.conv': 'conv_pwl',
+    'conv3.bn': 'bn3', 'conv_dw.conv': 'conv_dw', 'conv_dw.bn': 'bn1', 'conv_pw.conv': 'conv_pw', 'conv_pw.bn': 'bn2',
 }
+# ... of the whole network; V3's final_conv1 is timm's last block (``_FINAL_CONV1``)
+_HEAD_MODULES = {
+    'backbone.init_conv.conv': 'conv_stem', 'backbone.init_conv.bn': 'bn1', 'classifier.conv': 'classifier',
+    'backbone.final_conv.conv': 'conv_head', 'backbone.final_conv.bn': 'bn2',  # V2
+    'backbone.final_conv2.conv': 'conv_head',  # V3: 960 -> 1280, no BN
+}
+_FINAL_CONV1 = {'backbone.final_conv1.conv': 'conv', 'backbone.final_conv1.bn': 'bn1'}
 
 # attention modules: reference prefix (inside a unit) -> timm attribute, and their parameter names
 ATTN_PREFIXES = {
@@ -47,6 +49,8 @@ ATTN_PARAM_KEYS = {
     'SpatialGate.spatial.conv.': 'spatial_conv.',
     'SpatialGate.spatial.bn.': 'spatial_bn.',
 }
+_ATTN_MODULES = {ref + ref_param[:-1]: timm_attr + timm_param[:-1] for ref, timm_attr in ATTN_PREFIXES.items()
+                 for ref_param, timm_param in ATTN_PARAM_KEYS.items()}
 
 # what the reference training scripts did to the [0, 1] image before the network (and its data_bn): mean, std
 INPUT_NORMS = {
@@ -58,53 +62,23 @@ INPUT_NORMS = {
 def fold_data_bn(state_dict: Dict[str, torch.Tensor], eps: float = 1e-5, input_mean: Sequence[float] = (0., 0., 0.),
                  input_std: Sequence[float] = (1., 1., 1.)) -> Tuple[Tuple[float, ...], ...]:
     """``(mean, std)`` with ``(x - mean) / std == data_bn((x - input_mean) / input_std)`` for eval-mode ``data_bn``."""
-    w, b = state_dict['backbone.data_bn.weight'].double(), state_dict['backbone.data_bn.bias'].double()
-    rm, rv = state_dict['backbone.data_bn.running_mean'].double(), state_dict['backbone.data_bn.running_var'].double()
-    scale = w / torch.sqrt(rv + eps)
-    shift = b - rm * scale
-    in_mean = torch.tensor(input_mean, dtype=torch.float64)
-    in_std = torch.tensor(input_std, dtype=torch.float64)
+    bn = {k: state_dict[f'backbone.data_bn.{k}'].double() for k in ('weight', 'bias', 'running_mean', 'running_var')}
+    scale = bn['weight'] / torch.sqrt(bn['running_var'] + eps)
+    shift = bn['bias'] - bn['running_mean'] * scale
+    in_mean, in_std = (torch.tensor(v, dtype=torch.float64) for v in (input_mean, input_std))
     return tuple((in_mean - in_std * shift / scale).tolist()), tuple((in_std / scale).tolist())
-
-
-def _attention_key(key: str) -> Optional[str]:
-    """Map an attention key inside a unit (``TOPIMAP.ChannelGate.mlp.1.weight``) to timm's, or None."""
-    for ref_prefix, timm_prefix in ATTN_PREFIXES.items():
-        if key.startswith(ref_prefix):
-            rest = key[len(ref_prefix):]
-            for ref_param, timm_param in ATTN_PARAM_KEYS.items():
-                if rest.startswith(ref_param):
-                    return timm_prefix + timm_param + rest[len(ref_param):]
-    return None
-
-
-def _map_conv(rest: str, convs: Dict[str, Tuple[str, Optional[str]]]) -> Optional[str]:
-    """Map ``<ref>.conv.weight`` / ``<ref>.bn.<param>`` to ``<timm conv>.weight`` / ``<timm norm>.<param>``."""
-    name, _, tail = rest.partition('.')
-    if name not in convs:
-        return None
-    conv, norm = convs[name]
-    if tail.startswith('conv.'):
-        return conv + tail[len('conv'):]
-    if tail.startswith('bn.') and norm is not None:
-        return norm + tail[len('bn'):]
-    return None
 
 
 def _target_key(key: str, unit_to_block: Dict[Tuple[int, int], str], extra_block: Optional[str]) -> Optional[str]:
     """timm's key for one reference key (None when it has no place); ``backbone.data_bn`` is folded, not mapped."""
-    m = _UNIT_RE.match(key)
+    module, _, param = key.rpartition('.')
+    m = _UNIT_RE.match(module)
     if m:
-        rest = m[3]
-        inner = _map_conv(rest, _UNIT_CONVS) or _map_conv(rest, _UNIT_CONVS_V1) or _attention_key(rest)
-        return f'{unit_to_block[(int(m[1]), int(m[2]))]}.{inner}' if inner else None
-    if key.startswith('backbone.final_conv1.') and extra_block is not None:  # V3: final_conv1 is timm's last block
-        inner = _map_conv(key[len('backbone.'):], {'final_conv1': ('conv', 'bn1')})
-        return f'{extra_block}.{inner}' if inner else None
-    if key.startswith('classifier.conv.'):
-        return 'classifier.' + key[len('classifier.conv.'):]
-    head = next((p for p in _HEAD_CONVS if key.startswith(p + '.')), None)
-    return _map_conv(key[len('backbone.'):], {head[len('backbone.'):]: _HEAD_CONVS[head]}) if head else None
+        inner = _UNIT_MODULES.get(m[3]) or _ATTN_MODULES.get(m[3])
+        return f'{unit_to_block[(int(m[1]), int(m[2]))]}.{inner}.{param}' if inner else None
+    if module in _FINAL_CONV1 and extra_block is not None:
+        return f'{extra_block}.{_FINAL_CONV1[module]}.{param}'
+    return f'{_HEAD_MODULES[module]}.{param}' if module in _HEAD_MODULES else None
 
 
 def convert_state_dict(ref_state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> Dict[str, torch.Tensor]:
