@@ -3,6 +3,7 @@
 Inputs are 32 px (the last stages see 1 x 1 maps) to keep the grid of choices x families fast.
 """
 import functools
+import json
 
 import pytest
 import torch
@@ -156,3 +157,33 @@ def test_unknown_attention_lists_the_choices():
     assert all(a in str(e.value) for a in ATTN_CHOICES)
     with pytest.raises(ValueError, match='Unknown attn'):
         resolve_attn('SE')
+
+
+@pytest.fixture(scope='module')
+def hub_offline():
+    """No Hub request: the folders are local and huggingface_hub reads this at call time."""
+    import huggingface_hub.constants
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+        mp.setenv('HF_HUB_OFFLINE', '1')
+        yield
+
+
+@pytest.mark.parametrize('attn', ATTN_CHOICES)
+def test_every_choice_is_recorded_in_hub_folders_and_loads_in_transformers(tmp_path, hub_offline, attn):
+    """``attn`` goes to the ``config.json`` of a Hub folder, and transformers builds the same model from it."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForImageClassification
+    from timm_mrap.hub import write_hub_folder
+    name = 'mobilenetv3_small_mrap'
+    torch.manual_seed(0)
+    model = timm.create_model(name, attn=attn, num_classes=NUM_CLASSES).eval()
+    save_file(model.state_dict(), tmp_path / 'weights.safetensors')
+    write_hub_folder(tmp_path / 'weights.safetensors', tmp_path / 'hub', model_name=name, tag='test',
+                     repo_id=f'someone/{name}.test', dataset='noise', model_kwargs={'attn': attn},
+                     data_config={'img_size': IMG, 'crop_pct': 1.0})
+    config = json.loads((tmp_path / 'hub' / 'config.json').read_text())
+    assert config.get('model_args', {}).get('attn', 'mrap') == attn  # mrap is the default: nothing to record
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path / 'hub').eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=_input()).logits, model(_input()), rtol=0, atol=1e-5)

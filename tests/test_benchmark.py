@@ -87,6 +87,18 @@ def test_library_rows_and_timm_models():
     assert rows[0]['q25_ms'] == rows[0]['median_ms'] == rows[0]['max_ms']  # one repeat: no spread
 
 
+def test_every_attention_choice_is_a_variant_and_params_plot(tmp_path):
+    from timm_mrap.layers import ATTN_CHOICES
+    variants = parse_variants([f'mobilenetv2_mrap:{a}' for a in ATTN_CHOICES])
+    assert [(v.model, v.attn) for v in variants] == [('mobilenetv2_mrap', a) for a in ATTN_CHOICES]
+    argv = ['--variants', 'mobilenetv2_mrap:none', 'mobilenetv2_mrap:simam', 'mobilenetv2_mrap:coord', '--img-size',
+            '32', '--num-classes', '10', '--settings', 'fp32:eager:infer:1', '--repeats', '1', '--warmup', '0',
+            '--threads', '1', '--device', 'cpu', '--plot', 'params', '--output', str(tmp_path)]
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['cost_vs_params.png', 'results.csv', 'results.json']
+    assert (tmp_path / 'cost_vs_params.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
 @pytest.mark.parametrize('specs, message', [
     (['mobilenetv2_mrap:foo'], 'attn'),
     (['not_a_model'], 'model'),

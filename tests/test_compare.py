@@ -170,6 +170,20 @@ def test_bad_input_stops_before_training(small_data, tmp_path, change, message):
     assert not (tmp_path / 'out').exists()
 
 
+def test_every_attention_choice_is_planned(small_data, tmp_path):
+    """The grid takes every ``attn`` choice (the command line's ``--attn`` lists them in its help)."""
+    from timm_mrap.compare import build_compare_parser
+    from timm_mrap.layers import ATTN_CHOICES
+    args, _ = build_compare_parser().parse_known_args([str(small_data), '--attn', *ATTN_CHOICES])
+    cfg = CompareConfig(data_dir=str(small_data), model='mobilenetv3_small_mrap', attns=args.attn, seeds=[0],
+                        output=str(tmp_path / 'out'), train_args=['--img-size', '32'])
+    plan = make_plan(cfg)
+    assert list(plan.complexity) == list(ATTN_CHOICES)
+    params = {a: p for a, (p, _) in plan.complexity.items()}
+    assert params['simam'] == params['none'] < params['eca'] < params['mrap']  # SimAM: no parameters; ECA: a few
+    assert all(macs > 0 for _, macs in plan.complexity.values())
+
+
 def test_output_of_another_model_needs_overwrite(small_data, tmp_path, capsys):
     from timm_mrap.compare import main
     out = tmp_path / 'out'

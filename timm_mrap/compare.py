@@ -2,12 +2,7 @@
 
 Every (attention, seed) is trained with ``train.sh``'s launcher (timm's ``train.py`` or the built-in trainer, on one or
 several GPUs), its best checkpoint validated, and the results collected. Finished runs are skipped on a rerun and an
-interrupted one resumes. The logic is in :mod:`timm_mrap.training.comparison`.
-
-Usage::
-
-    python -m timm_mrap.compare DATA_DIR --model mobilenetv3_mrap --attn none se eca cbam mrap --seeds 0 1 2 \\
-        [--recipe NAME] [--epochs N] [--output DIR] [--overwrite] [timm train.py flags...]
+interrupted one resumes. The logic is in :mod:`timm_mrap.training.comparison`; ``--help`` has the usage.
 """
 import argparse
 import sys

@@ -9,7 +9,7 @@ import torch
 
 from .bench import VariantError, run_benchmark
 from .config import DEFAULT_VARIANTS, MODES, PRECISIONS, RUNTIMES, STANDARD_SETTINGS, BenchmarkConfig
-from .plot import setting_name
+from .plot import PLOTS, setting_name
 from .results import check_output, print_table, write_benchmark_results
 
 __all__ = ['build_benchmark_parser', 'main']
@@ -22,7 +22,7 @@ def build_benchmark_parser() -> argparse.ArgumentParser:
         description='Params, GMACs, latency and throughput of model / attention variants, measured side by side '
                     '(round-robin repeats). Ratios refer to the baseline variant (default: the first).')
     p.add_argument('--variants', nargs='+', default=list(DEFAULT_VARIANTS),
-                   help='"model", "model:attn" (attn for our *_mrap models: none se eca cbam mafc mrap) or '
+                   help='"model", "model:attn" (attn for our *_mrap models: any of timm_mrap.ATTN_CHOICES) or '
                         '"model:mrap:impl" (impl: auto reference fused triton)')
     p.add_argument('--baseline', default=None, help='variant the ratios refer to (default: the first)')
     p.add_argument('--device', dest='devices', nargs='+', default=None,
@@ -49,8 +49,11 @@ def build_benchmark_parser() -> argparse.ArgumentParser:
     p.add_argument('--iters', type=int, default=1, help='steps per timed repeat')
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
     p.add_argument('--channels-last', action='store_true')
-    p.add_argument('--output', default=None, help='folder for results.csv / results.json / relative_cost.png')
+    p.add_argument('--output', default=None, help='folder for results.csv / results.json / the plot')
     p.add_argument('--overwrite', action='store_true', help='replace results already in --output')
+    p.add_argument('--plot', default='relative', choices=tuple(PLOTS),
+                   help='relative: relative_cost.png, bars of time / baseline per setting (default); params: '
+                        'cost_vs_params.png, time / baseline against params')
     p.add_argument('--no-plot', action='store_true', help='skip the PNG (no matplotlib needed)')
     p.add_argument('--keep-going', action='store_true',
                    help='when a variant fails, measure the rest (its row records the error); the exit status is 1')
@@ -67,7 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         cfg.validate()
         if args.output:  # fail before measuring, not after
-            check_output(args.output, args.overwrite, plot=not args.no_plot)
+            check_output(args.output, args.overwrite, plot=None if args.no_plot else args.plot)
         rows = run_benchmark(cfg, keep_going=args.keep_going)
     except VariantError as e:
         print(f'error: {e}', file=sys.stderr)
@@ -78,8 +81,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print_table(rows)
     if args.output:
         command = 'python -m timm_mrap.benchmark ' + ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-        paths = write_benchmark_results(rows, args.output, cfg, overwrite=args.overwrite, plot=not args.no_plot,
-                                        command=command)
+        paths = write_benchmark_results(rows, args.output, cfg, overwrite=args.overwrite,
+                                        plot=None if args.no_plot else args.plot, command=command)
         print('wrote ' + ', '.join(str(p) for p in paths.values()))
     failed = sorted({f'{r["variant"]} ({setting_name(r)})' for r in rows if r['error']})
     if failed:

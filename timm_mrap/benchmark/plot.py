@@ -1,8 +1,9 @@
-"""Bar chart of each variant's cost relative to the baseline, one panel per setting (matplotlib, imported lazily)."""
+"""Plots of benchmark rows (matplotlib, imported lazily): each variant's cost relative to the baseline, one bar panel
+per setting (``relative``), or that cost against the variant's parameters, one series per setting (``params``)."""
 import math
 from typing import Any, Dict, List
 
-__all__ = ['plot_relative_cost', 'setting_name']
+__all__ = ['PLOTS', 'plot_cost_vs_params', 'plot_relative_cost', 'setting_name']
 
 
 def setting_name(row: Dict[str, Any]) -> str:
@@ -10,15 +11,19 @@ def setting_name(row: Dict[str, Any]) -> str:
     return f'{row["device"]} {row["precision"]} {row["runtime"]} {row["mode"]} b{row["batch_size"]}'
 
 
-def plot_relative_cost(rows: List[Dict[str, Any]], path: str, dpi: int = 72) -> None:
-    """Save a PNG of ``relative`` (median time / baseline median time) per variant and setting, with the IQR."""
+def _pyplot():
     try:
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ImportError('The benchmark plot needs matplotlib: pip install "timm-mrap[plot]" (or --no-plot).') from e
+    return plt
 
+
+def plot_relative_cost(rows: List[Dict[str, Any]], path: str, dpi: int = 72) -> None:
+    """Save a PNG of ``relative`` (median time / baseline median time) per variant and setting, with the IQR."""
+    plt = _pyplot()
     settings = list(dict.fromkeys(setting_name(r) for r in rows))
     variants = list(dict.fromkeys(r['variant'] for r in rows))
     by_key = {(setting_name(r), r['variant']): r for r in rows}
@@ -50,3 +55,30 @@ def plot_relative_cost(rows: List[Dict[str, Any]], path: str, dpi: int = 72) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def plot_cost_vs_params(rows: List[Dict[str, Any]], path: str, dpi: int = 72) -> None:
+    """Save a PNG of ``relative`` against ``params_m``: one marker series per setting, each point named by its
+    ``attn`` (or variant). Rows of several runs can be drawn together: each ratio refers to its own run's baseline."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7., 4.5))
+    for marker, setting in zip('osD^vP*X', dict.fromkeys(setting_name(r) for r in rows)):
+        points = [r for r in rows if setting_name(r) == setting and not math.isnan(r['relative'])]
+        ax.scatter([r['params_m'] for r in points], [r['relative'] for r in points], marker=marker, s=18,
+                   label=setting, alpha=0.8)
+    for r in {r['variant']: r for r in rows if setting_name(r) == setting_name(rows[0])}.values():
+        if not math.isnan(r['relative']):
+            ax.annotate(r['attn'] or r['variant'], (r['params_m'], r['relative']), fontsize=6, xytext=(2, 2),
+                        textcoords='offset points')
+    ax.axhline(1., color='k', lw=0.8)
+    ax.set_xlabel('params (M)', fontsize=8)
+    ax.set_ylabel('time / baseline', fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+# --plot choice -> (file name, drawing function)
+PLOTS = {'relative': ('relative_cost.png', plot_relative_cost), 'params': ('cost_vs_params.png', plot_cost_vs_params)}

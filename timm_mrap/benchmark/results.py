@@ -1,4 +1,4 @@
-"""Benchmark results: the Markdown table, and ``results.csv`` / ``results.json`` / ``relative_cost.png`` files."""
+"""Benchmark results: the Markdown table, and ``results.csv`` / ``results.json`` / the plot's PNG files."""
 import csv
 import dataclasses
 import json
@@ -13,7 +13,7 @@ import torch
 
 from ..complexity import MAC_COUNTER
 from .config import BenchmarkConfig
-from .plot import plot_relative_cost, setting_name
+from .plot import PLOTS, setting_name
 
 __all__ = ['CSV_COLUMNS', 'check_output', 'environment', 'print_table', 'write_benchmark_results']
 
@@ -47,12 +47,13 @@ def environment() -> Dict[str, Any]:
     )
 
 
-def check_output(output_dir: str, overwrite: bool = False, plot: bool = True) -> Dict[str, Path]:
-    """The result paths in ``output_dir``; a clear error if they exist and ``overwrite`` is not set."""
+def check_output(output_dir: str, overwrite: bool = False, plot: Optional[str] = 'relative') -> Dict[str, Path]:
+    """The result paths in ``output_dir`` (``plot``: a ``PLOTS`` name or None); a clear error if they exist and
+    ``overwrite`` is not set."""
     out = Path(output_dir)
     paths = {'csv': out / 'results.csv', 'json': out / 'results.json'}
     if plot:
-        paths['png'] = out / 'relative_cost.png'
+        paths['png'] = out / PLOTS[plot][0]
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f'Benchmark results already exist: {existing}; pass --overwrite or another --output.')
@@ -64,10 +65,11 @@ def write_benchmark_results(
         output_dir: str,
         cfg: Optional[BenchmarkConfig] = None,
         overwrite: bool = False,
-        plot: bool = True,
+        plot: Optional[str] = 'relative',
         command: Optional[str] = None,
 ) -> Dict[str, Path]:
-    """Write ``results.csv``, ``results.json`` (rows, config, environment, command) and ``relative_cost.png``.
+    """Write ``results.csv``, ``results.json`` (rows, config, environment, command) and the ``plot`` (a ``PLOTS``
+    name: ``relative_cost.png`` or ``cost_vs_params.png``; None for none).
 
     Existing result files are kept unless ``overwrite`` is set.
     """
@@ -82,5 +84,5 @@ def write_benchmark_results(
         clean = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
         json.dump(dict(meta, results=clean), f, indent=1, default=str)
     if plot:
-        plot_relative_cost(rows, str(paths['png']))
+        PLOTS[plot][1](rows, str(paths['png']))
     return paths
