@@ -3,7 +3,6 @@
 Usage and options: docs/hub.md.
 """
 import argparse
-import sys
 from typing import List, Optional
 
 from timm.utils import ParseKwargs
@@ -65,15 +64,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     try:
         if args.command == 'prepare':
-            data_config = dict(img_size=args.img_size, crop_pct=args.crop_pct, interpolation=args.interpolation,
-                               mean=args.mean and tuple(args.mean), std=args.std and tuple(args.std))
+            data_config = {k: getattr(args, k) for k in ('img_size', 'crop_pct', 'interpolation', 'mean', 'std')}
             result = write_hub_folder(
-                args.src, args.out, model_name=args.model, tag=args.tag, repo_id=args.repo_id,
-                num_classes=args.num_classes,
-                label_names=read_label_names(args.label_names) if args.label_names else None,
-                use_ema=args.use_ema, weights_format=args.format, model_kwargs=args.model_kwargs,
-                data_config=data_config, dataset=args.dataset, dataset_id=args.dataset_id, license=args.license,
-                results=args.results, compare=args.compare, card_dir=args.card_dir, overwrite=args.overwrite)
+                args.src, args.out, model_name=args.model, tag=args.tag, repo_id=args.repo_id, use_ema=args.use_ema,
+                label_names=read_label_names(args.label_names) if args.label_names else None, license=args.license,
+                num_classes=args.num_classes, weights_format=args.format, model_kwargs=args.model_kwargs,
+                data_config=data_config, dataset=args.dataset, dataset_id=args.dataset_id, results=args.results,
+                compare=args.compare, card_dir=args.card_dir, overwrite=args.overwrite)
             stats = result.stats
             accuracy = f'top-1 {result.results["top1"]:.2f}' if result.results else 'accuracy not yet measured'
             print(f'Wrote {result.out_dir}: {result.model.pretrained_cfg["architecture"]}, '
@@ -101,4 +98,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    main()

@@ -1,6 +1,5 @@
 """ Model cards: one template (``card_template.md``) for every architecture, filled with its facts (``card_facts.py``)
-and with numbers measured when a Hub folder is prepared; accuracy comes from timm ``validate.py`` results files only.
-"""
+and with numbers measured when a Hub folder is prepared; accuracy comes from timm ``validate.py`` results files only."""
 import csv
 import json
 import re
@@ -121,9 +120,8 @@ def stale_cards(card_dir: PathLike) -> List[str]:
 def measure_model(model: nn.Module, input_size: Sequence[int]) -> ModelStats:
     """Count params and MACs and record the feature / embedding shapes of ``model`` (eval mode) for one image."""
     was_training = model.training
-    model.eval()
     try:
-        unpooled, features = model.forward_intermediates(torch.zeros(1, *input_size))
+        unpooled, features = model.eval().forward_intermediates(torch.zeros(1, *input_size))
         embedding = model.forward_head(unpooled, pre_logits=True)
     finally:
         model.train(was_training)
@@ -138,10 +136,7 @@ def read_results(path: PathLike) -> List[Dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise CardError(f'Results file {path} does not exist; pass the file validate.py wrote (--results-file).')
-    text = path.read_text()
-    if '--result' in text:  # captured stdout: the JSON follows the marker line
-        text = text.split('--result', 1)[1]
-    text = text.strip()
+    text = path.read_text().split('--result', 1)[-1].strip()  # captured stdout: the JSON follows the marker line
     if text.startswith(('{', '[')):
         try:
             rows = json.loads(text)

@@ -162,9 +162,8 @@ def _build_model(checkpoint: Checkpoint, architecture: str, num_classes: Optiona
     if train_args.get('in_chans') is not None:
         kwargs['in_chans'] = train_args['in_chans']
     kwargs.update(model_kwargs or {})
-    data_args = {k: train_args[k] for k in DATA_CONFIG_KEYS if train_args.get(k) is not None}
-    if checkpoint.kind == 'hub-folder':
-        data_args = {k: v for k, v in (checkpoint.config.get('pretrained_cfg') or {}).items() if k in DATA_CONFIG_KEYS}
+    source_cfg = checkpoint.config.get('pretrained_cfg') or train_args  # a Hub folder's, else train.py's args
+    data_args = {k: source_cfg[k] for k in DATA_CONFIG_KEYS if source_cfg.get(k) is not None}
     data_args.update({k: v for k, v in (data_config or {}).items() if v is not None})
     if checkpoint.is_reference:
         from ..convert import convert_checkpoint
