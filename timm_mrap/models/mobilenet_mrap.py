@@ -1,25 +1,15 @@
 """ MobileNet V1 / V2 / V3 with MRAP: the registered ``*_mrap`` models
 
-The reference topology of the MRAP paper (see the module docstring of ``timm_mrap.layers.mrap``): the attention sits
-after the depthwise conv block and before the pointwise / projection conv, which is where timm's
-``DepthwiseSeparableConv`` and ``InvertedResidual`` apply their ``se`` layer (built by ``timm_mrap.models.mobilenet``).
-
-The ``attn`` model argument swaps the attention on the identical backbone for a same-recipe comparison (the layers
-and their reduction ratios: ``timm_mrap.layers.create_attn``, ``docs/attentions.md``):
-
-* ``'mrap'`` (default), ``'mafc'``: this package's layers;
-* ``'se'``, ``'ese'``, ``'eca'``, ``'ecam'``, ``'ceca'``, ``'ge'``, ``'gc'``, ``'gca'``, ``'cbam'``, ``'lcbam'``,
-  ``'coord'``, ``'scoord'``, ``'ela'``, ``'strip'``: timm's lightweight attentions (``timm.layers.get_attn``);
-* ``'simam'``: parameter-free SimAM (``timm_mrap.layers.SimAM``); ``'none'``: the plain backbone.
-
-MRAP's implementation is a switch, not a model argument (``timm_mrap.layers.config``).
+The reference topology of the MRAP paper: the attention sits after the depthwise conv block and before the pointwise /
+projection conv, in timm's ``se`` slot (built by ``timm_mrap.models.mobilenet``). The ``attn`` model argument swaps
+the attention on the identical backbone for a same-recipe comparison (the choices: ``timm_mrap.layers.create_attn``,
+``docs/attentions.md``). MRAP's implementation is a switch, not a model argument (``timm_mrap.layers.config``).
 """
 from timm.models import generate_default_cfgs, register_model
-
 from timm.models.efficientnet import EfficientNet
 from timm.models.mobilenetv3 import MobileNetV3
 
-from .mobilenet import gen_mobilenetv1, gen_mobilenetv2, gen_mobilenetv3, mobilenet_cfg as _cfg
+from .mobilenet import gen_mobilenet, mobilenet_cfg as _cfg
 from .pretrained import explain_unpublished_weights
 from .warm_start import BACKBONE_TAG, backbone_cfg, checkpoint_filter_fn
 
@@ -42,33 +32,33 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+def _gen_mobilenet_mrap(variant: str, pretrained: bool = False, **kwargs):
+    return gen_mobilenet(variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+
+
 @register_model
 @explain_unpublished_weights
 def mobilenetv1_mrap(pretrained: bool = False, **kwargs) -> EfficientNet:
-    """MobileNetV1 with MRAP after every depthwise conv (reference topology)."""
-    return gen_mobilenetv1(
-        'mobilenetv1_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    """MobileNetV1 with MRAP after every depthwise conv, identity skips where shapes allow (reference topology)."""
+    return _gen_mobilenet_mrap('mobilenetv1_mrap', pretrained, **kwargs)
 
 
 @register_model
 @explain_unpublished_weights
 def mobilenetv2_mrap(pretrained: bool = False, **kwargs) -> EfficientNet:
     """MobileNetV2 with MRAP in all 17 bottlenecks (reference topology)."""
-    return gen_mobilenetv2(
-        'mobilenetv2_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    return _gen_mobilenet_mrap('mobilenetv2_mrap', pretrained, **kwargs)
 
 
 @register_model
 @explain_unpublished_weights
 def mobilenetv3_mrap(pretrained: bool = False, **kwargs) -> MobileNetV3:
     """MobileNetV3-Large with MRAP in place of SE (reference topology)."""
-    return gen_mobilenetv3(
-        'mobilenetv3_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    return _gen_mobilenet_mrap('mobilenetv3_mrap', pretrained, **kwargs)
 
 
 @register_model
 @explain_unpublished_weights
 def mobilenetv3_small_mrap(pretrained: bool = False, **kwargs) -> MobileNetV3:
     """MobileNetV3-Small with MRAP in place of SE, built as mobilenetv3_mrap (its first unit has a 1x1 expansion)."""
-    return gen_mobilenetv3(
-        'mobilenetv3_small_mrap', pretrained=pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    return _gen_mobilenet_mrap('mobilenetv3_small_mrap', pretrained, **kwargs)
