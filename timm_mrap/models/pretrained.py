@@ -1,12 +1,9 @@
 """ ``pretrained=True`` for the registered tags: fail at once for weights that are not published, say why otherwise
 
-The default tags point at Hub repos of this project (``timm-mrap/<architecture>.<tag>``); ``PUBLISHED_REPOS`` lists
-those that hold weights. ``explain_unpublished_weights`` wraps a model entrypoint: a tag whose repo is not published
-raises ``WeightsNotPublishedError`` before any Hub request (huggingface_hub would otherwise retry for a minute on a
-machine without a connection), naming the repo and how to get weights. Published tags, and the ``in1k_backbone`` tags
-(timm's own ``timm/`` repos), are fetched as timm fetches them; a Hub miss there (not in the offline cache, no such
-repo) is re-raised as ``WeightsNotPublishedError`` naming the repo. ``local-dir:``, ``hf-hub:``,
-``pretrained_cfg_overlay=dict(file=...)`` and ``pretrained=False`` are timm's own and untouched.
+``explain_unpublished_weights`` wraps a model entrypoint: a tag whose ``timm-mrap/`` Hub repo is not in
+``PUBLISHED_REPOS`` raises ``WeightsNotPublishedError`` before any Hub request (huggingface_hub would retry for a minute
+without a connection). Other tags are fetched as timm fetches them; a Hub miss there is re-raised as
+``WeightsNotPublishedError`` naming the repo. ``local-dir:``, ``hf-hub:`` and ``pretrained_cfg_overlay`` are untouched.
 """
 import functools
 from typing import Any, Callable, TypeVar

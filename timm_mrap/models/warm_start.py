@@ -1,12 +1,10 @@
 """ Warm starts from timm's own ImageNet-1k weights: the ``<architecture>.in1k_backbone`` tags
 
-These tags load timm's ImageNet-1k weights of the matching plain backbone (``TIMM_BACKBONES``): an ImageNet backbone
-with untrained attention, for fine-tuning, not the paper's weights. ``checkpoint_filter_fn`` (timm's
-``pretrained_filter_fn``) copies every conv / BN / classifier tensor to the same place and leaves attention at its
-initialisation (timm's SE is dropped, as is its V3 head-conv bias). V2 / V3: timm's depthwise-separable first block
-goes into our expansion-1 inverted residual, whose extra 1x1 conv + BN are set to an exact identity; on V2 the stem's
-ReLU6 output is in [0, 6], so ``attn='none'`` reproduces timm's ``mobilenetv2_100`` exactly. V1: the same keys; our
-ReLU and identity skips make the warm start differ from timm's function. Our own state dicts pass through unchanged.
+These tags load timm's ImageNet-1k weights of the matching plain backbone (``TIMM_BACKBONES``) with attention left at
+its initialisation, for fine-tuning; not the paper's weights. ``checkpoint_filter_fn`` (timm's ``pretrained_filter_fn``)
+copies every conv / BN / classifier tensor (timm's SE and V3 head-conv bias are dropped); on V2 / V3 timm's
+depthwise-separable first block goes into our expansion-1 inverted residual, whose extra 1x1 conv + BN are set to an
+exact identity (``docs/beyond_the_paper.md``). Our own state dicts pass through unchanged.
 """
 from typing import Any, Callable, Dict, List
 
@@ -34,18 +32,11 @@ _ATTN = '.se.'
 _FIRST_BLOCK = {'conv_dw': 'conv_dw', 'bn1': 'bn2', 'conv_pw': 'conv_pwl', 'bn2': 'bn3'}
 
 
-def _timm_class_name(model: nn.Module) -> str:
-    """Name of the timm class ``model`` is built on (``MobileNetV3`` for our subclasses of it)."""
-    return next((c.__name__ for c in type(model).__mro__ if c.__module__.startswith('timm.')), type(model).__name__)
-
-
-def backbone_cfg(architecture: str, make_cfg: Callable[..., Dict[str, Any]], **kwargs) -> Dict[str, Any]:
+def backbone_cfg(architecture: str, make_cfg: Callable[..., Dict[str, Any]]) -> Dict[str, Any]:
     """The pretrained cfg of ``architecture.in1k_backbone`` (made by ``make_cfg``): timm's Hub repo and the data
     config of the weights there."""
     source = TIMM_BACKBONES[architecture]
     src = get_pretrained_cfg(source)
-    if src is None:
-        raise RuntimeError(f'timm has no pretrained cfg {source!r}; this timm release is not supported.')
     return make_cfg(
         hf_hub_id=f'timm/{source}',
         num_classes=1000,
@@ -59,7 +50,6 @@ def backbone_cfg(architecture: str, make_cfg: Callable[..., Dict[str, Any]], **k
         license=src.license or 'apache-2.0',
         notes=(f"timm's ImageNet-1k weights of {source} with untrained attention, for fine-tuning; "
                "not the MRAP paper's weights",),
-        **kwargs,
     )
 
 
@@ -129,7 +119,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
                and not k.endswith('num_batches_tracked')]
     if no_place or bad_shape or missing:
         raise ValueError(
-            f'These weights do not fit {_timm_class_name(model)} as a timm MobileNet backbone: '
+            f'These weights do not fit {type(model).__name__} as a timm MobileNet backbone: '
             f'no place for {no_place[:5]}, wrong shapes {bad_shape[:5]}, not filled {missing[:5]}. The '
             f'in1k_backbone tags load timm\'s {sorted(TIMM_BACKBONES.values())}.')
     return out
