@@ -1,15 +1,7 @@
-""" MRAP's full-size work in PyTorch ops: the CPU kernel of the ``timm_mrap::mrap_*`` operators
+""" MRAP's full-size work in PyTorch ops: the ``'torch'`` kernel of the ``timm_mrap::mrap_*`` operators
 
-Four functions of tensors, the implementations that ``timm_mrap.layers.mrap_ops`` registers for any device (the
-Triton kernels in ``mrap_triton`` have the same interface):
-
-* ``statistics(x)``: channel and spatial mean / unbiased std, float32 (float64 for float64 inputs), two-pass;
-* ``statistics_backward(x, mean_c, a_c, b_c, mean_s, a_s, b_s)``: their input gradient
-  ``a_c * (x - mean_c) + b_c + a_s * (x - mean_s) + b_s``;
-* ``gate(x, w_c, w_s)``: ``x * (1 + sigmoid(w_c * w_s))`` in the input dtype;
-* ``gate_backward(grad, x, w_c, w_s)``: the gradients of ``x``, ``w_c`` and ``w_s``.
-
-On CPU they work through cache-sized chunks of a few samples in reused float32 buffers: no full-size temporaries (whose
+``TorchKernels`` has the four functions ``mrap_ops`` registers (``mrap_triton.TritonKernels`` has the same interface).
+On CPU they work through cache-sized chunks of a few samples in reused float32 buffers: no full-size temporaries (their
 page faults cost more than the arithmetic there) and float32 accuracy for bf16 / fp16 inputs. Elsewhere (CUDA without
 Triton) they are whole-tensor ops that accumulate in float32.
 """
@@ -39,11 +31,7 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
 
 def std_grad_scale(g_std: torch.Tensor, std: torch.Tensor, count: int) -> torch.Tensor:
     """``a`` in the input gradient ``a * (x - mean) + g_mean / count`` of a mean / unbiased-std reduction over ``count``
-    items: ``g_std / ((count - 1) * std)``, 0 where the std is 0 (the zero gradient ``torch.std`` gives there).
-
-    The gradient is kept in this centred form, exact where the mean is large against the spread (``a * x - a * mean``
-    would cancel). Plain differentiable ops, so double backward goes through them.
-    """
+    items: ``g_std / ((count - 1) * std)``, 0 where the std is 0 (as ``torch.std``); differentiable ops."""
     a = torch.zeros_like(std)
     if count > 1:
         a = torch.where(std > 0, g_std / (std.clamp_min(torch.finfo(std.dtype).tiny) * (count - 1)), a)
@@ -102,12 +90,8 @@ class TorchKernels:
             a_s: torch.Tensor, b_s: torch.Tensor,
     ) -> torch.Tensor:
         """``a_c * (x - mean_c) + b_c + a_s * (x - mean_s) + b_s`` (the statistics' input gradient) in ``x``'s dtype
-        and layout; the deviations are formed in float32 chunk by chunk.
-
-        Each deviation is taken from the exact mean: ``x - mean`` less its own mean, which is the rounding error of the
-        float32 ``mean`` (as autograd through ``x - x.mean()`` has it). Where the spread is tiny against the mean (a
-        ReLU6 channel at 6 + 1e-3 noise), that error is a sizeable part of every deviation.
-        """
+        and layout. Each deviation is taken from the exact mean: ``x - mean`` less its own mean, the rounding error of
+        the float32 ``mean`` (a sizeable part of every deviation where the spread is tiny against the mean)."""
         b, c, h, w = x.shape
         rows, buf = _chunks(x)
         out = torch.empty_like(buf) if buf.dtype != x.dtype else None
@@ -137,11 +121,8 @@ class TorchKernels:
     def gate_backward(
             grad: torch.Tensor, x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Gradients of ``x`` (its dtype and layout), ``w_c`` (B x C) and ``w_s`` (B x 1 x H x W) (float32).
-
-        The sigmoid is recomputed a few samples at a time in reused float32 buffers, and the ``w_c`` / ``w_s`` terms
-        ``grad * x * gate * (1 - gate)`` are reduced by batched matrix products: exact in float32, never full-size.
-        """
+        """Gradients of ``x`` (its dtype and layout), ``w_c`` (B x C) and ``w_s`` (B x 1 x H x W) (float32); the
+        ``w_c`` / ``w_s`` terms ``grad * x * gate * (1 - gate)`` are reduced by batched matrix products."""
         b, c, h, w = x.shape
         channels_last = memory_format_of(x) == torch.channels_last
         grad = grad.contiguous(memory_format=memory_format_of(x))

@@ -1,34 +1,20 @@
-""" MRAP's full-size work as registered PyTorch operators, and their derivatives
+""" MRAP's full-size work as four operators registered under ``torch.ops.timm_mrap`` (``docs/performance.md``)
 
-Four operators, registered with ``torch.library.custom_op`` under ``torch.ops.timm_mrap``, each with a fake (shape)
-implementation, so ``torch.compile`` and ``torch.export`` trace them without a graph break, and a vmap rule:
-
-* ``mrap_statistics(x, kernel)``: channel (B x C) and spatial (B x 1 x H x W) mean and unbiased std;
-* ``mrap_statistics_backward(x, mean_c, a_c, b_c, mean_s, a_s, b_s, kernel)``: their input gradient
-  ``a_c * (x - mean_c) + b_c + a_s * (x - mean_s) + b_s``;
-* ``mrap_gate(x, w_c, w_s, kernel)``: ``x * (1 + sigmoid(w_c * w_s))``;
-* ``mrap_gate_backward(grad, x, w_c, w_s, kernel)``: the gradients of ``x``, ``w_c`` and ``w_s``.
-
-``kernel`` names the implementation: ``'torch'`` (``mrap_kernels.TorchKernels``: the chunked CPU kernel, whole-tensor
-ops elsewhere) or ``'triton'`` (``mrap_triton.TritonKernels``).
-
-``mrap_statistics`` and ``mrap_gate`` differentiate them through two ``torch.autograd.Function``s with
-``setup_context`` and ``generate_vmap_rule``, so ``torch.func.grad`` / ``vmap`` / ``jacrev``, activation checkpointing
-and ``torch.compile`` of code that calls them all go through (torch 2.14's ``register_autograd`` is refused by
-``torch.func``; ``MRAP`` itself hands ``torch.compile`` its reference math, which Inductor fuses). Their backward
-calls the backward operators; where a graph of the gradient is being recorded (double backward,
-``create_graph=True``, ``torch.func``) it computes the same formulas in differentiable ops instead.
+``mrap_statistics``, ``mrap_statistics_backward``, ``mrap_gate`` and ``mrap_gate_backward``, each with a fake (shape)
+implementation, so ``torch.compile`` / ``torch.export`` trace them without a graph break, and a vmap rule. ``kernel``
+names the implementation: ``'torch'`` (``mrap_kernels.TorchKernels``) or ``'triton'`` (``mrap_triton.TritonKernels``).
+``mrap_statistics`` / ``mrap_gate`` differentiate them through ``torch.autograd.Function``s that ``torch.func`` accepts
+(it refuses ``register_autograd``'s in torch 2.14); where a graph of the gradient is recorded (double backward,
+``torch.func``) their backward runs the same formulas in differentiable ops instead of the backward operators.
 """
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from .mrap_kernels import TorchKernels, memory_format_of, stats_dtype, std_grad_scale
 
-__all__ = ['KERNELS', 'select_kernel', 'mrap_statistics', 'mrap_gate']
-
-KERNELS = ('torch', 'triton')
+__all__ = ['select_kernel', 'mrap_statistics', 'mrap_gate']
 
 
 def _kernels(kernel: str):
@@ -39,8 +25,7 @@ def _kernels(kernel: str):
 
 
 def select_kernel(impl: str, x: Tensor) -> str:
-    """The kernel MRAP's ``impl`` stands for on ``x``: ``'auto'`` takes Triton for CUDA float32 / bf16 / fp16 tensors
-    when it is installed, else the PyTorch-op kernel; ``'triton'`` checks that Triton can run ``x``."""
+    """The kernel ``impl`` stands for on ``x`` (``'auto'``: Triton for CUDA float tensors where it is installed)."""
     if impl == 'triton':
         from .mrap_triton import TritonKernels
         TritonKernels.check_input(x)
@@ -56,19 +41,14 @@ def _empty_like_x(x: Tensor) -> Tensor:
     return torch.empty_like(x, memory_format=memory_format_of(x))
 
 
-def _fold_vmap(op: Callable, num_tensors: int) -> Callable:
+def _fold_vmap(op: Callable) -> Callable:
     """A vmap rule for a per-sample operator: the vmapped dimension is folded into the batch and back."""
     def rule(info, in_dims: Sequence, *args):
-        folded: List = []
-        for i, (arg, dim) in enumerate(zip(args, in_dims)):
-            if i < num_tensors:
-                arg = arg.movedim(dim, 0) if dim is not None else arg.expand(info.batch_size, *arg.shape)
-                arg = arg.flatten(0, 1)
-            folded.append(arg)
-        out = op(*folded)
-        outs = out if isinstance(out, tuple) else (out,)
-        outs = tuple(o.unflatten(0, (info.batch_size, -1)) for o in outs)
-        return (outs if isinstance(out, tuple) else outs[0]), ((0,) * len(outs) if isinstance(out, tuple) else 0)
+        out = op(*[(a.movedim(d, 0) if d is not None else a.expand(info.batch_size, *a.shape)).flatten(0, 1)
+                   if isinstance(a, Tensor) else a for a, d in zip(args, in_dims)])
+        if isinstance(out, tuple):
+            return tuple(o.unflatten(0, (info.batch_size, -1)) for o in out), (0,) * len(out)
+        return out.unflatten(0, (info.batch_size, -1)), 0
     return rule
 
 
@@ -80,9 +60,7 @@ def _statistics_op(x: Tensor, kernel: str) -> Tuple[Tensor, Tensor, Tensor, Tens
 @_statistics_op.register_fake
 def _(x: Tensor, kernel: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     b, c, h, w = x.shape
-    new = dict(device=x.device, dtype=stats_dtype(x))
-    return x.new_empty((b, c), **new), x.new_empty((b, c), **new), x.new_empty((b, 1, h, w), **new), \
-        x.new_empty((b, 1, h, w), **new)
+    return tuple(x.new_empty(shape, dtype=stats_dtype(x)) for shape in ((b, c), (b, c), (b, 1, h, w), (b, 1, h, w)))
 
 
 @torch.library.custom_op('timm_mrap::mrap_statistics_backward', mutates_args=())
@@ -92,20 +70,9 @@ def _statistics_backward_op(
     return _kernels(kernel).statistics_backward(x, mean_c, a_c, b_c, mean_s, a_s, b_s)
 
 
-@_statistics_backward_op.register_fake
-def _(x: Tensor, mean_c: Tensor, a_c: Tensor, b_c: Tensor, mean_s: Tensor, a_s: Tensor, b_s: Tensor,
-      kernel: str) -> Tensor:
-    return _empty_like_x(x)
-
-
 @torch.library.custom_op('timm_mrap::mrap_gate', mutates_args=())
 def _gate_op(x: Tensor, w_c: Tensor, w_s: Tensor, kernel: str) -> Tensor:
     return _kernels(kernel).gate(x, w_c, w_s)
-
-
-@_gate_op.register_fake
-def _(x: Tensor, w_c: Tensor, w_s: Tensor, kernel: str) -> Tensor:
-    return _empty_like_x(x)
 
 
 @torch.library.custom_op('timm_mrap::mrap_gate_backward', mutates_args=())
@@ -120,10 +87,10 @@ def _(grad: Tensor, x: Tensor, w_c: Tensor, w_s: Tensor, kernel: str) -> Tuple[T
     return _empty_like_x(x), x.new_empty((b, c), dtype=dtype), x.new_empty((b, 1, h, w), dtype=dtype)
 
 
-_statistics_op.register_vmap(_fold_vmap(_statistics_op, 1))
-_statistics_backward_op.register_vmap(_fold_vmap(_statistics_backward_op, 7))
-_gate_op.register_vmap(_fold_vmap(_gate_op, 3))
-_gate_backward_op.register_vmap(_fold_vmap(_gate_backward_op, 4))
+_statistics_backward_op.register_fake(lambda x, *args: _empty_like_x(x))
+_gate_op.register_fake(lambda x, *args: _empty_like_x(x))
+for _op in (_statistics_op, _statistics_backward_op, _gate_op, _gate_backward_op):
+    _op.register_vmap(_fold_vmap(_op))
 
 
 class _Statistics(torch.autograd.Function):

@@ -1,22 +1,9 @@
-""" Triton kernels for MRAP's full-size work: statistics, gate and their gradients
+""" Triton kernels for MRAP's full-size work: statistics, gate and their gradients (``docs/performance.md``)
 
-Four kernels, each reading the activation in B x C x (H * W) tiles through its strides, so contiguous (NCHW) and
-channels_last (NHWC) tensors both work without copies; float32, bfloat16 and float16 inputs accumulate in float32.
-
-* ``_statistics_kernel``: one read of ``x`` gives the spatial mean / variance (over C, merged chunk by chunk with
-  Chan's parallel formula) and per-block channel partials, which ``TritonKernels.statistics`` merges the same way.
-  Every partial is two-pass over a tile held in registers, so constant rows give exactly 0.
-* ``_gate_kernel``: ``x * (1 + sigmoid(w_c * w_s))``, written in the input dtype.
-* ``_gate_backward_kernel``: the gradients of ``x``, ``w_c`` (per-block partials) and ``w_s`` from one read of the
-  output gradient and ``x``; the sigmoid is recomputed, nothing full-size is saved for backward.
-* ``_deviation_mean_kernel``: the means of ``x - mean_c`` over positions and of ``x - mean_s`` over channels (the
-  rounding errors of the float32 means), from one read of ``x``;
-* ``_statistics_backward_kernel``: the statistics' input gradient ``a_c * (x - mean_c) + b_c + a_s * (x - mean_s) +
-  b_s``, each deviation less its mean, from one read of ``x``.
-
-They run on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1`` (how the tests check them without a GPU).
-``TritonKernels`` has the interface of ``mrap_kernels.TorchKernels``; ``mrap_ops`` registers both as the kernels of
-MRAP's operators.
+Each kernel walks the activation in B x C x (H * W) tiles through its strides, so NCHW and channels_last tensors need
+no copies; float32, bfloat16 and float16 inputs accumulate in float32. They run on CUDA tensors, and on CPU tensors
+under ``TRITON_INTERPRET=1`` (how the tests check them without a GPU). ``TritonKernels`` has the interface of
+``mrap_kernels.TorchKernels``.
 """
 import os
 from typing import Tuple
@@ -49,19 +36,22 @@ def triton_available() -> bool:
 
 if _HAS_TRITON:
     @triton.jit
-    def _position_block(HW, BLOCK_HW: tl.constexpr):
-        """This program's sample and block of positions in a (B, HW blocks) grid that loops over channels."""
+    def _position_block(HW, stride_b, BLOCK_HW: tl.constexpr):
+        """This program's sample, its offset, and block of positions in a (B, HW blocks) grid that loops over C."""
         pid_b = tl.program_id(0)
         pid_hw = tl.program_id(1)
         hw = pid_hw * BLOCK_HW + tl.arange(0, BLOCK_HW)
-        return pid_b, pid_hw, hw, hw < HW
+        return pid_b, pid_b.to(tl.int64) * stride_b, pid_hw, hw, hw < HW
 
     @triton.jit
-    def _channel_chunk(c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C: tl.constexpr):
-        """Channels ``c0 .. c0 + BLOCK_C`` of a position block: channels, their mask, the tile mask, tile offsets."""
+    def _channel_chunk(x_ptr, c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C: tl.constexpr):
+        """Channels ``c0 .. c0 + BLOCK_C`` of a position block: channels, their mask, the tile's mask and offsets, and
+        the tile of ``x_ptr`` (a sample's start) in float32."""
         c = c0 + tl.arange(0, BLOCK_C)
         c_mask = c < C
-        return c, c_mask, c_mask[:, None] & hw_mask[None, :], c[:, None] * stride_c + hw[None, :] * stride_hw
+        mask = c_mask[:, None] & hw_mask[None, :]
+        offsets = c[:, None] * stride_c + hw[None, :] * stride_hw
+        return c, c_mask, mask, offsets, tl.load(x_ptr + offsets, mask=mask, other=0.).to(tl.float32)
 
     @triton.jit
     def _statistics_kernel(
@@ -69,31 +59,27 @@ if _HAS_TRITON:
             C, HW, n_blocks, stride_b, stride_c, stride_hw,
             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
-        pid_b, pid_hw, hw, hw_mask = _position_block(HW, BLOCK_HW)
+        """Spatial mean / variance, merged chunk by chunk over C (Chan et al.), and per-block channel partials; each
+        partial two-pass over a tile held in registers, so constant rows give exactly 0."""
+        pid_b, base, pid_hw, hw, hw_mask = _position_block(HW, stride_b, BLOCK_HW)
         n_hw = tl.minimum(HW - pid_hw * BLOCK_HW, BLOCK_HW).to(tl.float32)
         mean_s = tl.zeros([BLOCK_HW], dtype=tl.float32)
         m2_s = tl.zeros([BLOCK_HW], dtype=tl.float32)
-        base = x_ptr + pid_b.to(tl.int64) * stride_b
         for c0 in range(0, C, BLOCK_C):
-            c, c_mask, mask, offsets = _channel_chunk(c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C)
-            tile = tl.load(base + offsets, mask=mask, other=0.).to(tl.float32)
-            # channel partials over this block of positions (two-pass in registers)
+            c, c_mask, mask, _, tile = _channel_chunk(x_ptr + base, c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C)
             tile_mean_c = tl.sum(tile, axis=1) / n_hw
             dev_c = tl.where(mask, tile - tile_mean_c[:, None], 0.)
-            tile_m2_c = tl.sum(dev_c * dev_c, axis=1)
             part = (pid_b * n_blocks + pid_hw) * C + c
             tl.store(part_mean_ptr + part, tile_mean_c, mask=c_mask)
-            tl.store(part_m2_ptr + part, tile_m2_c, mask=c_mask)
-            # spatial statistics: this chunk of channels, merged into the running ones (Chan et al.)
+            tl.store(part_m2_ptr + part, tl.sum(dev_c * dev_c, axis=1), mask=c_mask)
             n_prev = (c0 + tl.zeros([1], dtype=tl.int32)).to(tl.float32)  # channels merged so far
             n_new = tl.minimum(C - n_prev, BLOCK_C)
             chunk_mean = tl.sum(tile, axis=0) / n_new
             dev_s = tl.where(mask, tile - chunk_mean[None, :], 0.)
-            chunk_m2 = tl.sum(dev_s * dev_s, axis=0)
             delta = chunk_mean - mean_s
             total = n_prev + n_new
             mean_s += delta * (n_new / total)
-            m2_s += chunk_m2 + delta * delta * (n_prev * n_new / total)
+            m2_s += tl.sum(dev_s * dev_s, axis=0) + delta * delta * (n_prev * n_new / total)
         out = pid_b * HW + hw
         tl.store(mean_s_ptr + out, mean_s, mask=hw_mask)
         tl.store(var_s_ptr + out, m2_s / tl.maximum(C - 1, 1).to(tl.float32), mask=hw_mask)
@@ -115,14 +101,14 @@ if _HAS_TRITON:
             C, HW, stride_b, stride_c, stride_hw,
             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
+        """``x * (1 + sigmoid(w_c * w_s))``, written in the input dtype."""
         pid_b, c, hw, c_mask, hw_mask, mask, offsets = _elementwise_tile(
             C, HW, stride_b, stride_c, stride_hw, BLOCK_C, BLOCK_HW)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.)
         w_c = tl.load(w_c_ptr + pid_b * C + c, mask=c_mask, other=0.)
         w_s = tl.load(w_s_ptr + pid_b * HW + hw, mask=hw_mask, other=0.)
         gate = tl.sigmoid(w_c[:, None] * w_s[None, :])
-        out = x.to(tl.float32) * (1. + gate)
-        tl.store(out_ptr + offsets, out.to(x.dtype), mask=mask)
+        tl.store(out_ptr + offsets, (x.to(tl.float32) * (1. + gate)).to(x.dtype), mask=mask)
 
     @triton.jit
     def _gate_backward_kernel(
@@ -130,19 +116,18 @@ if _HAS_TRITON:
             C, HW, n_blocks, stride_b, stride_c, stride_hw,
             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
-        pid_b, pid_hw, hw, hw_mask = _position_block(HW, BLOCK_HW)
+        """The gradients of ``x``, ``w_c`` (per-block partials) and ``w_s`` from one read of the output gradient and
+        ``x``; the sigmoid is recomputed."""
+        pid_b, base, pid_hw, hw, hw_mask = _position_block(HW, stride_b, BLOCK_HW)
         w_s = tl.load(w_s_ptr + pid_b * HW + hw, mask=hw_mask, other=0.)
         grad_s = tl.zeros([BLOCK_HW], dtype=tl.float32)
-        base = pid_b.to(tl.int64) * stride_b
         for c0 in range(0, C, BLOCK_C):
-            c, c_mask, mask, offsets = _channel_chunk(c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C)
-            offsets += base
-            grad_in = tl.load(grad_ptr + offsets, mask=mask, other=0.)
-            grad = grad_in.to(tl.float32)
-            x = tl.load(x_ptr + offsets, mask=mask, other=0.).to(tl.float32)
+            c, c_mask, mask, offsets, x = _channel_chunk(x_ptr + base, c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C)
+            grad = tl.load(grad_ptr + base + offsets, mask=mask, other=0.).to(tl.float32)
             w_c = tl.load(w_c_ptr + pid_b * C + c, mask=c_mask, other=0.)
             gate = tl.sigmoid(w_c[:, None] * w_s[None, :])
-            tl.store(grad_x_ptr + offsets, (grad * (1. + gate)).to(grad_in.dtype), mask=mask)
+            grad_x = (grad * (1. + gate)).to(grad_x_ptr.dtype.element_ty)
+            tl.store(grad_x_ptr + base + offsets, grad_x, mask=mask)
             grad_z = grad * x * gate * (1. - gate)
             tl.store(part_grad_c_ptr + (pid_b * n_blocks + pid_hw) * C + c,
                      tl.sum(grad_z * w_s[None, :], axis=1), mask=c_mask)
@@ -155,13 +140,13 @@ if _HAS_TRITON:
             C, HW, n_blocks, stride_b, stride_c, stride_hw,
             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
-        pid_b, pid_hw, hw, hw_mask = _position_block(HW, BLOCK_HW)
+        """The means of ``x - mean_c`` over positions (per-block partials) and of ``x - mean_s`` over channels: the
+        rounding errors of the float32 means, from one read of ``x``."""
+        pid_b, base, pid_hw, hw, hw_mask = _position_block(HW, stride_b, BLOCK_HW)
         mean_s = tl.load(mean_s_ptr + pid_b * HW + hw, mask=hw_mask, other=0.)
         dev_s = tl.zeros([BLOCK_HW], dtype=tl.float32)
-        base = x_ptr + pid_b.to(tl.int64) * stride_b
         for c0 in range(0, C, BLOCK_C):
-            c, c_mask, mask, offsets = _channel_chunk(c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C)
-            tile = tl.load(base + offsets, mask=mask, other=0.).to(tl.float32)
+            c, c_mask, mask, _, tile = _channel_chunk(x_ptr + base, c0, C, hw, hw_mask, stride_c, stride_hw, BLOCK_C)
             mean_c = tl.load(mean_c_ptr + pid_b * C + c, mask=c_mask, other=0.)
             tl.store(part_dev_c_ptr + (pid_b * n_blocks + pid_hw) * C + c,
                      tl.sum(tl.where(mask, tile - mean_c[:, None], 0.), axis=1), mask=c_mask)
@@ -174,6 +159,7 @@ if _HAS_TRITON:
             C, HW, stride_b, stride_c, stride_hw,
             BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
     ):
+        """``a_c * (x - mean_c - dev_c) + b_c + a_s * (x - mean_s - dev_s) + b_s`` in the input dtype."""
         pid_b, c, hw, c_mask, hw_mask, mask, offsets = _elementwise_tile(
             C, HW, stride_b, stride_c, stride_hw, BLOCK_C, BLOCK_HW)
         x_in = tl.load(x_ptr + offsets, mask=mask, other=0.)
@@ -191,6 +177,7 @@ if _HAS_TRITON:
         dx = a_c[:, None] * ((x - mean_c[:, None]) - dev_c[:, None]) + b_c[:, None]
         dx += a_s[None, :] * ((x - mean_s[None, :]) - dev_s[None, :]) + b_s[None, :]
         tl.store(dx_ptr + offsets, dx.to(x_in.dtype), mask=mask)
+
 
 def _strides(x: torch.Tensor) -> Tuple[int, int, int]:
     """Batch, channel and flattened-position strides of a B x C x H x W tensor whose H and W are dense together."""
@@ -214,15 +201,15 @@ class TritonKernels:
     @staticmethod
     def check_input(x: torch.Tensor) -> None:
         """A clear error where the Triton kernels cannot run ``x``."""
+        switch = "(timm_mrap.layers.set_mrap_impl, TIMM_MRAP_IMPL or module.impl)"
         if not _HAS_TRITON:
             raise RuntimeError(
-                "MRAP impl='triton' needs Triton (it ships with PyTorch's CUDA wheels on Linux); install it or use "
-                "'auto' / 'fused' (timm_mrap.layers.set_mrap_impl, TIMM_MRAP_IMPL or module.impl).")
+                f"MRAP impl='triton' needs Triton (it ships with PyTorch's CUDA wheels on Linux); install it or use "
+                f"'auto' / 'fused' {switch}.")
         if not x.is_cuda and not triton_interpreted():
             raise RuntimeError(
                 f"MRAP impl='triton' runs on CUDA tensors (got a {x.device.type} tensor); use 'auto' or 'fused' there "
-                f"(timm_mrap.layers.set_mrap_impl, TIMM_MRAP_IMPL or module.impl), or set TRITON_INTERPRET=1 before "
-                f"importing triton to run the kernels on CPU for testing.")
+                f"{switch}, or set TRITON_INTERPRET=1 before importing triton to run the kernels on CPU for testing.")
         if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise TypeError(f"MRAP impl='triton' takes float32, bfloat16 or float16 inputs, got {x.dtype}.")
 
@@ -238,23 +225,19 @@ class TritonKernels:
         part_mean = torch.empty((b, n_blocks, c), device=x.device, dtype=torch.float32)
         part_m2 = torch.empty_like(part_mean)
         _statistics_kernel[(b, n_blocks)](
-            x, mean_s, var_s, part_mean, part_m2, c, hw, n_blocks, *_strides(x),
-            BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
+            x, mean_s, var_s, part_mean, part_m2, c, hw, n_blocks, *_strides(x), BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
         # merge the per-block channel partials (Chan et al.): small B x blocks x C tensors
-        counts = (hw - torch.arange(n_blocks, device=x.device) * _BLOCK_HW).clamp(max=_BLOCK_HW).float()
-        counts = counts[None, :, None]
+        counts = (hw - torch.arange(n_blocks, device=x.device) * _BLOCK_HW).clamp(max=_BLOCK_HW).float()[None, :, None]
         mean_c = (part_mean * counts).sum(1) / hw
         m2_c = part_m2.sum(1) + (counts * (part_mean - mean_c[:, None]).square()).sum(1)
-        std_c = (m2_c / max(hw - 1, 1)).sqrt()
-        return mean_c, std_c, mean_s, var_s.sqrt_()
+        return mean_c, (m2_c / max(hw - 1, 1)).sqrt(), mean_s, var_s.sqrt_()
 
     @staticmethod
     def statistics_backward(
             x: torch.Tensor, mean_c: torch.Tensor, a_c: torch.Tensor, b_c: torch.Tensor, mean_s: torch.Tensor,
             a_s: torch.Tensor, b_s: torch.Tensor,
     ) -> torch.Tensor:
-        """``a_c * (x - mean_c) + b_c + a_s * (x - mean_s) + b_s`` in ``x``'s dtype and layout, each deviation less its
-        mean (see ``TorchKernels.statistics_backward``), from two reads of ``x``."""
+        """``TorchKernels.statistics_backward`` from two reads of ``x``."""
         x = _dense(x)
         b, c, h, w = x.shape
         # the exact means: the float32 means plus the means of the deviations from them (their rounding errors)
@@ -265,13 +248,10 @@ class TritonKernels:
         _deviation_mean_kernel[(b, n_blocks)](
             x, mean_c, mean_s, part_dev_c, dev_s, c, h * w, n_blocks, *_strides(x),
             BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
-        dev_c = part_dev_c.sum(1) / (h * w)
         dx = torch.empty_like(x)
-        grid = (b, triton.cdiv(h * w, _BLOCK_HW), triton.cdiv(c, _BLOCK_C))
-        _statistics_backward_kernel[grid](
-            x, mean_c, dev_c, _flat(a_c), _flat(b_c), mean_s, dev_s, _flat(a_s), _flat(b_s), dx, c, h * w,
-            *_strides(x),
-            BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
+        _statistics_backward_kernel[(b, n_blocks, triton.cdiv(c, _BLOCK_C))](
+            x, mean_c, part_dev_c.sum(1) / (h * w), _flat(a_c), _flat(b_c), mean_s, dev_s, _flat(a_s), _flat(b_s), dx,
+            c, h * w, *_strides(x), BLOCK_C=_BLOCK_C, BLOCK_HW=_BLOCK_HW)
         return dx
 
     @staticmethod
@@ -289,8 +269,7 @@ class TritonKernels:
     def gate_backward(
             grad: torch.Tensor, x: torch.Tensor, w_c: torch.Tensor, w_s: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Gradients of ``x`` (its dtype and layout), ``w_c`` (B x C) and ``w_s`` (B x 1 x H x W) (float32), from one
-        read of ``grad`` and ``x``; the sigmoid is recomputed."""
+        """Gradients of ``x`` (its dtype and layout), ``w_c`` (B x C) and ``w_s`` (B x 1 x H x W) (float32)."""
         x = _dense(x)
         b, c, h, w = x.shape
         if grad.stride() != x.stride():  # the kernels walk both with x's strides
