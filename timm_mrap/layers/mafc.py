@@ -3,16 +3,14 @@
 Paper: `Accumulating global channel-wise patterns via deformed-bottleneck recalibration for image classification`
     Pattern Analysis and Applications 28 (2025).
 Reference code: https://github.com/nttbdrk25/MAFAttention (no licence; written from the project's spec).
-
-A channel gate on the concatenated per-channel mean and unbiased std (one perceptron, sigmoid), followed by a
-CBAM-style spatial gate on the channel-wise mean and std maps. Sequential, no residual terms, no top-n.
 """
-from typing import Optional, Type, Union
+from typing import Optional
 
 import torch
 from torch import nn
 
 from timm.layers import get_act_layer, register_notrace_module
+from timm.layers.typing import LayerType
 
 from .mrap import check_layer_kwargs, pool_statistic
 
@@ -21,7 +19,8 @@ __all__ = ['MAFC']
 
 @register_notrace_module  # shape-dependent std of single elements; FX treats the module as a leaf
 class MAFC(nn.Module):
-    """MAFC attention: mean/std channel gate then mean/std spatial gate."""
+    """MAFC attention: a channel gate on the per-channel mean and unbiased std (one perceptron, sigmoid), then a
+    CBAM-style spatial gate on the channel-wise mean and std maps. Sequential, no residual terms, no top-n."""
 
     def __init__(
             self,
@@ -29,25 +28,16 @@ class MAFC(nn.Module):
             rd_ratio: float = 1. / 16,
             rd_channels: Optional[int] = None,
             spatial_kernel_size: int = 7,
-            act_layer: Union[str, Type[nn.Module]] = nn.ReLU,
-            force_act_layer: Optional[Union[str, Type[nn.Module]]] = None,
+            act_layer: LayerType = nn.ReLU,
+            force_act_layer: Optional[LayerType] = None,
             device=None,
             dtype=None,
             **kwargs,
     ):
-        """
-        Args:
-            channels: Number of input (and output) channels.
-            rd_ratio: Hidden size of the perceptron relative to ``channels`` (floor, at least 1).
-            rd_channels: Explicit hidden size, overrides ``rd_ratio``.
-            spatial_kernel_size: Kernel of the spatial conv.
-            act_layer: Perceptron activation (ReLU in the paper).
-            force_act_layer: Overrides ``act_layer``; timm's builder passes the block's activation as ``act_layer``.
-            **kwargs: Only the SE-gate options timm binds into an ``se_layer`` (``gate_layer``, ``rd_divisor``,
-                ``rd_round_fn``; see ``timm_mrap.layers.mrap.SE_ONLY_ARGS``), which MAFC accepts and ignores.
+        """The arguments of ``MRAP`` without ``pool_types`` / ``rate`` (the statistics are fixed: mean and std).
 
         Raises:
-            TypeError: Any other keyword argument.
+            TypeError: A keyword argument other than these and timm's SE-gate options (``SE_ONLY_ARGS``, ignored).
         """
         check_layer_kwargs(type(self), kwargs)
         dd = {'device': device, 'dtype': dtype}
