@@ -1,14 +1,7 @@
 """ Where MRAP looks: its spatial weights overlaid on the image, and its channel weights, for chosen blocks
 
 Forward pre-hooks on the MRAP modules capture each input; ``MRAP.spatial_weight`` / ``MRAP.channel_weight`` then
-give ``w_s`` (B x 1 x H x W) and ``w_c`` (B x C) in float32. The spatial map is upsampled to the image and drawn over
-it; the channel weights are drawn as one bar plot per block. matplotlib is imported lazily.
-
-Usage::
-
-    python -m timm_mrap.attention_maps --model mobilenetv2_mrap --image dog.jpg --out maps.png \
-        --channels-out channels.png --blocks blocks.2.0.se blocks.4.0.se
-    python -m timm_mrap.attention_maps --model local-dir:converted/ --pretrained --image dog.jpg --out maps.png
+give ``w_s`` (B x 1 x H x W) and ``w_c`` (B x C) in float32. The command: ``docs/deployment.md``.
 """
 import argparse
 from pathlib import Path
@@ -64,15 +57,11 @@ def attention_maps(
         images: torch.Tensor,
         blocks: Optional[Sequence[str]] = None,
 ) -> Dict[str, AttentionMap]:
-    """Run ``model`` on ``images`` and return the MRAP weights of the chosen modules.
+    """Run ``model`` (put in eval mode) on the normalised ``images`` and return ``{module name: AttentionMap}`` of
+    the chosen MRAP modules, in forward order.
 
     Args:
-        model: A network with MRAP modules (put in eval mode).
-        images: Normalised B x C x H x W batch.
         blocks: MRAP module names or block prefixes (``blocks.2``); default: the last MRAP of each stage.
-
-    Returns:
-        ``{module name: AttentionMap}`` in forward order.
     """
     check_input(model, images)
     selected = _select(model, blocks)
@@ -95,12 +84,8 @@ def attention_maps(
 
 
 def load_image(path: str, model: nn.Module, img_size: Optional[int] = None):
-    """Read an image and preprocess it with the model's eval transform (timm's data config).
-
-    Returns:
-        ``(batch, display)``: the normalised 1 x C x H x W tensor, and the same crop as an H x W x 3 float array
-        in [0, 1] for drawing.
-    """
+    """The image at ``path`` through the model's eval transform (timm's data config): the normalised 1 x C x H x W
+    batch, and the same crop as an H x W x 3 float array in [0, 1] for drawing."""
     from PIL import Image
     from timm.data import create_transform, resolve_model_data_config
     data_config = resolve_model_data_config(model, args={'img_size': img_size})
@@ -109,31 +94,19 @@ def load_image(path: str, model: nn.Module, img_size: Optional[int] = None):
     image = Image.open(path).convert('RGB')
     transform = create_transform(**data_config, is_training=False)
     batch = transform(image).unsqueeze(0)
-    mean = torch.tensor(data_config['mean']).view(-1, 1, 1)
-    std = torch.tensor(data_config['std']).view(-1, 1, 1)
-    display = (batch[0] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-    return batch, display
+    mean, std = (torch.tensor(data_config[k]).view(-1, 1, 1) for k in ('mean', 'std'))
+    return batch, (batch[0] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def save_overlay_png(
-        display,
-        maps: Dict[str, AttentionMap],
-        path: str,
-        panel_size: int = 256,
-        alpha: float = 0.55,
-        cmap: str = 'jet',
-) -> Path:
-    """Save one row of panels: the image, then each module's spatial weight (image 0 of the batch) over it.
-
-    The PNG is exactly ``panel_size * (1 + len(maps))`` x ``panel_size`` pixels (width x height).
-    """
+def save_overlay_png(display, maps: Dict[str, AttentionMap], path: str, panel_size: int = 256, alpha: float = 0.55,
+                     cmap: str = 'jet') -> Path:
+    """Save one row of panels: the image, then each module's spatial weight (image 0 of the batch) over it; the PNG
+    is exactly ``panel_size * (1 + len(maps))`` x ``panel_size`` pixels (width x height)."""
     height, width = display.shape[:2]
     num = 1 + len(maps)
     fig = _pyplot().figure(figsize=(panel_size * num / _DPI, panel_size / _DPI), dpi=_DPI)
-    title_frac = 0.12
-    panels = [('image', None)] + list(maps.items())
-    for i, (name, amap) in enumerate(panels):
-        ax = fig.add_axes((i / num, 0., 1. / num, 1. - title_frac))
+    for i, (name, amap) in enumerate([('image', None)] + list(maps.items())):
+        ax = fig.add_axes((i / num, 0., 1. / num, 0.88))  # the top 12 % for the title
         ax.imshow(display)
         if amap is not None:
             weight = F.interpolate(amap.spatial[:1], size=(height, width), mode='bilinear', align_corners=False)
@@ -175,8 +148,7 @@ def _save(fig, path: str) -> Path:
     return path
 
 
-def build_attention_maps_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m timm_mrap.attention_maps``."""
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], prog='python -m timm_mrap.attention_maps')
     add_model_arguments(parser)
     parser.add_argument('--image', required=True, help='image file (any format PIL reads)')
@@ -188,11 +160,6 @@ def build_attention_maps_parser() -> argparse.ArgumentParser:
     parser.add_argument('--panel-size', type=int, default=256, help='pixels per panel of --out')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random init when no weights are loaded')
     parser.add_argument('--overwrite', action='store_true', help='replace existing output files')
-    return parser
-
-
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = build_attention_maps_parser()
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     try:

@@ -1,19 +1,10 @@
 """ Swap the SE-style attention of any timm CNN for MRAP (or another attention) on the same channels
 
-timm builds its attention CNNs with a handful of channel-attention modules: EfficientNet / MobileNetV3 blocks use
-``SqueezeExcite`` (``timm.models._efficientnet_blocks``), SE-ResNet and RegNetY use ``SEModule``, VoVNet uses
-``EffectiveSEModule``, ECA-ResNet uses ``EcaModule`` and ResNets built with ``attn_layer='cbam'`` use ``CbamModule``;
-the other lightweight layers of timm's ``get_attn`` and SimAM are recognised too. ``swap_attention`` replaces every
-such module, wherever it sits, with a freshly initialised attention (any of ``ATTN_CHOICES``) on the same channels, so
-any of those networks gets MRAP without a new model definition. With ``empty_slots=True`` it also fills the empty
-``se`` slot of timm's EfficientNet / MobileNet blocks, so networks built without attention (``mobilenetv2_100``) get one
-where the MobileNetV3 / EfficientNet family puts it: after the depthwise conv. Models that do take an ``se_layer``
-argument (EfficientNet) can also be built with it directly; ``swap_attention`` covers the ones that cannot
-(``se_layer`` fixed by the entrypoint, or no such argument).
-
-Most modules store their channel count in a conv; ECA does not (its 1D conv runs across channels), so it is read from
-the last conv or norm layer registered before the module in its parent block, which is the layer that produces its
-input in every timm block that uses ECA.
+``swap_attention`` replaces every module of ``SWAPPABLE`` (timm's ``SqueezeExcite``, ``SEModule``, ``EcaModule``,
+``CbamModule``... and this package's layers), wherever it sits, with a freshly initialised attention; with
+``empty_slots=True`` it also fills the empty ``se`` slot of timm's EfficientNet / MobileNet blocks, after the depthwise
+conv (``mobilenetv2_100``). A module that does not store its channel count (ECA's 1D conv runs across channels) takes
+that of the last conv or norm layer registered before it in its parent block, which produces its input.
 """
 import inspect
 from typing import Callable, Dict, List, Optional, Tuple, Type
@@ -55,26 +46,18 @@ SWAPPABLE: Dict[Type[nn.Module], Callable[[nn.Module], Optional[int]]] = {
 SLOT_BLOCKS = (DepthwiseSeparableConv, InvertedResidual, EdgeResidual)
 
 
-def _output_channels(module: nn.Module) -> Optional[int]:
-    """Channels produced by ``module``: those of its last registered conv or norm layer (None if it has none)."""
-    for m in reversed(list(module.modules())):
+def _channels_before(parent: nn.Module, child_name: str) -> Optional[int]:
+    """Channels of the last conv / norm layer registered before ``parent.<child_name>`` (None if there is none)."""
+    names = list(parent._modules)
+    before = [m for n in names[:names.index(child_name)] if parent._modules[n] is not None
+              for m in parent._modules[n].modules()]
+    for m in reversed(before):
         if isinstance(m, nn.modules.conv._ConvNd):
             return m.out_channels
         if isinstance(m, nn.modules.batchnorm._NormBase):
             return m.num_features
         if isinstance(m, nn.GroupNorm):
             return m.num_channels
-    return None
-
-
-def _channels_before(parent: nn.Module, child_name: str) -> Optional[int]:
-    """Channels of the last conv / norm layer registered before ``parent.<child_name>``."""
-    names = list(parent._modules)
-    for name in reversed(names[:names.index(child_name)]):
-        sibling = parent._modules[name]
-        channels = _output_channels(sibling) if sibling is not None else None
-        if channels is not None:
-            return channels
     return None
 
 
@@ -85,23 +68,18 @@ def _is_empty_slot(model: nn.Module, name: str, module: nn.Module) -> bool:
 
 
 def find_attention(model: nn.Module, empty_slots: bool = False) -> List[Tuple[str, nn.Module, int]]:
-    """Every swappable attention module of ``model`` as ``(name, module, channels)``, in module order.
-
-    Args:
-        model: Any module.
-        empty_slots: Also list the empty ``se`` slots (``nn.Identity``) of timm's EfficientNet / MobileNet blocks.
+    """Every swappable attention module of ``model`` as ``(name, module, channels)``, in module order; with
+    ``empty_slots``, also the empty ``se`` slots (``nn.Identity``) of timm's EfficientNet / MobileNet blocks.
 
     Raises:
         ValueError: A module whose channel count can be neither read nor found from the layer before it.
     """
     found = []
     for name, module in model.named_modules():
-        read = SWAPPABLE.get(type(module))
-        if read is None and empty_slots and _is_empty_slot(model, name, module):
-            read = lambda m: None  # noqa: E731  the block's layer before the slot tells the channels
-        if read is None:
+        empty_slot = empty_slots and _is_empty_slot(model, name, module)
+        if type(module) not in SWAPPABLE and not empty_slot:
             continue
-        channels = read(module)
+        channels = None if empty_slot else SWAPPABLE[type(module)](module)
         if channels is None:
             parent_name, _, child_name = name.rpartition('.')
             parent = model.get_submodule(parent_name)
@@ -120,22 +98,19 @@ def _takes(layer: Callable[..., nn.Module], arg: str) -> bool:
 
 
 def swap_attention(model: nn.Module, attn: str = 'mrap', empty_slots: bool = False, **attn_kwargs) -> nn.Module:
-    """Replace every SE-style attention module of a timm CNN with ``attn`` on the same channels (in place).
+    """Replace every SE-style attention module of a timm CNN with ``attn`` on the same channels, in place.
 
     The new modules are freshly initialised on the device / dtype and in the train / eval mode of the ones they
-    replace; every other parameter is untouched. A state dict of the result loads into a model built and swapped the
-    same way.
+    replace; every other parameter is untouched.
 
     Args:
-        model: A timm model (or any module) holding any of ``SWAPPABLE`` (timm's ``SqueezeExcite``, ``SEModule``,
-            ``EcaModule``, ``CbamModule``, ``CoordAttn``..., or this package's ``MRAP``, ``MAFC``, ``SimAM``).
-        attn: One of ``ATTN_CHOICES``, with the same layers and reduction ratios as the registered models' ``attn``
-            argument; ``'none'`` removes the attention (``nn.Identity``).
+        attn: One of ``ATTN_CHOICES`` (the layers and ratios of the registered models' ``attn``); ``'none'`` removes
+            the attention.
         empty_slots: Also fill the empty ``se`` slots of timm's EfficientNet / MobileNet blocks (``mobilenetv2_100``).
         **attn_kwargs: Passed to the attention layer, e.g. ``pool_types`` / ``rate`` for MRAP or ``rd_ratio``.
 
     Returns:
-        ``model``, with its attention swapped.
+        ``model``.
 
     Raises:
         ValueError: An unknown ``attn`` or bad MRAP arguments, or a model with no attention module to swap.
