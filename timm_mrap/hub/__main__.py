@@ -91,8 +91,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         else:
             info = push_folder(args.folder, args.repo_id, revision=args.revision, private=args.private,
                                create_pr=args.create_pr, overwrite=args.overwrite, commit_message=args.commit_message)
-            url = getattr(info, 'pr_url', None) or getattr(info, 'commit_url', None) or info
-            print(f'Pushed {args.folder} to {args.repo_id}: {url}')
+            print(f'Pushed {args.folder} to {args.repo_id}: {info.pr_url or info.commit_url}')
     except (TimmMrapError, FileExistsError, FileNotFoundError) as e:
         parser.exit(2, f'error: {e}\n')
 

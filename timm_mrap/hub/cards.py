@@ -161,21 +161,18 @@ def _fmt(value: Optional[float]) -> str:
 def comparison_section(model_label: str, stats: ModelStats, results: Optional[Dict[str, Any]] = None,
                        compare: Sequence[Dict[str, Any]] = ()) -> str:
     """Markdown for Model Comparison: measured accuracy of this model (and others, same evaluation), or a note."""
-    if results is None:
-        note = ('Top-1 / top-5 accuracy: **not yet measured** for these weights (no validation results were given '
-                'when prepared). Validate them with timm\'s `validate.py` and prepare again with `--results`.')
-        if not compare:
-            return note
-    header = '| model | top-1 (%) | top-5 (%) | params (M) | GMACs | image size |\n|---|---|---|---|---|---|\n'
-    rows = []
+    note = ('Top-1 / top-5 accuracy: **not yet measured** for these weights (no validation results were given when '
+            'prepared). Validate them with timm\'s `validate.py` and prepare again with `--results`.')
+    rows = [f'| {row["model"]} | {_fmt(row.get("top1"))} | {_fmt(row.get("top5"))} | {_fmt(row.get("param_count"))} | '
+            f'- | {row.get("img_size", "-")} |' for row in compare]
     if results is not None:
         size = results.get('img_size', stats.input_size[1])
-        rows.append(f'| {model_label} (these weights) | {_fmt(results.get("top1"))} | {_fmt(results.get("top5"))} | '
-                    f'{stats.params / 1e6:.2f} | {stats.macs / 1e9:.3f} | {size} |')
-    for row in compare:
-        rows.append(f'| {row["model"]} | {_fmt(row.get("top1"))} | {_fmt(row.get("top5"))} | '
-                    f'{_fmt(row.get("param_count"))} | - | {row.get("img_size", "-")} |')
-    table = header + '\n'.join(rows) + '\n\nAccuracy from timm `validate.py` results files; GMACs measured at export.'
+        rows.insert(0, f'| {model_label} (these weights) | {_fmt(results.get("top1"))} | {_fmt(results.get("top5"))} | '
+                       f'{stats.params / 1e6:.2f} | {stats.macs / 1e9:.3f} | {size} |')
+    if not rows:
+        return note
+    table = ('| model | top-1 (%) | top-5 (%) | params (M) | GMACs | image size |\n|---|---|---|---|---|---|\n'
+             + '\n'.join(rows) + '\n\nAccuracy from timm `validate.py` results files; GMACs measured at export.')
     return table if results is not None else note + '\n\n' + table
 
 

@@ -47,8 +47,7 @@ def push_folder(folder: PathLike, repo_id: str, *, revision: Optional[str] = Non
         from huggingface_hub import HfApi
         from ..version import __version__
         api = HfApi(library_name='timm-mrap', library_version=__version__)
-    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
-    repo_id = getattr(repo_url, 'repo_id', None) or repo_id
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model').repo_id
     if revision is not None:
         api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type='model')
     existing = [f for f in api.list_repo_files(repo_id, revision=revision, repo_type='model') if f in PROTECTED_FILES]
