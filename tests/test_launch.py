@@ -22,10 +22,12 @@ import timm, torch
 if __name__ == '__main__':
     model = timm.create_model('mobilenetv2_mrap', num_classes=int(sys.argv[sys.argv.index('--num-classes') + 1]))
     out = model.eval()(torch.randn(1, 3, 32, 32))
-    print('PROBE ' + json.dumps({'timm': os.path.realpath(timm.__file__), 'argv': sys.argv[1:],
-                                 'shape': list(out.shape), 'marker': hasattr(timm, 'CHECKOUT_MARKER'),
-                                 'rank': os.environ.get('RANK'),
-                                 'registered': 'mobilenetv2_mrap' in timm.list_models()}))
+    # one write per line: two ranks share the pipe, and an unbuffered print writes the newline separately
+    sys.stdout.write('PROBE ' + json.dumps({'timm': os.path.realpath(timm.__file__), 'argv': sys.argv[1:],
+                                            'shape': list(out.shape), 'marker': hasattr(timm, 'CHECKOUT_MARKER'),
+                                            'rank': os.environ.get('RANK'),
+                                            'registered': 'mobilenetv2_mrap' in timm.list_models()}) + '\\n')
+    sys.stdout.flush()
 '''
 
 
