@@ -1,7 +1,7 @@
 """ Checkpoints: read a file into a state dict plus what it is, and check that it fits a model
 
-Files are read by timm's readers and cleaned by its ``clean_state_dict``; added here is what timm lacks: the rest of a
-``train.py`` checkpoint (``arch``, ``args``, ``epoch``), the authors' reference layouts, Hub folders and the fit report.
+Files are read by timm's readers and cleaned by its ``clean_state_dict``; added here is what timm lacks: the rest of
+a ``train.py`` checkpoint (``arch``, ``args``, ``epoch``), the authors' reference layouts, Hub folders, the fit report.
 """
 import argparse
 import contextlib
@@ -58,10 +58,9 @@ def is_reference_state_dict(state_dict: Mapping[str, Any]) -> bool:
 def _read_error(path: Path, error: Exception) -> CheckpointError:
     """The reader's own error, named; a file blocked by ``weights_only`` is not called incomplete."""
     cause = f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:300]}'
-    if isinstance(error.__cause__, pickle.UnpicklingError):
-        fix = 'it holds Python objects besides tensors; save its state dict alone (model.state_dict())'
-    else:
-        fix = 'it is incomplete or not a PyTorch / safetensors checkpoint; copy or download it again'
+    fix = ('it holds Python objects besides tensors; save its state dict alone (model.state_dict())'
+           if isinstance(error.__cause__, pickle.UnpicklingError) else
+           'it is incomplete or not a PyTorch / safetensors checkpoint; copy or download it again')
     return CheckpointError(f'Could not read checkpoint {path} ({cause}): {fix}.')
 
 

@@ -1,8 +1,7 @@
 """ Model size and compute: parameter counts and multiply-accumulates (MACs)
 
 MACs are PyTorch's ``FlopCounterMode`` FLOPs / 2: convolutions and matrix products only, not element-wise work,
-pooling, statistics or top-k (the fvcore / thop convention of the paper's tables).
-"""
+pooling, statistics or top-k (the fvcore / thop convention of the paper's tables)."""
 from typing import Sequence
 
 import torch

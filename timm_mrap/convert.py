@@ -2,8 +2,6 @@
 
 Reference units ``backbone.stage{S}.unit{U}`` map in order onto timm's ``blocks.{i}.{j}``; ``backbone.data_bn`` is
 folded into the pretrained config's mean / std; every key on both sides must be used (docs/conversion.md).
-
-    python -m timm_mrap.convert model_best.pth --model mobilenetv3_mrap --out converted/
 """
 import argparse
 import re
@@ -163,8 +161,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--num-classes', type=int, default=None, help='expected classes (default: inferred)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing, non-empty --out folder')
     parser.add_argument('--input-norm', default='auto', choices=('auto',) + tuple(INPUT_NORMS),
-                        help='normalisation the reference script applied before the network (default auto: imagenet '
-                             'for MAF checkpoints, none for MRAP ones, whose data_bn sees raw [0, 1] pixels)')
+                        help='what the reference script did to the [0, 1] image (auto: by checkpoint)')
     args = parser.parse_args(argv)
     try:
         model = convert_checkpoint(args.src, args.model, args.out, args.num_classes, args.overwrite, args.input_norm)

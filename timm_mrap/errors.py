@@ -1,12 +1,6 @@
 """ The errors timm-mrap raises on purpose: each derives from ``TimmMrapError`` and from the builtin exception callers
 catch (``ValueError``, ``FileNotFoundError``, ...); every message names the problem and the fix."""
 
-__all__ = [
-    'TimmMrapError', 'CheckpointError', 'ConversionError', 'InputError', 'CliError', 'DatasetError',
-    'ScriptNotFoundError', 'CompareError', 'HubFolderError', 'CardError', 'PushError', 'WeightsNotPublishedError',
-    'MissingExtraError',
-]
-
 
 class TimmMrapError(Exception):
     """Base of every error timm-mrap raises on purpose."""

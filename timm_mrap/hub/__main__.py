@@ -1,7 +1,4 @@
-""" Command line: ``python -m timm_mrap.hub prepare ...`` (write a Hub folder), ``... push ...`` (upload), ``... cards``
-
-Usage and options: docs/hub.md.
-"""
+""" Command line: write a Hub folder (prepare), upload it (push), write the architecture cards (cards); docs/hub.md """
 import argparse
 from typing import List, Optional
 
@@ -15,7 +12,7 @@ from .push import push_folder
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='python -m timm_mrap.hub', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m timm_mrap.hub', description=__doc__.strip())
     parser.add_argument('--version', action='version', version=f'timm-mrap {__version__}')
     sub = parser.add_subparsers(dest='command', required=True)
 
@@ -29,8 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument('--label-names', default=None, help='class names: a text file (one per line) or the image folder')
     ex.add_argument('--use-ema', action='store_true', help='take the EMA weights (state_dict_ema) of a checkpoint')
     ex.add_argument('--format', default='auto', choices=WEIGHT_FORMATS, help='weights key layout (default: by keys)')
-    ex.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
-                    help='model arguments used at training, e.g. attn=cbam (default: the checkpoint\'s)')
+    ex.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='model arguments, e.g. attn=cbam')
     ex.add_argument('--img-size', type=int, default=None, help='input size of these weights (default: checkpoint)')
     ex.add_argument('--crop-pct', type=float, default=None, help='eval crop fraction (default: checkpoint / model)')
     ex.add_argument('--interpolation', default=None, help='resize interpolation (default: checkpoint / model)')

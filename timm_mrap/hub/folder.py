@@ -129,8 +129,7 @@ def _architecture(checkpoint: Checkpoint, model_name: Optional[str]) -> Tuple[st
     if not is_model(architecture):
         raise HubFolderError(f'{architecture!r} is not a registered model; see timm.list_models("*mrap*") / "*mafc*".')
     if checkpoint.arch and checkpoint.arch.split('.')[0] != architecture:
-        raise HubFolderError(f'{checkpoint.path} was trained as {checkpoint.arch!r}, not {architecture!r}; fix '
-                             f'--model.')
+        raise HubFolderError(f'{checkpoint.path} was trained as {checkpoint.arch}, not {architecture}; fix --model.')
     return architecture, tag
 
 

@@ -3,8 +3,11 @@ card); the token comes from huggingface_hub's usual places (``HF_TOKEN``, ``hf a
 from pathlib import Path
 from typing import Any, List, Optional
 
+from huggingface_hub import HfApi
+
 from ..checkpoint import PathLike
 from ..errors import PushError
+from ..version import __version__
 from .folder import FOLDER_FILES
 
 __all__ = ['PushError', 'check_hub_folder', 'push_folder']
@@ -43,10 +46,7 @@ def push_folder(folder: PathLike, repo_id: str, *, revision: Optional[str] = Non
         api: An ``HfApi``-compatible client; default ``HfApi()`` with the token from the usual places.
     """
     files = check_hub_folder(folder, repo_id)
-    if api is None:
-        from huggingface_hub import HfApi
-        from ..version import __version__
-        api = HfApi(library_name='timm-mrap', library_version=__version__)
+    api = api if api is not None else HfApi(library_name='timm-mrap', library_version=__version__)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model').repo_id
     if revision is not None:
         api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type='model')
