@@ -22,39 +22,50 @@ pytest.importorskip('executorch', reason='the mobile extra (executorch) is part 
 MODEL_ARGS = ['--model', 'mobilenetv3_small_mrap', '--num-classes', '10', '--img-size', '64']
 
 
-def _non_delegated(module: torch.nn.Module, x: torch.Tensor, **kwargs):
-    """(op name, output shape) of every node the XNNPACK delegate did not take."""
-    from executorch.devtools.backend_debug import get_delegation_info  # noqa: F401  the report users read
+def _lowered(module: torch.nn.Module, x: torch.Tensor, **kwargs):
+    """(ExecuTorch's delegation report, [(op name, output shape) of every node the XNNPACK delegate did not take])."""
+    from executorch.devtools.backend_debug import get_delegation_info
     from timm_mrap.deploy.executorch import lower_executorch
-    graph = lower_executorch(module, x, **kwargs).exported_program().graph_module.graph
+    graph_module = lower_executorch(module, x, **kwargs).exported_program().graph_module
     out = []
-    for node in graph.nodes:
+    for node in graph_module.graph.nodes:
         if node.op == 'call_function' and 'executorch_call_delegate' not in str(node.target) \
                 and node.target.__name__ != 'getitem':
             val = node.meta.get('val')
             out.append((str(node.target).split('.')[-2] if '.' in str(node.target) else str(node.target),
                         tuple(val.shape) if isinstance(val, torch.Tensor) else None))
-    return out
+    return get_delegation_info(graph_module), out
 
 
 @pytest.mark.parametrize('channels_last', [True, False])
 def test_exported_mrap_leaves_the_delegate_only_for_the_sort(channels_last):
-    """Every full-size op of MRAP runs in XNNPACK; only the top-n sort of the C-length statistics (and, channels-last,
-    views of those B x C vectors) stays outside: no where / gt guard, no gather, no conv with computed weights."""
+    """Every op of MRAP but the top-n sort of the C-length statistics runs in XNNPACK: no view of the statistics, no
+    where / gt guard, no gather, no conv with computed weights outside; one partition before the sort, one after."""
     m = MRAP(32).eval()
     x = torch.randn(1, 32, 10, 10)
-    outside = _non_delegated(m, x, channels_last=channels_last)
-    ops = {op for op, _ in outside}
-    assert 'topk' in ops
-    assert ops <= {'topk', 'as_strided_copy', '_clone_dim_order'}, outside
-    assert all(shape is None or shape[-2:] != (10, 10) or op == '_clone_dim_order' for op, shape in outside), outside
+    report, outside = _lowered(m, x, channels_last=channels_last)
+    ops = [op for op, _ in outside if op != '_clone_dim_order']  # the channels-last copy of the program's input
+    assert ops == ['topk', 'topk'], outside
+    assert report.num_delegated_subgraphs == 2, report.get_summary()
+
+
+def test_exported_network_has_one_partition_per_sort_boundary():
+    """A network with k MRAP modules is k + 1 delegate calls with only the 2k sorts between them, classifier pooling
+    included (mobilenetv2_mrap: 17 modules, 18 partitions)."""
+    nn = torch.nn
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), MRAP(16), nn.Conv2d(16, 24, 3, stride=2, padding=1), MRAP(24),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10)).eval()
+    report, outside = _lowered(net, torch.randn(1, 3, 16, 16))
+    assert report.num_delegated_subgraphs == 3, report.get_summary()
+    assert sorted(op for op, _ in outside) == ['_clone_dim_order'] + ['topk'] * 4, outside
 
 
 def test_exported_mrap_with_max_pool_keeps_only_the_maxima_outside():
     """With the max statistic, the maxima (amax over H x W and over C) are the full-size reductions XNNPACK does not
     take; everything else stays in the delegate."""
     m = MRAP(32, pool_types=('avg', 'std', 'max')).eval()
-    ops = {op for op, _ in _non_delegated(m, torch.randn(1, 32, 10, 10), channels_last=False)}
+    ops = {op for op, _ in _lowered(m, torch.randn(1, 32, 10, 10), channels_last=False)[1]}
     assert ops <= {'topk', 'amax'}, ops
 
 

@@ -1,13 +1,9 @@
 """ ExecuTorch export (XNNPACK delegate, fp32 or int8), run by ExecuTorch's own runtime
 
-``torch.export`` records the network with MRAP's reference math (``MRAP.statistics``): everything but
-the top-n sort is an op the XNNPACK delegate takes. The sort runs in ExecuTorch's portable kernels, so the graph
-leaves the delegate at every MRAP. The activations are made channels-last at the input, so each of those boundaries
-hands the delegate's own NHWC layout over as it is instead of converting full-size activations to NCHW and back.
-
-int8 is PyTorch 2 export quantization (PT2E) with ExecuTorch's ``XNNPACKQuantizer`` (symmetric, per-channel weights,
-static activations), calibrated on batches the caller gives (``timm_mrap.deploy.calibration_batches``).
-
+``torch.export`` records MRAP's reference math (``MRAP.statistics``), all of it ops the XNNPACK delegate takes but the
+top-n sort, which runs in ExecuTorch's portable kernels: one partition per sort boundary. Activations are channels-last
+from the input on, so those boundaries hand the delegate's NHWC layout over as it is. int8 is PT2E quantization with
+ExecuTorch's ``XNNPACKQuantizer``, calibrated on the caller's batches (``timm_mrap.deploy.calibration_batches``).
 executorch is the optional ``mobile`` extra (``pip install 'timm-mrap[mobile]'``), imported lazily.
 """
 import warnings
@@ -90,7 +86,15 @@ def lower_executorch(
         model = _quantize_int8(model, example, calibration)
     with torch.no_grad():
         program = torch.export.export(model, (example,), strict=False)
+    program = program.run_decompositions({torch.ops.aten.adaptive_avg_pool2d.default: _adaptive_avg_pool2d})
     return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+
+
+def _adaptive_avg_pool2d(x: torch.Tensor, output_size) -> torch.Tensor:
+    """Global average pooling as a mean, without the view of PyTorch's decomposition that XNNPACK leaves outside."""
+    if list(output_size) == [1, 1]:
+        return x.mean((2, 3), keepdim=True)
+    return torch.ops.aten._adaptive_avg_pool2d.default(x, output_size)
 
 
 def executorch_program(

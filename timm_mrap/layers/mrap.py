@@ -246,14 +246,16 @@ class MRAP(nn.Module):
         self.spatial_bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **dd)
         # derived from the hyper-parameters, so not part of the state dict
         self.register_buffer('top_n_index', torch.empty(channels, device=device, dtype=torch.long), persistent=False)
-        # 1x1 conv weights that take the mean over channels in exported graphs (a constant there, so delegates take it)
+        # 1x1 conv weights of the mean and the unbiased variance over channels in recorded graphs (constants: delegated)
         self.register_buffer('channel_average', torch.empty(1, channels, 1, 1, **dd), persistent=False)
+        self.register_buffer('channel_variance', torch.empty(1, channels, 1, 1, **dd), persistent=False)
         self._init_buffers()
 
     def _init_buffers(self) -> None:
         """Compute and fill non-persistent buffer values."""
         self.top_n_index.copy_(interleave_index(self.top_n))
         self.channel_average.fill_(1. / self.channel_average.shape[1])
+        self.channel_variance.fill_(1. / max(self.channel_variance.shape[1] - 1, 1))
 
     def init_non_persistent_buffers(self) -> None:
         """Initialize non-persistent buffers (after ``to_empty`` of a model built on the meta device)."""
@@ -288,13 +290,17 @@ class MRAP(nn.Module):
         inputs keep float64 throughout (for gradient checks).
         """
         x = x if x.dtype == torch.float64 else _cast(x, torch.float32)
-        mean_c, mean_s = F.adaptive_avg_pool2d(x, 1), self._channel_mean(x)
+        mean_c, mean_s = x.mean((2, 3), keepdim=True), self._channel_mean(x)
         channel, spatial = {'avg': mean_c.flatten(1)}, {'avg': mean_s}
         if 'std' in self.pool_types:
             centred_c, centred_s = x - mean_c, x - mean_s
-            channel['std'] = _unbiased_std(F.adaptive_avg_pool2d(centred_c * centred_c, 1).flatten(1),
+            channel['std'] = _unbiased_std((centred_c * centred_c).mean((2, 3), keepdim=True).flatten(1),
                                            x.shape[2] * x.shape[3])
-            spatial['std'] = _unbiased_std(self._channel_mean(centred_s * centred_s), x.shape[1])
+            squared_s = centred_s * centred_s
+            if _exporting():  # 1 / (C - 1) in the conv weights: no scalar factor on the B x 1 x H x W variance
+                spatial['std'] = F.conv2d(squared_s, _cast(self.channel_variance, x.dtype)).sqrt()
+            else:
+                spatial['std'] = _unbiased_std(self._channel_mean(squared_s), x.shape[1])
         if 'max' in self.pool_types:
             channel['max'] = x.amax((2, 3))
             spatial['max'] = x.amax(1, keepdim=True)
@@ -318,8 +324,10 @@ class MRAP(nn.Module):
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """The math in standard ops."""
         w_c, w_s = self.weights_from_statistics(*self.statistics(x))
-        scale = 1. + torch.sigmoid(w_c[:, :, None, None] * w_s)
-        return x * _cast(scale, x.dtype)
+        attention = torch.sigmoid(w_c[:, :, None, None] * w_s)
+        if _exporting():  # no scalar constant: XNNPACK would leave its NHWC layout for it (two full-size transposes)
+            return x + x * _cast(attention, x.dtype)
+        return x * _cast(1. + attention, x.dtype)
 
     @torch.jit.unused
     def forward_operators(self, x: torch.Tensor) -> torch.Tensor:
