@@ -5,7 +5,6 @@ through ``validate.sh``'s with the run's own settings; params and GMACs come fro
 latency ratio from :mod:`timm_mrap.benchmark`. A rerun skips finished runs and resumes interrupted ones. The output
 folder is described in docs/training.md; the reports are :mod:`.compare_report`'s.
 """
-import argparse
 import csv
 import json
 import os
@@ -17,8 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-
-from timm.utils import ParseKwargs
 
 from ..checkpoint import Checkpoint, read_checkpoint
 from ..errors import CheckpointError, CompareError, InputError
@@ -84,8 +81,7 @@ class Plan:
     img_size: int
     device: str
     runner: str
-    model_kwargs: Dict[str, Any]
-    train_args: List[str]  # cfg.train_args without --model-kwargs (set per run)
+    model_kwargs: Dict[str, Any]  # the recipe's and --model-kwargs, passed last per run (timm keeps the last)
     complexity: Dict[str, Tuple[int, float]] = field(default_factory=dict)  # attn -> (params, GMACs)
 
     @property
@@ -192,20 +188,11 @@ def make_plan(cfg: CompareConfig) -> Plan:
     img_size = int(timm_flags.img_size or recipe.get('img_size') or (input_size[-1] if input_size else 224))
     import torch
     device = timm_flags.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    model_kwargs, train_args = _split_model_kwargs(cfg.train_args)
-    plan = Plan(cfg, model, path, int(cfg.epochs or recipe.get('epochs') or 300), int(num_classes),
-                img_size, device, layer.runner, {**(recipe.get('model_kwargs') or {}), **model_kwargs}, train_args)
+    plan = Plan(cfg, model, path, int(cfg.epochs or recipe.get('epochs') or 300), int(num_classes), img_size, device,
+                layer.runner, {**(recipe.get('model_kwargs') or {}), **timm_flags.model_kwargs})
     _complexity(plan)
     _check_output(plan)
     return plan
-
-
-def _split_model_kwargs(args: Sequence[str]) -> Tuple[Dict[str, Any], List[str]]:
-    """``--model-kwargs`` as a dict, and the other arguments (the grid sets ``--model-kwargs`` per run)."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs)
-    kwargs, rest = parser.parse_known_args(args)
-    return kwargs.model_kwargs, rest
 
 
 def _kwarg_strings(kwargs: Dict[str, Any]) -> List[str]:
@@ -236,7 +223,7 @@ def _train(plan: Plan, run: Run, resume: bool) -> None:
     run_dir = plan.run_dir(run)
     recipe = ['--recipe', str(plan.recipe_path)] if plan.recipe_path else []
     rc = train_command([
-        plan.model, plan.cfg.data_dir, *recipe, *plan.train_args, '--epochs', str(plan.epochs), '--seed', str(run.seed),
+        plan.model, plan.cfg.data_dir, *recipe, *plan.cfg.train_args, '--epochs', str(plan.epochs), '--seed', str(run.seed),
         '--model-kwargs', *_kwarg_strings({**plan.model_kwargs, 'attn': run.attn}), '--output', str(run_dir.parent),
         '--experiment', run.name, *(['--resume', str(run_dir / 'last.pth.tar')] if resume else [])])
     if rc != 0:
