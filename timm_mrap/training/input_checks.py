@@ -22,7 +22,7 @@ from ..errors import ConversionError, InputError
 __all__ = [
     'InputError', 'find_split', 'check_split_folder', 'check_data_dir', 'create_checked_dataset', 'class_names',
     'folder_num_classes', 'check_class_folders', 'create_checked_model', 'read_checked_checkpoint',
-    'check_state_dict_fits', 'model_from_checkpoint', 'split_where',
+    'model_from_checkpoint', 'split_where',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -126,17 +126,16 @@ def check_class_folders(train_dataset, eval_dataset, train_where: str, eval_wher
         f'folders, or pass --class-map FILE listing the classes.')
 
 
-def read_checked_checkpoint(path: str, prefer_ema: bool = False, flag: str = '--checkpoint') -> Checkpoint:
-    """``timm_mrap.checkpoint.read_checkpoint`` with errors that name ``flag``."""
+def read_checked_checkpoint(path: str, flag: str, prefer_ema: bool = False, model: Optional[nn.Module] = None,
+                            model_name: str = '') -> Checkpoint:
+    """``timm_mrap.checkpoint.read_checkpoint`` with errors that name ``flag``; given ``model`` (built as
+    ``model_name``), an :class:`InputError` naming the fix when the weights do not fit it."""
     with reraise_as(InputError, prefix=f'{flag}: '):
-        return read_checkpoint(path, prefer_ema=prefer_ema)
-
-
-def check_state_dict_fits(model: nn.Module, checkpoint: Checkpoint, model_name: str, flag: str = '--checkpoint'):
-    """Raise an :class:`InputError` naming the model, the checkpoint and the fix when the weights do not fit."""
-    report = check_fit(model, checkpoint.state_dict)
-    if not report.fits:
+        checkpoint = read_checkpoint(path, prefer_ema=prefer_ema)
+    report = check_fit(model, checkpoint.state_dict) if model is not None else None
+    if report is not None and not report.fits:
         raise InputError(report.message(f'{flag} {checkpoint.path}', model_name, checkpoint.arch))
+    return checkpoint
 
 
 def model_from_checkpoint(model_name: str, path: str, num_classes: Optional[int] = None, use_ema: bool = False,
@@ -147,7 +146,7 @@ def model_from_checkpoint(model_name: str, path: str, num_classes: Optional[int]
     ``num_classes`` None takes the checkpoint classifier's; ``use_ema`` takes a training checkpoint's EMA weights;
     ``flag`` is named in errors; ``model_kwargs`` go to ``create_model``.
     """
-    checkpoint = read_checked_checkpoint(path, prefer_ema=use_ema, flag=flag)
+    checkpoint = read_checked_checkpoint(path, flag, prefer_ema=use_ema)
     if checkpoint.kind == 'hub-folder':
         return create_checked_model(f'local-dir:{path}', pretrained=True, num_classes=num_classes), checkpoint
     if checkpoint.is_reference:

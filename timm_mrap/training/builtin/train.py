@@ -24,8 +24,8 @@ from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 from timm.utils.summary import trim_summary
 
 from ..input_checks import (
-    InputError, check_class_folders, check_state_dict_fits, class_names, create_checked_dataset, create_checked_model,
-    folder_num_classes, read_checked_checkpoint, split_where,
+    InputError, check_class_folders, class_names, create_checked_dataset, create_checked_model, folder_num_classes,
+    read_checked_checkpoint, split_where,
 )
 from .args import parse_train_args
 from .engine import amp_autocast_of, evaluate, train_one_epoch
@@ -106,8 +106,8 @@ def _model(args) -> nn.Module:
     if args.num_classes is None:
         args.num_classes = model.num_classes
     if args.initial_checkpoint:
-        checkpoint = read_checked_checkpoint(args.initial_checkpoint, prefer_ema=True, flag='--initial-checkpoint')
-        check_state_dict_fits(model, checkpoint, args.model, flag='--initial-checkpoint')
+        checkpoint = read_checked_checkpoint(args.initial_checkpoint, '--initial-checkpoint', prefer_ema=True,
+                                             model=model, model_name=args.model)
         model.load_state_dict(checkpoint.state_dict)
     if utils.is_primary(args):
         _logger.info(f'Model {safe_model_name(args.model)} created, param count: '
@@ -204,7 +204,7 @@ def train(args, args_text: str) -> Optional[float]:
     optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
     resume_epoch = None
     if args.resume:
-        check_state_dict_fits(model, read_checked_checkpoint(args.resume, flag='--resume'), args.model, flag='--resume')
+        read_checked_checkpoint(args.resume, '--resume', model=model, model_name=args.model)
         resume_epoch = resume_checkpoint(
             model, args.resume, optimizer=None if args.no_resume_opt else optimizer,
             loss_scaler=None if args.no_resume_opt else loss_scaler, log_info=utils.is_primary(args))
@@ -213,8 +213,8 @@ def train(args, args_text: str) -> Optional[float]:
         model_ema = utils.ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
                                      device='cpu' if args.model_ema_force_cpu else None)
         if args.resume:
-            model_ema.module.load_state_dict(
-                read_checked_checkpoint(args.resume, prefer_ema=True, flag='--resume').state_dict)
+            ema_checkpoint = read_checked_checkpoint(args.resume, '--resume', prefer_ema=True)
+            model_ema.module.load_state_dict(ema_checkpoint.state_dict)
     if args.distributed:
         model = DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None)
     if args.torchcompile:
