@@ -36,11 +36,8 @@ def _select(model: nn.Module, blocks: Optional[Sequence[str]]) -> Dict[str, MRAP
     modules = mrap_modules(model)
     if not modules:
         raise ValueError(f'{type(model).__name__} has no MRAP modules; attention maps need attn="mrap".')
-    if not blocks:
-        # one per stage: the last MRAP of each top-level stage
-        last = {}
-        for name in modules:
-            last[name.rsplit('.', 2)[0]] = name
+    if not blocks:  # one per stage: the last MRAP of each top-level stage
+        last = {name.rsplit('.', 2)[0]: name for name in modules}
         return {name: modules[name] for name in last.values()}
     selected = {}
     for block in blocks:
@@ -52,11 +49,8 @@ def _select(model: nn.Module, blocks: Optional[Sequence[str]]) -> Dict[str, MRAP
 
 
 @torch.no_grad()
-def attention_maps(
-        model: nn.Module,
-        images: torch.Tensor,
-        blocks: Optional[Sequence[str]] = None,
-) -> Dict[str, AttentionMap]:
+def attention_maps(model: nn.Module, images: torch.Tensor,
+                   blocks: Optional[Sequence[str]] = None) -> Dict[str, AttentionMap]:
     """Run ``model`` (put in eval mode) on the normalised ``images`` and return ``{module name: AttentionMap}`` of
     the chosen MRAP modules, in forward order.
 
@@ -89,9 +83,7 @@ def load_image(path: str, model: nn.Module, img_size: Optional[int] = None):
     from PIL import Image
     from timm.data import create_transform, resolve_model_data_config
     data_config = resolve_model_data_config(model, args={'img_size': img_size})
-    if not Path(path).is_file():
-        raise FileNotFoundError(f'Image {path} does not exist.')
-    image = Image.open(path).convert('RGB')
+    image = Image.open(path).convert('RGB')  # FileNotFoundError names a missing file
     transform = create_transform(**data_config, is_training=False)
     batch = transform(image).unsqueeze(0)
     mean, std = (torch.tensor(data_config[k]).view(-1, 1, 1) for k in ('mean', 'std'))

@@ -1,10 +1,7 @@
 """ Swap the SE-style attention of any timm CNN for MRAP (or another attention) on the same channels
 
-``swap_attention`` replaces every module of ``SWAPPABLE`` (timm's ``SqueezeExcite``, ``SEModule``, ``EcaModule``,
-``CbamModule``... and this package's layers), wherever it sits, with a freshly initialised attention; with
-``empty_slots=True`` it also fills the empty ``se`` slot of timm's EfficientNet / MobileNet blocks, after the depthwise
-conv (``mobilenetv2_100``). A module that does not store its channel count (ECA's 1D conv runs across channels) takes
-that of the last conv or norm layer registered before it in its parent block, which produces its input.
+A module of ``SWAPPABLE`` that does not store its channel count (ECA's 1D conv runs across channels) takes that of the
+last conv or norm layer registered before it in its parent block, which produces its input.
 """
 import inspect
 from typing import Callable, Dict, List, Optional, Tuple, Type
@@ -98,7 +95,8 @@ def _takes(layer: Callable[..., nn.Module], arg: str) -> bool:
 
 
 def swap_attention(model: nn.Module, attn: str = 'mrap', empty_slots: bool = False, **attn_kwargs) -> nn.Module:
-    """Replace every SE-style attention module of a timm CNN with ``attn`` on the same channels, in place.
+    """Replace every SE-style attention module of a timm CNN with ``attn`` on the same channels, in place; returns
+    ``model``.
 
     The new modules are freshly initialised on the device / dtype and in the train / eval mode of the ones they
     replace; every other parameter is untouched.
@@ -109,17 +107,13 @@ def swap_attention(model: nn.Module, attn: str = 'mrap', empty_slots: bool = Fal
         empty_slots: Also fill the empty ``se`` slots of timm's EfficientNet / MobileNet blocks (``mobilenetv2_100``).
         **attn_kwargs: Passed to the attention layer, e.g. ``pool_types`` / ``rate`` for MRAP or ``rd_ratio``.
 
-    Returns:
-        ``model``.
-
     Raises:
         ValueError: An unknown ``attn`` or bad MRAP arguments, or a model with no attention module to swap.
         TypeError: An argument the attention layer does not take (the message lists those it does).
     """
-    kwargs = dict(attn_kwargs)
-    layer, rd_ratio = resolve_attn(attn, kwargs.pop('pool_types', None), kwargs.pop('rate', None))
+    layer, rd_ratio = resolve_attn(attn, attn_kwargs.pop('pool_types', None), attn_kwargs.pop('rate', None))
     if layer is not None and _takes(layer, 'rd_ratio'):
-        kwargs.setdefault('rd_ratio', rd_ratio)
+        attn_kwargs.setdefault('rd_ratio', rd_ratio)
     found = find_attention(model, empty_slots)
     if not found:
         kinds = ', '.join(t.__name__ for t in SWAPPABLE)
@@ -134,7 +128,7 @@ def swap_attention(model: nn.Module, attn: str = 'mrap', empty_slots: bool = Fal
         else:
             ref = next(iter(module.parameters()), None)
             dd = {'device': ref.device, 'dtype': ref.dtype} if ref is not None else {}
-            new = layer(channels, **kwargs, **dd)
+            new = layer(channels, **attn_kwargs, **dd)
         new.train(module.training)
         model.set_submodule(name, new)
     return model
