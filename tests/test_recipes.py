@@ -59,10 +59,10 @@ def test_recipe_keys_are_train_flags(name):
     assert isinstance(cfg, dict) and cfg
     assert not set(cfg) - TIMM_TRAIN_FLAGS, f'not timm train.py flags: {sorted(set(cfg) - TIMM_TRAIN_FLAGS)}'
     # the built-in trainer takes the same file: every key is one of its flags and becomes its default
-    from timm_mrap.training.builtin.args import build_train_parser, parse_train_args
-    builtin = {a.dest for a in build_train_parser()._actions}
+    from timm_mrap.training.builtin.args import build_script_parser, parse_script_args
+    builtin = {a.dest for a in build_script_parser('train')._actions}
     assert not set(cfg) - builtin, f'unknown to the built-in trainer: {sorted(set(cfg) - builtin)}'
-    args, _ = parse_train_args(['--config', str(recipe_path(name)), '--data-dir', 'unused', '--epochs', '3'])
+    args, _ = parse_script_args('train', ['--config', str(recipe_path(name)), '--data-dir', 'unused', '--epochs', '3'])
     assert args.epochs == 3  # the command line wins over the file
     for key, value in cfg.items():
         if key != 'epochs':

@@ -22,7 +22,7 @@ import timm
 import timm_mrap  # noqa: F401
 from timm_mrap.training.builtin import train as train_mod
 from timm_mrap.training.builtin import validate as validate_mod
-from timm_mrap.training.builtin.args import parse_train_args
+from timm_mrap.training.builtin.args import parse_script_args
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = 'mobilenetv2_mrap'
@@ -81,13 +81,13 @@ def test_config_yaml_gives_defaults_and_command_line_wins(tmp_path, caplog):
         'model': MODEL, 'opt': 'adamw', 'lr': 0.002, 'epochs': 7, 'scale': [0.6, 1.0], 'hflip': 0.0,
         'model_kwargs': {'attn': 'cbam'}, 'aug_splits': 3,
     }))
-    args, args_text = parse_train_args(['--config', str(cfg), '--epochs', '3', '--data-dir', 'D'])
+    args, args_text = parse_script_args('train', ['--config', str(cfg), '--epochs', '3', '--data-dir', 'D'])
     assert (args.model, args.opt, args.lr, args.scale, args.hflip) == (MODEL, 'adamw', 0.002, [0.6, 1.0], 0.0)
     assert args.epochs == 3 and args.data_dir == 'D' and args.model_kwargs == {'attn': 'cbam'}
     assert yaml.safe_load(args_text)['epochs'] == 3
     assert 'aug_splits' in caplog.text  # a timm key the fallback does not implement is named, not silently used
     # without a config, the defaults are timm train.py's
-    args, _ = parse_train_args([])
+    args, _ = parse_script_args('train', [])
     assert (args.batch_size, args.lr, args.lr_base, args.opt, args.sched, args.epochs, args.warmup_epochs) == \
         (128, None, 0.1, 'sgd', 'cosine', 300, 5)
     assert (args.smoothing, args.hflip, args.scale, args.decay_milestones, args.model_ema_decay) == \
@@ -96,7 +96,7 @@ def test_config_yaml_gives_defaults_and_command_line_wins(tmp_path, caplog):
 
 def test_unsupported_timm_flag_is_named(capsys):
     with pytest.raises(SystemExit) as e:
-        parse_train_args(['--data-dir', 'D', '--jsd-loss'])
+        parse_script_args('train', ['--data-dir', 'D', '--jsd-loss'])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert '--jsd-loss' in err and 'TIMM_SCRIPTS_DIR' in err

@@ -18,7 +18,7 @@ from timm.utils import ParseKwargs
 from ...errors import InputError
 from ..recipes import read_config
 
-__all__ = ['build_train_parser', 'build_validate_parser', 'parse_train_args', 'parse_validate_args']
+__all__ = ['build_script_parser', 'parse_script_args']
 
 _logger = logging.getLogger(__name__)
 
@@ -101,7 +101,9 @@ def _add_flags(parser: argparse.ArgumentParser, table: str) -> None:
             parser.add_argument(*names, **{**opts, **_kind_options(kind)})
 
 
-def _timm_script_parser(kind: str, table: str) -> argparse.ArgumentParser:
+def build_script_parser(kind: str) -> argparse.ArgumentParser:
+    """timm ``<kind>.py``'s parser (``train`` / ``validate``), limited to what the built-in twin implements (same
+    names and defaults)."""
     parser = argparse.ArgumentParser(
         prog=f'python -m timm_mrap.training.builtin.{kind}', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=f'timm-mrap built-in {kind}: the flags of timm {kind}.py (see its help for their meaning)')
@@ -109,22 +111,14 @@ def _timm_script_parser(kind: str, table: str) -> argparse.ArgumentParser:
     parser.add_argument('-c', '--config', default='', metavar='FILE', help='timm YAML config of default arguments')
     parser.add_argument('--input-size', type=int, nargs=3, help=' ')
     parser.add_argument('--torchcompile', nargs='?', const='inductor', help=' ')
-    _add_flags(parser, _COMMON_FLAGS + table)
+    _add_flags(parser, _COMMON_FLAGS + {'train': _TRAIN_FLAGS, 'validate': _VALIDATE_FLAGS}[kind])
     return parser
 
 
-def build_train_parser() -> argparse.ArgumentParser:
-    """timm ``train.py``'s parser, limited to what the built-in trainer implements (same names and defaults)."""
-    return _timm_script_parser('train', _TRAIN_FLAGS)
-
-
-def build_validate_parser() -> argparse.ArgumentParser:
-    """timm ``validate.py``'s parser, limited to what the built-in validator implements (same names and defaults)."""
-    return _timm_script_parser('validate', _VALIDATE_FLAGS)
-
-
-def _parse(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> Tuple[argparse.Namespace, str]:
-    """timm's two-step parse: ``--config`` values become the parser's defaults, the command line wins."""
+def parse_script_args(kind: str, argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, str]:
+    """Parse timm ``<kind>.py`` flags as timm does (``--config`` YAML values become the defaults, the command line
+    wins); the args and their YAML text."""
+    parser = build_script_parser(kind)
     config_parser = argparse.ArgumentParser(add_help=False)
     config_parser.add_argument('-c', '--config', default='')
     args_config, remaining = config_parser.parse_known_args(sys.argv[1:] if argv is None else argv)
@@ -148,12 +142,3 @@ def _parse(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> Tuple[
     args.data_dir = args.data_dir or args.data
     return args, yaml.safe_dump(args.__dict__, default_flow_style=False)
 
-
-def parse_train_args(argv: Optional[List[str]] = None) -> Tuple[argparse.Namespace, str]:
-    """Parse timm ``train.py`` flags (``--config`` YAML values become defaults). Returns args and their YAML text."""
-    return _parse(build_train_parser(), argv)
-
-
-def parse_validate_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse timm ``validate.py`` flags (``--config`` YAML values become defaults)."""
-    return _parse(build_validate_parser(), argv)[0]

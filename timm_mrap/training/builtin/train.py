@@ -27,7 +27,7 @@ from ..input_checks import (
     InputError, check_class_folders, class_names, create_checked_dataset, create_checked_model, folder_num_classes,
     read_checked_checkpoint, split_where,
 )
-from .args import parse_train_args
+from .args import parse_script_args
 from .engine import amp_autocast_of, evaluate, train_one_epoch
 
 __all__ = ['main', 'train']
@@ -288,7 +288,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point: ``python -m timm_mrap.training.builtin.train [timm train.py flags]``."""
     if not logging.root.handlers:
         utils.setup_default_logging()
-    args, args_text = parse_train_args(argv)
+    args, args_text = parse_script_args('train', argv)
     try:
         train(args, args_text)
     except InputError as e:

@@ -21,7 +21,7 @@ from ..input_checks import (
     InputError, class_names, create_checked_dataset, create_checked_model, model_from_checkpoint, split_where,
 )
 from ..results import write_result_file
-from .args import parse_validate_args
+from .args import parse_script_args
 from .engine import amp_autocast_of, evaluate
 
 __all__ = ['main', 'validate']
@@ -95,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point: ``python -m timm_mrap.training.builtin.validate [timm validate.py flags]``."""
     if not logging.root.handlers:
         utils.setup_default_logging()
-    args = parse_validate_args(argv)
+    args = parse_script_args('validate', argv)[0]
     try:
         results = validate(args)
     except InputError as e:
