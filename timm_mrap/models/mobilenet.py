@@ -1,9 +1,7 @@
 """ The MobileNet V1 / V2 / V3 backbones of the MRAP and MAF papers, on timm's EfficientNet / MobileNetV3 builders
 
-``MOBILENETS`` holds each reference topology as data; ``gen_mobilenet`` builds one with any attention (``attn``, see
-``timm_mrap.layers.resolve_attn``) in timm's ``se`` slot, after the depthwise conv block and before the pointwise /
-projection conv, of every block whose string has an ``_se`` token. ``create_mobilenet`` is timm's ``_create_effnet`` /
-``_create_mnv3`` for other model classes (the MAFC models' ``*AttnPost`` subclasses).
+``MOBILENETS`` holds each reference topology as data; ``gen_mobilenet`` builds one with any attention in timm's ``se``
+slot (after the depthwise conv) of every block whose string has an ``_se`` token (``docs/conversion.md``).
 """
 from functools import partial
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Type
@@ -79,14 +77,8 @@ _TIMM_CREATE = {EfficientNet: _create_effnet, MobileNetV3: _create_mnv3}
 _FEATURES_KWARGS_FILTER = ('num_classes', 'num_features', 'head_conv', 'head_bias', 'head_norm', 'global_pool')
 
 
-def create_mobilenet(
-        variant: str,
-        pretrained: bool = False,
-        *,
-        model_cls: Type[nn.Module],
-        features_cls: Type[nn.Module],
-        **kwargs,
-) -> nn.Module:
+def create_mobilenet(variant: str, pretrained: bool = False, *, model_cls: Type[nn.Module],
+                     features_cls: Type[nn.Module], **kwargs) -> nn.Module:
     """timm's ``_create_effnet`` / ``_create_mnv3`` (``build_model_with_cfg`` with their feature modes), which build
     their own classes only, for ``model_cls`` and its ``features_only`` twin ``features_cls``."""
     features_mode = ''
@@ -106,15 +98,9 @@ def create_mobilenet(
     return model
 
 
-def gen_mobilenet(
-        variant: str,
-        pretrained: bool = False,
-        create_fn: Optional[Callable[..., nn.Module]] = None,
-        attn: str = 'mrap',
-        pool_types: Optional[Sequence[str]] = None,
-        rate: Optional[Sequence[float]] = None,
-        **kwargs,
-) -> nn.Module:
+def gen_mobilenet(variant: str, pretrained: bool = False, create_fn: Optional[Callable[..., nn.Module]] = None,
+                  attn: str = 'mrap', pool_types: Optional[Sequence[str]] = None,
+                  rate: Optional[Sequence[float]] = None, **kwargs) -> nn.Module:
     """Build the ``MOBILENETS`` topology of ``variant`` (``mobilenetv2_mrap``: ``mobilenetv2``) with ``attn``.
 
     The ``_se`` token only marks a block; its ratio is replaced by the attention's own, relative to the channels the
@@ -153,19 +139,10 @@ def gen_mobilenet(
 
 def mobilenet_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     return {
-        'url': url,
-        'num_classes': 1000,
-        'input_size': (3, 224, 224),
-        'pool_size': (7, 7),
-        'crop_pct': 0.875,
-        'interpolation': 'bilinear',
-        'mean': IMAGENET_DEFAULT_MEAN,
-        'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'conv_stem',
-        'classifier': 'classifier',
-        'license': 'apache-2.0',
-        'paper_name': 'Multiple channel-spatial residual attentive patterns for lightweight networks '
-                      'in image classification',
-        'origin_url': 'https://github.com/nttbdrk25/MRAP',
-        **kwargs,
+        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7), 'crop_pct': 0.875,
+        'interpolation': 'bilinear', 'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'conv_stem', 'classifier': 'classifier', 'license': 'apache-2.0',
+        'paper_name': 'Multiple channel-spatial residual attentive patterns for lightweight networks in image '
+                      'classification',
+        'origin_url': 'https://github.com/nttbdrk25/MRAP', **kwargs,
     }

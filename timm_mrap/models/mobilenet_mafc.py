@@ -1,12 +1,8 @@
-""" MobileNet V1 / V2 / V3-Large with MAFC after the projection conv (the MAF paper's MAFCV1 / V2 / V3)
+""" MobileNet V1 / V2 / V3-Large with MAFC after the projection conv (the MAF paper's MAFCV1 / V2 / V3; docs/mafc.md)
 
-Paper: `Accumulating global channel-wise patterns via deformed-bottleneck recalibration for image classification`
-    Pattern Analysis and Applications 28 (2025). Reference code: https://github.com/nttbdrk25/MAFAttention
-
-The backbones are those of ``mobilenet_mrap`` (``timm_mrap.models.mobilenet.MOBILENETS``); only the attention moves:
-MAFC sits after the pointwise / projection conv block, on the block's output channels, before the residual add. timm's
-blocks have no slot there, so the marked blocks become the ``*AttnPost`` subclasses below once timm's builder has made
-them; everything else (``features_only``, FX, TorchScript, pretrained loading) is timm's own.
+The backbones of ``mobilenet_mrap``; timm's blocks have no slot after the projection, so the marked blocks become the
+``*AttnPost`` subclasses below once timm's builder has made them; the rest (``features_only``, FX, TorchScript,
+pretrained loading) is timm's own.
 """
 from functools import partial
 from typing import Callable, Sequence
@@ -125,13 +121,10 @@ def _gen_mobilenet_mafc(variant: str, pretrained: bool = False, **kwargs) -> nn.
     return gen_mobilenet(variant, pretrained, create_fn=create_fn, attn='none', **kwargs)
 
 
-def _mafc_cfg(**kwargs):
-    return mobilenet_cfg(
-        paper_name='Accumulating global channel-wise patterns via deformed-bottleneck recalibration '
-                   'for image classification',
-        origin_url='https://github.com/nttbdrk25/MAFAttention',
-        **kwargs,
-    )
+_mafc_cfg = partial(
+    mobilenet_cfg, origin_url='https://github.com/nttbdrk25/MAFAttention',
+    paper_name='Accumulating global channel-wise patterns via deformed-bottleneck recalibration for image '
+               'classification')
 
 
 # timm expands a bare org id to '<org>/<model>.<tag>' only for 'timm/', so the Hub ids are written out in full

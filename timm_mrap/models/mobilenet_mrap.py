@@ -1,10 +1,10 @@
-""" MobileNet V1 / V2 / V3 with MRAP: the registered ``*_mrap`` models
+""" MobileNet V1 / V2 / V3 with MRAP: the registered ``*_mrap`` models (the MRAP paper's reference topology)
 
-The reference topology of the MRAP paper: the attention sits after the depthwise conv block and before the pointwise /
-projection conv, in timm's ``se`` slot (built by ``timm_mrap.models.mobilenet``). The ``attn`` model argument swaps
-the attention on the identical backbone for a same-recipe comparison (the choices: ``timm_mrap.layers.create_attn``,
-``docs/attentions.md``). MRAP's implementation is a switch, not a model argument (``timm_mrap.layers.config``).
+The ``attn`` model argument swaps the attention on the identical backbone for a same-recipe comparison (the choices:
+``docs/attentions.md``); MRAP's implementation is a switch, not a model argument (``timm_mrap.layers.config``).
 """
+from functools import partial
+
 from timm.models import generate_default_cfgs, register_model
 from timm.models.efficientnet import EfficientNet
 from timm.models.mobilenetv3 import MobileNetV3
@@ -16,10 +16,8 @@ from .warm_start import BACKBONE_TAG, backbone_cfg, checkpoint_filter_fn
 __all__ = []
 
 
-# Hub weights: one repo per architecture and tag, named '<org>/<architecture>.<tag>' as timm names its own (timm
-# completes only 'timm/' ids, so ours are spelled out). The tag names the training data; the first tag is the default.
-# The in1k_backbone tags (never the default) load timm's ImageNet-1k weights of the plain backbone, with attention
-# untrained, for fine-tuning (see warm_start).
+# one Hub repo per architecture and tag ('<org>/<architecture>.<tag>', spelled out: timm completes only 'timm/' ids);
+# the tag names the training data, the first is the default; in1k_backbone tags: see warm_start
 default_cfgs = generate_default_cfgs({
     'mobilenetv1_mrap.rein100': _cfg(hf_hub_id='timm-mrap/mobilenetv1_mrap.rein100', num_classes=100),
     f'mobilenetv1_mrap.{BACKBONE_TAG}': backbone_cfg('mobilenetv1_mrap', _cfg),
@@ -32,8 +30,7 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _gen_mobilenet_mrap(variant: str, pretrained: bool = False, **kwargs):
-    return gen_mobilenet(variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+_gen_mobilenet_mrap = partial(gen_mobilenet, pretrained_filter_fn=checkpoint_filter_fn)
 
 
 @register_model

@@ -1,12 +1,10 @@
 """ ``pretrained=True`` for the registered tags: fail at once for weights that are not published, say why otherwise
 
-``explain_unpublished_weights`` wraps a model entrypoint: a tag whose ``timm-mrap/`` Hub repo is not in
-``PUBLISHED_REPOS`` raises ``WeightsNotPublishedError`` before any Hub request (huggingface_hub would retry for a minute
-without a connection). Other tags are fetched as timm fetches them; a Hub miss there is re-raised as
-``WeightsNotPublishedError`` naming the repo. ``local-dir:``, ``hf-hub:`` and ``pretrained_cfg_overlay`` are untouched.
+A ``timm-mrap/`` repo not in ``PUBLISHED_REPOS`` is refused before any Hub request; other tags are fetched as timm
+fetches them, a Hub miss re-raised as ``WeightsNotPublishedError`` naming the repo (``docs/hub.md``).
 """
 import functools
-from typing import Any, Callable, TypeVar
+from typing import Callable
 
 from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, \
     RevisionNotFoundError
@@ -21,8 +19,6 @@ __all__ = ['PUBLISHED_REPOS', 'WeightsNotPublishedError', 'explain_unpublished_w
 PUBLISHED_REPOS = frozenset()
 _OWN_ORG = 'timm-mrap/'
 _HUB_MISSES = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)
-
-EntrypointT = TypeVar('EntrypointT', bound=Callable[..., Any])
 
 
 def _hub_source(variant: str, kwargs: dict) -> tuple:
@@ -41,17 +37,7 @@ def _how_to_get_weights(architecture: str) -> str:
             f"with timm.create_model('local-dir:DIR', pretrained=True); pretrained=False for random initialisation.")
 
 
-def _hub_miss_message(name: str, hub_id: str, error: BaseException) -> str:
-    if isinstance(error, LocalEntryNotFoundError):
-        where = 'they are not in the local Hub cache and the Hub could not be asked (HF_HUB_OFFLINE=1, no connection)'
-    else:
-        where = f'the Hub does not have them ({type(error).__name__})'
-    fix = ('Download them once with a connection (or copy that repo into the Hub cache, HF_HUB_CACHE).'
-           if hub_id.startswith('timm/') else _how_to_get_weights(name.split('.')[0]))
-    return f'No pretrained weights for {name} from Hugging Face Hub repo {hub_id!r}: {where}. {fix}'
-
-
-def explain_unpublished_weights(entrypoint: EntrypointT) -> EntrypointT:
+def explain_unpublished_weights(entrypoint: Callable) -> Callable:
     """Wrap a model entrypoint (under ``@register_model``) so ``pretrained=True`` fails clearly without weights."""
     @functools.wraps(entrypoint)
     def _entrypoint(pretrained: bool = False, **kwargs):
@@ -65,6 +51,12 @@ def explain_unpublished_weights(entrypoint: EntrypointT) -> EntrypointT:
         try:
             return entrypoint(pretrained=pretrained, **kwargs)
         except _HUB_MISSES as e:
-            raise WeightsNotPublishedError(_hub_miss_message(name, hub_id or '?', e)) from e
+            where = (f'the Hub does not have them ({type(e).__name__})' if not isinstance(e, LocalEntryNotFoundError)
+                     else 'they are not in the local Hub cache and the Hub could not be asked (HF_HUB_OFFLINE=1, no '
+                          'connection)')
+            fix = ('Download them once with a connection (or copy that repo into the Hub cache, HF_HUB_CACHE).'
+                   if (hub_id or '').startswith('timm/') else _how_to_get_weights(entrypoint.__name__))
+            raise WeightsNotPublishedError(
+                f'No pretrained weights for {name} from Hugging Face Hub repo {hub_id or "?"!r}: {where}. {fix}') from e
 
-    return _entrypoint  # type: ignore[return-value]
+    return _entrypoint

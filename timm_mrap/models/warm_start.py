@@ -1,10 +1,7 @@
 """ Warm starts from timm's own ImageNet-1k weights: the ``<architecture>.in1k_backbone`` tags
 
-These tags load timm's ImageNet-1k weights of the matching plain backbone (``TIMM_BACKBONES``) with attention left at
-its initialisation, for fine-tuning; not the paper's weights. ``checkpoint_filter_fn`` (timm's ``pretrained_filter_fn``)
-copies every conv / BN / classifier tensor (timm's SE and V3 head-conv bias are dropped); on V2 / V3 timm's
-depthwise-separable first block goes into our expansion-1 inverted residual, whose extra 1x1 conv + BN are set to an
-exact identity (``docs/beyond_the_paper.md``). Our own state dicts pass through unchanged.
+They load timm's weights of the matching plain backbone (``TIMM_BACKBONES``) with attention untrained, for fine-tuning;
+what is copied, dropped and set to an identity: ``docs/beyond_the_paper.md``. Our own state dicts pass unchanged.
 """
 from typing import Any, Callable, Dict, List
 
@@ -26,9 +23,8 @@ TIMM_BACKBONES = {
 }
 
 _ATTN = '.se.'
-
-
 # timm's depthwise-separable first block -> our inverted residual of expansion 1
+_FIRST = 'blocks.0.0.'
 _FIRST_BLOCK = {'conv_dw': 'conv_dw', 'bn1': 'bn2', 'conv_pw': 'conv_pwl', 'bn2': 'bn3'}
 
 
@@ -38,16 +34,9 @@ def backbone_cfg(architecture: str, make_cfg: Callable[..., Dict[str, Any]]) -> 
     source = TIMM_BACKBONES[architecture]
     src = get_pretrained_cfg(source)
     return make_cfg(
-        hf_hub_id=f'timm/{source}',
-        num_classes=1000,
-        input_size=src.input_size,
-        crop_pct=src.crop_pct,
-        test_input_size=src.test_input_size,
-        test_crop_pct=src.test_crop_pct,
-        interpolation=src.interpolation,
-        mean=src.mean,
-        std=src.std,
-        license=src.license or 'apache-2.0',
+        hf_hub_id=f'timm/{source}', num_classes=1000, input_size=src.input_size, crop_pct=src.crop_pct,
+        test_input_size=src.test_input_size, test_crop_pct=src.test_crop_pct, interpolation=src.interpolation,
+        mean=src.mean, std=src.std, license=src.license or 'apache-2.0',
         notes=(f"timm's ImageNet-1k weights of {source} with untrained attention, for fine-tuning; "
                "not the MRAP paper's weights",),
     )
@@ -66,25 +55,24 @@ def is_timm_layout(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> boo
 
 
 def _rename(key: str) -> str:
-    prefix = 'blocks.0.0.'
-    if key.startswith(prefix):
-        module, _, rest = key[len(prefix):].partition('.')
-        return prefix + _FIRST_BLOCK[module] + '.' + rest
+    if key.startswith(_FIRST):
+        module, _, rest = key[len(_FIRST):].partition('.')
+        return _FIRST + _FIRST_BLOCK[module] + '.' + rest
     return key
 
 
-def _identity_expansion(out: Dict[str, torch.Tensor], eps: float, prefix: str = 'blocks.0.0.') -> List[str]:
+def _identity_expansion(out: Dict[str, torch.Tensor], eps: float) -> List[str]:
     """Set our first block's extra 1x1 conv + BN (``eps``) to an exact identity; returns the keys it set."""
-    weight = out[prefix + 'conv_pw.weight']
-    chs = weight.shape[0]
-    out[prefix + 'conv_pw.weight'] = torch.eye(chs, dtype=weight.dtype).reshape(weight.shape)
-    bn = prefix + 'bn1.'
-    like = out[bn + 'weight']
-    out[bn + 'weight'] = torch.ones_like(like)
-    out[bn + 'bias'] = torch.zeros_like(like)
-    out[bn + 'running_mean'] = torch.zeros_like(like)
-    out[bn + 'running_var'] = torch.full_like(like, 1. - eps)  # 1 / sqrt(var + eps) rounds to exactly 1
-    return [prefix + 'conv_pw.weight'] + [bn + n for n in ('weight', 'bias', 'running_mean', 'running_var')]
+    conv, bn = _FIRST + 'conv_pw.weight', _FIRST + 'bn1.'
+    weight, like = out[conv], out[bn + 'weight']
+    values = {
+        conv: torch.eye(weight.shape[0], dtype=weight.dtype).reshape(weight.shape),
+        bn + 'weight': torch.ones_like(like), bn + 'bias': torch.zeros_like(like),
+        bn + 'running_mean': torch.zeros_like(like),
+        bn + 'running_var': torch.full_like(like, 1. - eps),  # 1 / sqrt(var + eps) rounds to exactly 1
+    }
+    out.update(values)
+    return list(values)
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -99,7 +87,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
     target = model.state_dict()
     has_head = hasattr(model, 'classifier')  # a features_only model has no head: head tensors are skipped
     first_block = _has_ds_first_block(model)
-    out = {k: v for k, v in target.items()}  # attention (and whatever is new) at the model's initialisation
+    out = dict(target)  # attention (and whatever is new) at the model's initialisation
     copied, no_place, bad_shape = set(), [], []
     for key, value in state_dict.items():
         if _ATTN in key:
