@@ -1,13 +1,7 @@
 """ Export an MRAP MobileNet for a runtime (ONNX, ExecuTorch, Core ML, LiteRT) and check it against PyTorch
 
-Usage::
-
-    python -m timm_mrap.deploy --model mobilenetv2_mrap --out mobilenetv2_mrap.onnx
-    python -m timm_mrap.deploy --model mobilenetv3_mrap --format executorch --int8 --calibration-dir data/train
-    python -m timm_mrap.deploy --model local-dir:converted/ --pretrained --format coreml
-
-The library functions live in ``timm_mrap.deploy`` (``export_model``, ``check_export``) and
-``timm_mrap.checkpoint`` (``load_model``). Every warning raised while the model is loaded and exported is printed.
+``python -m timm_mrap.deploy --model mobilenetv2_mrap [--format executorch --int8 ...]``: the flags and examples are
+in docs/deployment.md. Every warning raised while the model is loaded and exported is printed.
 """
 import argparse
 import re
@@ -28,38 +22,27 @@ __all__ = ['build_deploy_parser', 'main']
 
 
 def build_deploy_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m timm_mrap.deploy``."""
+    """The command line of ``python -m timm_mrap.deploy`` (docs/deployment.md describes each flag)."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], prog='python -m timm_mrap.deploy')
     add_model_arguments(parser)
-    parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
-                        help='extra create_model arguments, e.g. attn=cbam')
-    parser.add_argument('--format', choices=FORMATS, default='onnx',
-                        help='onnx (dynamic batch and size), executorch (XNNPACK), coreml or litert (static size)')
-    parser.add_argument('--out', default=None,
-                        help='output file (default: MODEL[_int8] with the format\'s suffix, in the current folder)')
+    parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, help='e.g. attn=cbam')
+    parser.add_argument('--format', choices=FORMATS, default='onnx')
+    parser.add_argument('--out', help='output file (default: MODEL[_int8] with the format\'s suffix)')
     parser.add_argument('--img-size', type=int, default=224, help='height = width of the example / program input')
-    parser.add_argument('--in-chans', type=int, default=3, help='channels of the input')
-    parser.add_argument('--batch-size', type=int, default=None,
-                        help='batch of the input (default: 1; ONNX traces with 2 and keeps the batch dynamic)')
+    parser.add_argument('--in-chans', type=int, default=3)
+    parser.add_argument('--batch-size', type=int, help='(default: 1; ONNX traces with 2, its batch stays dynamic)')
     parser.add_argument('--int8', action='store_true', help='ExecuTorch only: int8 quantization (PT2E, XNNPACK)')
-    parser.add_argument('--calibration-dir', default=None,
-                        help='int8: image folder (a training split, or its parent: timm\'s split rule) to calibrate '
-                             'on, with the model\'s preprocessing; random inputs (with a warning) when not given')
+    parser.add_argument('--calibration-dir', help='int8: image folder to calibrate on (default: random inputs)')
     parser.add_argument('--calibration-count', type=int, default=64, help='int8: images to calibrate on')
-    parser.add_argument('--exporter', choices=EXPORTERS, default='dynamo',
-                        help='ONNX: dynamo (torch default) or torchscript (legacy tracer, faster to export)')
+    parser.add_argument('--exporter', choices=EXPORTERS, default='dynamo', help='ONNX exporter')
     parser.add_argument('--static-size', action='store_true', help='ONNX: fix height and width (batch stays dynamic)')
-    parser.add_argument('--opset', type=int, default=None, help='ONNX opset (default: the exporter\'s)')
-    parser.add_argument('--check-sizes', type=int, nargs='*', default=None,
-                        help='ONNX: image sizes to compare onnxruntime with PyTorch at (default: the smallest input '
-                             '(1 x 1 final maps), --img-size and twice --img-size; with --static-size, --img-size)')
+    parser.add_argument('--opset', type=int, help='ONNX opset (default: the exporter\'s)')
+    parser.add_argument('--check-sizes', type=int, nargs='*',
+                        help='ONNX: image sizes to check at (default: the smallest input, --img-size and twice it)')
     parser.add_argument('--no-check', action='store_true', help='skip the comparison with PyTorch')
     parser.add_argument('--tolerance', type=float, default=1e-4,
-                        help='max |runtime - torch| allowed, relative to max(1, max |torch|) (default 1e-4; '
-                             'int8 programs are reported, not judged)')
-    parser.add_argument('--eval-dir', default=None,
-                        help='ImageFolder split (or its parent) to report the top-1 of PyTorch and of the exported '
-                             'program on, with the model\'s preprocessing at --img-size')
+                        help='max |runtime - torch| / max(1, max |torch|) (default 1e-4; int8 is reported only)')
+    parser.add_argument('--eval-dir', help='ImageFolder split (or its parent) to report the top-1 on')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
     return parser
 

@@ -1,10 +1,5 @@
-""" Core ML export through coremltools (an ML program for iOS 17+ / macOS 14+)
-
-``torch.export`` records the network with MRAP's exported statistics, and coremltools converts the program. Core ML
-models run only on Apple platforms: on Linux the conversion is all that can be checked, so ``write_coreml`` reads
-the saved package's spec back and checks its input and output.
-
-coremltools comes with the ``mobile`` extra (executorch depends on it), imported lazily.
+""" Core ML export through coremltools (the ``mobile`` extra): an ML program for iOS 17+ / macOS 14+, whose saved
+spec is read back and checked (Core ML models run on Apple platforms only)
 """
 import shutil
 from pathlib import Path

@@ -29,14 +29,8 @@ def image_dataset(model: nn.Module, image_dir: str, split: str, img_size: Option
         raise ValueError(f'{image_dir} holds no images timm can read; point the flag at a folder of images.') from e
 
 
-def calibration_batches(
-        model: nn.Module,
-        image_dir: str,
-        count: int = 64,
-        batch_size: int = 1,
-        img_size: Optional[int] = None,
-        seed: int = 0,
-) -> List[torch.Tensor]:
+def calibration_batches(model: nn.Module, image_dir: str, count: int = 64, batch_size: int = 1,
+                        img_size: Optional[int] = None, seed: int = 0) -> List[torch.Tensor]:
     """Up to ``count`` images of ``image_dir``'s training split (``image_dataset``), drawn with ``seed``, in batches
     of ``batch_size`` (the exported program's batch; an incomplete last batch is dropped)."""
     if count < batch_size:
@@ -47,12 +41,8 @@ def calibration_batches(
     return [images for images, _ in DataLoader(Subset(dataset, chosen), batch_size=batch_size, drop_last=True)]
 
 
-def top1_accuracy(
-        model: nn.Module,
-        image_dir: str,
-        predictors: Dict[str, Predictor],
-        img_size: Optional[int] = None,
-) -> Dict[str, float]:
+def top1_accuracy(model: nn.Module, image_dir: str, predictors: Dict[str, Predictor],
+                  img_size: Optional[int] = None) -> Dict[str, float]:
     """Top-1 (%) of each predictor (name to a function from a 1 x C x H x W batch to logits, e.g.
     ``{'pytorch': model, 'executorch': ...}``) on ``image_dir``'s validation split (``image_dataset``; classes
     numbered as timm's training numbers them), one image at a time (the phone programs have a static batch of 1)."""

@@ -41,27 +41,15 @@ def _backend(fmt: str):
     return importlib.import_module(f'.{fmt}', __package__)
 
 
-def export_model(
-        model: nn.Module,
-        fmt: str,
-        output_file: str,
-        input_size: Tuple[int, int, int] = (3, 224, 224),
-        batch_size: int = 1,
-        overwrite: bool = False,
-        validate_input: bool = True,
-        **options,
-) -> Path:
+def export_model(model: nn.Module, fmt: str, output_file: str, input_size: Tuple[int, int, int] = (3, 224, 224),
+                 batch_size: int = 1, overwrite: bool = False, validate_input: bool = True, **options) -> Path:
     """Export ``model`` (put in eval mode) to ``fmt`` (one of ``FORMATS``) and return the path written.
 
     Args:
-        model: The network.
-        fmt: ``'onnx'`` (dynamic batch and size), ``'executorch'``, ``'coreml'`` or ``'litert'`` (static input).
-        output_file: Target path; an existing file is an error unless ``overwrite``.
-        input_size: C x H x W of the example input (the static input of the phone formats).
-        batch_size: Batch of the example input (ONNX traces with at least 2 and keeps the batch dynamic).
-        overwrite: Replace an existing ``output_file``.
-        validate_input: Check the input against the network's channels and strides (``check_input``); turn off for
-            a bare module such as a single ``MRAP``.
+        input_size: C x H x W of the example input (the static input of the phone formats; ONNX keeps the batch, and
+            by default the size, dynamic and traces with a batch of at least 2).
+        overwrite: Replace an existing ``output_file`` (else an error).
+        validate_input: Check the input against the network (``check_input``); off for a bare module such as an MRAP.
         **options: The format's own: ONNX ``exporter``, ``dynamic_size``, ``opset``; ExecuTorch ``int8``,
             ``calibration`` (int8 batches), ``channels_last``.
     """
@@ -85,12 +73,8 @@ def runtime_predictor(fmt: str, path: str) -> Predictor:
     return getattr(_backend(fmt), f'load_{fmt}')(str(path))
 
 
-def compare_with_torch(
-        model: nn.Module,
-        predict: Predictor,
-        input_shapes: Sequence[Sequence[int]],
-        seed: int = 0,
-) -> Dict[Tuple[int, int], Tuple[float, float]]:
+def compare_with_torch(model: nn.Module, predict: Predictor, input_shapes: Sequence[Sequence[int]],
+                       seed: int = 0) -> Dict[Tuple[int, int], Tuple[float, float]]:
     """Run ``model`` and ``predict`` on one random input of each shape.
 
     Returns:
@@ -111,13 +95,8 @@ def compare_with_torch(
     return results
 
 
-def check_export(
-        model: nn.Module,
-        fmt: str,
-        path: str,
-        input_shape: Sequence[int],
-        onnx_sizes: Sequence[Tuple[int, int]] = (),
-) -> Optional[Dict[Tuple[int, int], Tuple[float, float]]]:
+def check_export(model: nn.Module, fmt: str, path: str, input_shape: Sequence[int],
+                 onnx_sizes: Sequence[Tuple[int, int]] = ()) -> Optional[Dict[Tuple[int, int], Tuple[float, float]]]:
     """Compare the exported file with PyTorch (``compare_with_torch``) where its runtime runs on this machine.
 
     Returns:

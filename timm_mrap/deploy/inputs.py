@@ -1,8 +1,7 @@
 """ Input checks for the deployment entry points (export, attention maps): image batches, output files, model flags
 
-The models themselves keep a branch-free ``forward`` (so they script, trace, export and compile); the checks live
-here and are called by the command-line entry points and by users before they hand data to a model. Each error names
-the problem and the fix.
+The models keep a branch-free ``forward`` (so they script, trace, export and compile); the checks live here. Each
+error names the problem and the fix.
 """
 import argparse
 from pathlib import Path
@@ -42,16 +41,9 @@ def model_stride(model: nn.Module) -> int:
     return 32
 
 
-def check_input(
-        model: nn.Module,
-        x: Union[torch.Tensor, Sequence[int]],
-) -> None:
-    """Raise a ``ValueError`` that names the fix if ``x`` (a batch or its shape) does not suit ``model``.
-
-    Args:
-        model: The network the input is meant for.
-        x: A B x C x H x W tensor, or its shape (a C x H x W shape is accepted too).
-    """
+def check_input(model: nn.Module, x: Union[torch.Tensor, Sequence[int]]) -> None:
+    """Raise a ``ValueError`` that names the fix if ``x`` (a B x C x H x W batch or its shape; C x H x W is taken as
+    one image) does not suit ``model``."""
     shape = tuple(x.shape) if isinstance(x, torch.Tensor) else tuple(int(s) for s in x)
     if len(shape) == 3:
         shape = (1,) + shape

@@ -1,10 +1,7 @@
-""" LiteRT (TensorFlow Lite) export through litert-torch, run by LiteRT's interpreter
+""" LiteRT (TensorFlow Lite) export through litert-torch (the optional ``litert`` extra), run by LiteRT's interpreter
 
-``litert_torch.convert`` records the network with ``torch.export`` (MRAP's exported statistics) and writes a
-``.tflite`` flat buffer; ``ai_edge_litert``'s interpreter runs it on Linux. The conversion takes litert-torch's
-TFLite decompositions (``LITERT_TORCH_FULL_TFL_DECOMPS``), so MRAP's top-n sort becomes the ``TOPK_V2`` builtin
-instead of a StableHLO sort that LiteRT's interpreter cannot run. litert-torch (0.10) declares torch < 2.15
-and brings jax; it is the optional ``litert`` extra, imported lazily.
+The conversion takes litert-torch's TFLite decompositions, so MRAP's top-n sort becomes LiteRT's ``TOPK_V2`` builtin
+(docs/deployment.md).
 """
 import os
 from pathlib import Path

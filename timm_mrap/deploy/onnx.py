@@ -1,8 +1,7 @@
 """ ONNX export with dynamic batch and spatial size (timm's ``timm.utils.onnx.onnx_export``), run by onnxruntime
 
-Exporters: ``'dynamo'`` (torch's default; ``torch.export``, about 1.5 min for a full MobileNet on 2 cores) and
-``'torchscript'`` (the legacy tracer, seconds). In both, MRAP's unbiased-std factor ``n / max(n - 1, 1)`` follows the
-runtime size, so the graph is right from 1 x 1 maps up. onnx, onnxruntime and onnxscript are the ``onnx`` extra.
+Exporters: ``'dynamo'`` (torch's default, ``torch.export``) and ``'torchscript'`` (the legacy tracer, faster); the
+``onnx`` extra brings onnx, onnxruntime and onnxscript.
 """
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -17,14 +16,8 @@ __all__ = ['EXPORTERS', 'export_onnx', 'load_onnx', 'onnx_parity', 'write_onnx']
 EXPORTERS = ('dynamo', 'torchscript')
 
 
-def write_onnx(
-        model: nn.Module,
-        example: torch.Tensor,
-        path: Path,
-        exporter: str = 'dynamo',
-        dynamic_size: bool = True,
-        opset: Optional[int] = None,
-) -> None:
+def write_onnx(model: nn.Module, example: torch.Tensor, path: Path, exporter: str = 'dynamo', dynamic_size: bool = True,
+               opset: Optional[int] = None) -> None:
     """Write ``model`` to ``path`` as ONNX, checked by onnx; the input is ``input0`` (B x C x H x W), the output
     ``output0``. The batch axis is dynamic (traced at batch >= 2), and height / width too with ``dynamic_size``."""
     from timm.utils.onnx import onnx_export
@@ -51,13 +44,8 @@ def load_onnx(onnx_file: str, threads: Optional[int] = None) -> Predictor:
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
-def onnx_parity(
-        model: nn.Module,
-        onnx_file: str,
-        input_sizes: Sequence[Tuple[int, int]] = ((224, 224),),
-        batch_size: int = 2,
-        seed: int = 0,
-) -> Dict[Tuple[int, int], Tuple[float, float]]:
+def onnx_parity(model: nn.Module, onnx_file: str, input_sizes: Sequence[Tuple[int, int]] = ((224, 224),),
+                batch_size: int = 2, seed: int = 0) -> Dict[Tuple[int, int], Tuple[float, float]]:
     """``compare_with_torch`` of ``model`` and the ONNX graph at each height x width of ``input_sizes``."""
     import onnx
     in_chans = onnx.load(str(onnx_file)).graph.input[0].type.tensor_type.shape.dim[1].dim_value
