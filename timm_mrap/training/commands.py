@@ -22,9 +22,10 @@ __all__ = ['parse_command_line', 'read_timm_flags', 'train_command', 'validate_c
 TRAIN_USAGE = 'usage: train.sh [MODEL DATA_DIR [--recipe NAME] [--nproc N] [--nnodes N] [timm train.py flags...]]'
 VALIDATE_USAGE = ('usage: validate.sh MODEL DATA_DIR [--checkpoint F | --pretrained] [--results-file PREFIX] '
                   '[timm validate.py flags...]')
-# timm flags this layer reads (to check the data and pick defaults); they still go to the runner
-_READ_FLAGS = (('--model',), ('--data-dir',), ('-c', '--config'), ('-d', '--dataset'), ('--train-split',),
-               ('--val-split',), ('--split',), ('--num-classes',), ('--img-size',), ('--device',), ('--class-map',))
+# timm flags this layer reads (to check the data and pick defaults), with timm's defaults; they still go to the runner
+_READ_FLAGS = {'--model': None, '--data-dir': None, '-c,--config': None, '-d,--dataset': None, '--train-split': 'train',
+               '--val-split': 'validation', '--split': 'validation', '--img-size': None, '--device': None,
+               '--class-map': None}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,14 +74,16 @@ def parse_command_line(argv: Sequence[str], validate: bool = False) -> Tuple[arg
 
 
 def read_timm_flags(args: Sequence[str]) -> argparse.Namespace:
-    """The values of the timm flags this layer reads (None when not given), ``--model-kwargs`` as a dict."""
+    """The values of the timm flags this layer reads, over the ``--config`` file's as timm reads them (the command
+    line wins); ``--model-kwargs`` as a dict."""
     parser = _Parser()
-    for names in _READ_FLAGS:
-        parser.add_argument(*names)
+    for names, default in _READ_FLAGS.items():
+        parser.add_argument(*names.split(','), default=default)
+    parser.add_argument('--num-classes', type=int)
     parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs)
-    flags = parser.parse_known_args(args)[0]
-    flags.num_classes = int(flags.num_classes) if flags.num_classes is not None else None
-    return flags
+    config = parser.parse_known_args(args)[0].config
+    parser.set_defaults(**(read_config(config) if config else {}))
+    return parser.parse_known_args(args)[0]
 
 
 def _device_args(args: List[str], device: Optional[str]) -> List[str]:
@@ -104,14 +107,10 @@ def train_command(argv: Sequence[str]) -> int:
     recipe = ['--config', str(recipe_path(opts.recipe))] if opts.recipe else []
     args = ['--data-dir', opts.data_dir, '--model', opts.model, *recipe, *args]
     flags = read_timm_flags(args)
-    cfg = read_config(flags.config) if flags.config else {}
-    train_split = flags.train_split or cfg.get('train_split') or 'train'
-    val_split = flags.val_split or cfg.get('val_split') or 'validation'
-    names = check_data_dir(opts.data_dir, [(train_split, '--train-split'), (val_split, '--val-split')],
-                           flags.dataset or cfg.get('dataset'))
-    given = flags.num_classes if flags.num_classes is not None else cfg.get('num_classes')
-    found = folder_num_classes(given, names, f'{opts.data_dir} (split {train_split!r})')
-    if given is None and found:
+    names = check_data_dir(opts.data_dir, [(flags.train_split, '--train-split'), (flags.val_split, '--val-split')],
+                           flags.dataset)
+    found = folder_num_classes(flags.num_classes, names, f'{opts.data_dir} (split {flags.train_split!r})')
+    if flags.num_classes is None and found:
         log(f'--num-classes {found} (from the class folders)')
         args += ['--num-classes', str(found)]
     args = _device_args(args, flags.device)
@@ -140,7 +139,7 @@ def validate_command(argv: Sequence[str]) -> Tuple[int, Optional[Dict[str, Any]]
     opts, args = parse_command_line(argv, validate=True)
     _check_validate_options(opts, args)
     flags = read_timm_flags(args)
-    found = len(check_data_dir(opts.data_dir, [(flags.split or 'validation', '--split')], flags.dataset))
+    found = len(check_data_dir(opts.data_dir, [(flags.split, '--split')], flags.dataset))
     prefix = Path(re.sub(r'\.(json|csv)$', '', opts.results_file)) if opts.results_file else \
         Path('output') / 'validate' / f'{opts.model.replace("/", "_")}-{Path(opts.checkpoint or "pretrained").stem}'
     with tempfile.TemporaryDirectory(prefix='timm_mrap_validate_') as work_dir:

@@ -173,19 +173,17 @@ def make_plan(cfg: CompareConfig) -> Plan:
         layer, flags = parse_command_line(cfg.train_args)
         path = recipe_path(cfg.recipe) if cfg.recipe else None
         recipe = read_config(str(path)) if path else {}
-        timm_flags = read_timm_flags(flags)
-        train_split = timm_flags.train_split or recipe.get('train_split') or 'train'
-        val_split = timm_flags.val_split or recipe.get('val_split') or 'validation'
-        found = len(check_data_dir(cfg.data_dir, [(train_split, '--train-split'), (val_split, '--val-split')],
-                                   timm_flags.dataset or recipe.get('dataset')))
+        timm_flags = read_timm_flags([*(['--config', str(path)] if path else []), *flags])
+        found = len(check_data_dir(cfg.data_dir, [(timm_flags.train_split, '--train-split'),
+                                                  (timm_flags.val_split, '--val-split')], timm_flags.dataset))
     except InputError as e:
         raise CompareError(str(e)) from e
     model = cfg.model or recipe.get('model')
     if not model:
         raise CompareError('Pass --model (e.g. mobilenetv3_mrap); the recipe names none.')
-    num_classes = timm_flags.num_classes or recipe.get('num_classes') or found
+    num_classes = timm_flags.num_classes or found
     input_size = recipe.get('input_size')
-    img_size = int(timm_flags.img_size or recipe.get('img_size') or (input_size[-1] if input_size else 224))
+    img_size = int(timm_flags.img_size or (input_size[-1] if input_size else 224))
     import torch
     device = timm_flags.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     plan = Plan(cfg, model, path, int(cfg.epochs or recipe.get('epochs') or 300), int(num_classes), img_size, device,
