@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from timm.utils import ParseKwargs
 
-from ..errors import CliError, InputError
+from ..errors import CliError
 from .input_checks import check_data_dir, folder_num_classes
 from .recipes import read_config, recipe_path
 from .results import parse_result, write_result_file

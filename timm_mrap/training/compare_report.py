@@ -1,5 +1,4 @@
-""" The reports of an attention comparison: ``results.csv``, ``summary.md`` and (with matplotlib) ``top1_vs_latency.png``
-"""
+"""Reports of an attention comparison: ``results.csv``, ``summary.md`` and (with matplotlib) a top-1 / latency plot"""
 import csv
 import math
 import statistics

@@ -221,9 +221,10 @@ def _train(plan: Plan, run: Run, resume: bool) -> None:
     run_dir = plan.run_dir(run)
     recipe = ['--recipe', str(plan.recipe_path)] if plan.recipe_path else []
     rc = train_command([
-        plan.model, plan.cfg.data_dir, *recipe, *plan.cfg.train_args, '--epochs', str(plan.epochs), '--seed', str(run.seed),
-        '--model-kwargs', *_kwarg_strings({**plan.model_kwargs, 'attn': run.attn}), '--output', str(run_dir.parent),
-        '--experiment', run.name, *(['--resume', str(run_dir / 'last.pth.tar')] if resume else [])])
+        plan.model, plan.cfg.data_dir, *recipe, *plan.cfg.train_args, '--epochs', str(plan.epochs), '--seed',
+        str(run.seed), '--model-kwargs', *_kwarg_strings({**plan.model_kwargs, 'attn': run.attn}), '--output',
+        str(run_dir.parent), '--experiment', run.name, *(['--resume', str(run_dir / 'last.pth.tar')] if resume else []),
+    ])
     if rc != 0:
         raise CompareError(f'Training {run.name} failed (exit status {rc}; its output is above). Rerun the same '
                            f'command to resume it from {run_dir / "last.pth.tar"}.')

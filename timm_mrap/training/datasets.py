@@ -187,7 +187,8 @@ def build_stanford_dogs(src: str, dst: str, train_list: Optional[str] = None, te
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog='python -m timm_mrap.training.datasets', description=__doc__.splitlines()[0].strip())
+    parser = argparse.ArgumentParser(prog='python -m timm_mrap.training.datasets',
+                                     description=__doc__.splitlines()[0].strip())
     sub = parser.add_subparsers(dest='command', required=True)
     p = sub.add_parser('digits', help="scikit-learn's digits as an ImageFolder (the train.sh demo data)")
     p.add_argument('dst')
