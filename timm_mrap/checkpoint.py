@@ -55,22 +55,17 @@ def is_reference_state_dict(state_dict: Mapping[str, Any]) -> bool:
     return 'classifier.conv.weight' in state_dict and any(k.startswith('backbone.') for k in state_dict)
 
 
-def _read_error(path: Path, error: Exception) -> CheckpointError:
-    """The reader's own error, named; a file blocked by ``weights_only`` is not called incomplete."""
-    cause = f'{type(error).__name__}: {(str(error).splitlines() or [""])[0][:300]}'
-    fix = ('it holds Python objects besides tensors; save its state dict alone (model.state_dict())'
-           if isinstance(error.__cause__, pickle.UnpicklingError) else
-           'it is incomplete or not a PyTorch / safetensors checkpoint; copy or download it again')
-    return CheckpointError(f'Could not read checkpoint {path} ({cause}): {fix}.')
-
-
 def _load_file(path: Path) -> Any:
     try:
         if path.suffix == '.safetensors':
             return load_state_dict(str(path))
         return _torch_load(str(path))  # timm's weights_only reader, which keeps the whole file (arch, args, epoch)
-    except Exception as e:
-        raise _read_error(path, e) from e
+    except Exception as e:  # the reader's own error, named; a file blocked by weights_only is not called incomplete
+        cause = f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:300]}'
+        fix = ('it holds Python objects besides tensors; save its state dict alone (model.state_dict())'
+               if isinstance(e.__cause__, pickle.UnpicklingError) else
+               'it is incomplete or not a PyTorch / safetensors checkpoint; copy or download it again')
+        raise CheckpointError(f'Could not read checkpoint {path} ({cause}): {fix}.') from e
 
 
 def _tensors_only(weights: Mapping[str, Any], path: Path) -> Dict[str, torch.Tensor]:
@@ -183,25 +178,18 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> FitRe
     )
 
 
-def load_model(
-        model_name: str,
-        checkpoint: Optional[Union[PathLike, Checkpoint]] = None,
-        pretrained: bool = False,
-        num_classes: Optional[int] = None,
-        use_ema: bool = True,
-        source: Optional[str] = None,
-        **model_kwargs,
-) -> nn.Module:
-    """``timm.create_model`` (in eval mode), with a timm checkpoint (file or already read) loaded strictly.
+def load_model(model_name: str, checkpoint: Optional[Union[PathLike, Checkpoint]] = None, pretrained: bool = False,
+               num_classes: Optional[int] = None, source: Optional[str] = None, **model_kwargs) -> nn.Module:
+    """``timm.create_model`` (in eval mode), with a timm checkpoint (file or already read) loaded strictly; a file's
+    EMA weights are taken when it has them (as timm's ``load_checkpoint``).
 
     Args:
         num_classes: Classifier size; None takes the checkpoint classifier's (an error if both are given and differ).
-        use_ema: Take the EMA weights of a checkpoint file when it has them (as timm's ``load_checkpoint``).
         source: How errors name the checkpoint (default ``Checkpoint PATH``), e.g. ``--checkpoint PATH``.
     """
     ckpt = checkpoint
     if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
-        ckpt = read_checkpoint(checkpoint, prefer_ema=use_ema)
+        ckpt = read_checkpoint(checkpoint, prefer_ema=True)
     if ckpt is not None:
         source = source or f'Checkpoint {ckpt.path}'
         classifier = getattr(timm.models.get_pretrained_cfg(model_name.split('.')[0]), 'classifier', None)

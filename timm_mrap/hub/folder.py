@@ -93,7 +93,7 @@ def default_repo_id(architecture: str, tag: str) -> Optional[str]:
         cfg = get_pretrained_cfg(f'{architecture}.{tag}', allow_unregistered=False)
     except RuntimeError:
         return None
-    return cfg.hf_hub_id if cfg.hf_hub_id and not cfg.hf_hub_id.endswith('/') else None
+    return cfg.hf_hub_id or None
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
