@@ -1,12 +1,10 @@
 """ MRAP's full-size work in PyTorch ops: the ``'torch'`` kernel of the ``timm_mrap::mrap_*`` operators
 
-``TorchKernels`` has the four functions ``mrap_ops`` registers (``mrap_triton.TritonKernels`` has the same interface).
-On CPU they work through cache-sized chunks of a few samples in reused float32 buffers: no full-size temporaries (their
-page faults cost more than the arithmetic there) and float32 accuracy for bf16 / fp16 inputs. Elsewhere (CUDA without
-Triton) they are whole-tensor ops that accumulate in float32.
+On CPU, cache-sized chunks of a few samples in reused float32 buffers; elsewhere whole-tensor ops accumulating in
+float32 (``docs/performance.md``).
 """
 import math
-from typing import Iterator, Tuple
+from typing import Tuple
 
 import torch
 
@@ -46,11 +44,6 @@ def _chunks(x: torch.Tensor) -> Tuple[int, torch.Tensor]:
     return rows, buf
 
 
-def _slices(batch: int, rows: int) -> Iterator[Tuple[slice, int]]:
-    for start in range(0, batch, rows):
-        yield slice(start, start + rows), min(rows, batch - start)
-
-
 def _whole_tensor_statistics(x: torch.Tensor) -> Stats:
     """``TorchKernels.statistics`` off the CPU: ``torch.std_mean`` (two-pass / Welford) on a ``stats_dtype`` copy."""
     b, c, h, w = x.shape
@@ -69,12 +62,12 @@ class TorchKernels:
         element, two-pass (exactly 0 for constant rows, no cancellation on large means)."""
         if x.device.type != 'cpu' or x.shape[0] == 0:
             return _whole_tensor_statistics(x)
-        b, c, h, w = x.shape
+        _, c, h, w = x.shape
         rows, buf = _chunks(x)
         convert = torch.empty_like(buf) if x.dtype != buf.dtype else None
         scale_c, scale_s = 1. / math.sqrt(max(h * w - 1, 1)), 1. / max(c - 1, 1)
         parts = []
-        for chunk in x.split(rows) if rows < b else (x,):
+        for chunk in x.split(rows):
             n = chunk.shape[0]
             f = convert[:n].copy_(chunk) if convert is not None else chunk
             mean_c, mean_s = f.mean((2, 3)), f.mean(1, keepdim=True)
@@ -97,7 +90,8 @@ class TorchKernels:
         out = torch.empty_like(buf) if buf.dtype != x.dtype else None
         dx = torch.empty_like(x, memory_format=memory_format_of(x))
         mean_c, a_c, b_c = (t.view(b, c, 1, 1) for t in (mean_c, a_c, b_c))
-        for sl, n in _slices(b, rows):
+        for start in range(0, b, rows):
+            sl, n = slice(start, start + rows), min(rows, b - start)
             target = dx[sl] if out is None else out[:n]
             dev = torch.sub(x[sl], mean_c[sl], out=buf[:n])
             dev.sub_(dev.mean((2, 3), keepdim=True))
@@ -131,7 +125,8 @@ class TorchKernels:
         grad_x = torch.empty_like(x, memory_format=memory_format_of(x))
         grad_c = torch.empty(b, c, device=x.device, dtype=buf.dtype)
         grad_s = torch.empty(b, 1, h, w, device=x.device, dtype=buf.dtype)
-        for sl, n in _slices(b, rows):
+        for start in range(0, b, rows):
+            sl, n = slice(start, start + rows), min(rows, b - start)
             g = torch.mul(w_c[sl].view(n, c, 1, 1), w_s[sl], out=gate[:n]).sigmoid_()
             torch.addcmul(grad[sl], grad[sl], g, out=grad_x[sl])
             grad_z = torch.mul(grad[sl], x[sl], out=buf[:n]).mul_(g)

@@ -1,11 +1,6 @@
-""" MRAP's full-size work as four operators registered under ``torch.ops.timm_mrap`` (``docs/performance.md``)
-
-``mrap_statistics``, ``mrap_statistics_backward``, ``mrap_gate`` and ``mrap_gate_backward``, each with a fake (shape)
-implementation, so ``torch.compile`` / ``torch.export`` trace them without a graph break, and a vmap rule. ``kernel``
-names the implementation: ``'torch'`` (``mrap_kernels.TorchKernels``) or ``'triton'`` (``mrap_triton.TritonKernels``).
-``mrap_statistics`` / ``mrap_gate`` differentiate them through ``torch.autograd.Function``s that ``torch.func`` accepts
-(it refuses ``register_autograd``'s in torch 2.14); where a graph of the gradient is recorded (double backward,
-``torch.func``) their backward runs the same formulas in differentiable ops instead of the backward operators.
+""" MRAP's full-size work as four ``torch.ops.timm_mrap`` operators with fakes and vmap rules, differentiated through
+``torch.autograd.Function``s (``torch.func`` refuses ``register_autograd``'s); ``kernel``: ``'torch'``
+(``mrap_kernels.TorchKernels``) or ``'triton'`` (``mrap_triton.TritonKernels``). Design: ``docs/performance.md``.
 """
 from typing import Callable, Sequence, Tuple
 

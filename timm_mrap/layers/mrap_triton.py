@@ -1,9 +1,7 @@
 """ Triton kernels for MRAP's full-size work: statistics, gate and their gradients (``docs/performance.md``)
 
-Each kernel walks the activation in B x C x (H * W) tiles through its strides, so NCHW and channels_last tensors need
-no copies; float32, bfloat16 and float16 inputs accumulate in float32. They run on CUDA tensors, and on CPU tensors
-under ``TRITON_INTERPRET=1`` (how the tests check them without a GPU). ``TritonKernels`` has the interface of
-``mrap_kernels.TorchKernels``.
+B x C x (H * W) tiles walked through the strides (NCHW or channels_last, no copies), float32 accumulation; CUDA
+tensors, or CPU tensors under ``TRITON_INTERPRET=1``. ``TritonKernels`` has the interface of ``TorchKernels``.
 """
 import os
 from typing import Tuple
