@@ -94,9 +94,10 @@ def save_overlay_png(display, maps: Dict[str, AttentionMap], path: str, panel_si
                      cmap: str = 'jet') -> Path:
     """Save one row of panels: the image, then each module's spatial weight (image 0 of the batch) over it; the PNG
     is exactly ``panel_size * (1 + len(maps))`` x ``panel_size`` pixels (width x height)."""
+    from matplotlib.figure import Figure  # no pyplot: no backend or global figure state
     height, width = display.shape[:2]
     num = 1 + len(maps)
-    fig = _pyplot().figure(figsize=(panel_size * num / _DPI, panel_size / _DPI), dpi=_DPI)
+    fig = Figure(figsize=(panel_size * num / _DPI, panel_size / _DPI), dpi=_DPI)
     for i, (name, amap) in enumerate([('image', None)] + list(maps.items())):
         ax = fig.add_axes((i / num, 0., 1. / num, 0.88))  # the top 12 % for the title
         ax.imshow(display)
@@ -112,8 +113,9 @@ def save_overlay_png(display, maps: Dict[str, AttentionMap], path: str, panel_si
 
 def save_channel_png(maps: Dict[str, AttentionMap], path: str, width: int = 768, row_height: int = 160) -> Path:
     """Save the channel weights ``w_c`` (image 0) as one bar plot per module, stacked; ``width`` x rows px."""
-    fig, axes = _pyplot().subplots(len(maps), 1, figsize=(width / _DPI, row_height * len(maps) / _DPI), dpi=_DPI,
-                                   squeeze=False)
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width / _DPI, row_height * len(maps) / _DPI), dpi=_DPI)
+    axes = fig.subplots(len(maps), 1, squeeze=False)
     for ax, (name, amap) in zip(axes[:, 0], maps.items()):
         weights = amap.channel[0].numpy()
         ax.bar(range(len(weights)), weights, width=1.0, color='tab:blue')
@@ -125,18 +127,10 @@ def save_channel_png(maps: Dict[str, AttentionMap], path: str, width: int = 768,
     return _save(fig, path)
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def _save(fig, path: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=_DPI)
-    _pyplot().close(fig)
     return path
 
 

@@ -1,8 +1,5 @@
-""" Hub folders: a checkpoint's weights as model.safetensors, timm's config.json and the filled model card
-
-The weights are loaded strictly into the registered model; the folder is written beside ``out_dir`` and moved into
-place when complete. Nothing is uploaded (``push.py``).
-"""
+""" Hub folders: a checkpoint's weights (loaded strictly) as model.safetensors, timm's config.json and the filled
+model card, staged beside ``out_dir`` and moved into place when complete; nothing is uploaded (``push.py``)."""
 import os
 import re
 import shutil

@@ -1,7 +1,5 @@
-""" MAFC: multi-accumulated channel-wise patterns with a spatial gate (the MRAP paper's predecessor)
+""" MAFC: multi-accumulated channel-wise patterns with a spatial gate (the MRAP paper's predecessor, docs/mafc.md)
 
-Paper: `Accumulating global channel-wise patterns via deformed-bottleneck recalibration for image classification`
-    Pattern Analysis and Applications 28 (2025).
 Reference code: https://github.com/nttbdrk25/MAFAttention (no licence; written from the project's spec).
 """
 from typing import Optional

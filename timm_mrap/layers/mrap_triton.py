@@ -184,9 +184,7 @@ def _strides(x: torch.Tensor) -> Tuple[int, int, int]:
 
 def _dense(x: torch.Tensor) -> torch.Tensor:
     """``x`` itself when (H, W) can be walked as one axis (NCHW or NHWC), else a contiguous copy."""
-    if x.stride(2) == x.shape[3] * x.stride(3) or x.shape[2] == 1:
-        return x
-    return x.contiguous()
+    return x if x.stride(2) == x.shape[3] * x.stride(3) or x.shape[2] == 1 else x.contiguous()
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
