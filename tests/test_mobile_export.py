@@ -14,6 +14,8 @@ import timm
 import timm_mrap  # noqa: F401  registers the models
 from timm_mrap import MRAP
 from timm_mrap.deploy import calibration_batches, export_model
+from timm_mrap.deploy.executorch import BlockedSpatialConv, block_spatial_convs
+from timm_mrap.layers import MAFC
 from timm_mrap.errors import MissingExtraError
 from timm_mrap.deploy.__main__ import main as export_main
 
@@ -59,6 +61,49 @@ def test_exported_network_has_one_partition_per_sort_boundary():
     report, outside = _lowered(net, torch.randn(1, 3, 16, 16))
     assert report.num_delegated_subgraphs == 3, report.get_summary()
     assert sorted(op for op, _ in outside) == ['_clone_dim_order'] + ['topk'] * 4, outside
+
+
+@pytest.mark.parametrize('layer,kernel_size', [(MRAP, 7), (MRAP, 9), (MAFC, 7), (MAFC, 3)])
+def test_blocked_spatial_conv_is_the_convolution_and_batch_norm(layer, kernel_size):
+    """ExecuTorch programs take the spatial convolution + batch norm of MRAP / MAFC on 4 x 4 space-to-depth blocks:
+    the same output (float64), on sides that are multiples of 4 and on sides that are not (the plain convolution);
+    the module passed in keeps its own layers."""
+    torch.manual_seed(0)
+    attn = layer(16, spatial_kernel_size=kernel_size).double().eval()
+    with torch.no_grad():
+        attn.spatial_bn.running_mean.fill_(0.4)
+        attn.spatial_bn.running_var.fill_(2.5)
+        attn.spatial_bn.weight.fill_(1.5)
+        attn.spatial_bn.bias.fill_(-0.3)
+    blocked = block_spatial_convs(attn)
+    assert isinstance(blocked.spatial_conv, BlockedSpatialConv) and isinstance(blocked.spatial_bn, torch.nn.Identity)
+    assert isinstance(attn.spatial_conv, torch.nn.Conv2d) and isinstance(attn.spatial_bn, torch.nn.BatchNorm2d)
+    for size in [(16, 12), (8, 8), (7, 7), (14, 10)]:
+        x = torch.randn(2, 16, *size, dtype=torch.float64)
+        with torch.no_grad():
+            torch.testing.assert_close(blocked(x), attn(x), rtol=0, atol=1e-12)
+        s = torch.randn(2, 2, *size, dtype=torch.float64)
+        with torch.no_grad():
+            torch.testing.assert_close(blocked.spatial_conv(s), attn.spatial_bn(attn.spatial_conv(s)), rtol=0, atol=1e-12)
+
+
+def test_int8_rounds_only_the_statistics_that_share_a_scale():
+    """In int8 programs MRAP computes in float32 but for what XNNPACK's quantizer gives a scale whatever the module:
+    the mean over H x W (its input's scale) and the spatial mean and std maps where they are concatenated for the
+    7 x 7 convolution. Centring, squares, sums over C, perceptron, sigmoids and gate stay float; the module's output
+    is quantized for the next convolution."""
+    from timm_mrap.deploy.executorch import _quantize_int8
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU6(), MRAP(16),
+                              torch.nn.Conv2d(16, 8, 1)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    graph = _quantize_int8(net, x, [x]).graph
+    quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
+    rounded = sorted(n.args[0].target.__name__ for n in graph.nodes
+                     if n.target == quantize and n.args[0].op == 'call_function')
+    # two network convolutions, the 1x1 convolution giving the spatial mean map, ReLU6, MRAP's output (add)
+    assert rounded == ['add.Tensor', 'cat.default', 'conv2d.default', 'conv2d.default', 'conv2d.default',
+                       'flatten.using_ints', 'hardtanh.default', 'mean.dim', 'sqrt.default'], rounded
 
 
 def test_exported_mrap_with_max_pool_keeps_only_the_maxima_outside():
