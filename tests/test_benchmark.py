@@ -135,13 +135,17 @@ def test_explicit_settings_onnxruntime_and_impl_variants():
 
 @pytest.mark.slow  # two ExecuTorch lowerings of a small network, about a minute
 def test_executorch_rows_fp32_and_int8():
-    """ExecuTorch fp32 and int8 programs are measured side by side with eager PyTorch; int8 is ExecuTorch only."""
+    """ExecuTorch fp32 and int8 programs are measured side by side with eager PyTorch; int8 is ExecuTorch only.
+    ``threads`` sizes ExecuTorch's thread pool during the run, which is restored after it."""
     pytest.importorskip('executorch', reason='the mobile extra is not installed')
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
     cfg = BenchmarkConfig(
         variants=['mobilenetv3_small_mrap:none', 'mobilenetv3_small_mrap:mrap'],
         settings=['fp32:eager:infer:1', 'fp32:executorch:infer:1', 'int8:executorch:infer:1', 'int8:eager:infer:1'],
         img_size=64, num_classes=10, warmup=0, repeats=2, threads=1)
-    rows = run_benchmark(cfg, log=None)
+    before, during = _threadpool_get_thread_count(), set()
+    rows = run_benchmark(cfg, log=lambda msg: during.add(_threadpool_get_thread_count()))
+    assert during == {1} and _threadpool_get_thread_count() == before
     assert [(r['precision'], r['runtime'], r['attn']) for r in rows] == [
         ('fp32', 'eager', 'none'), ('fp32', 'eager', 'mrap'), ('fp32', 'executorch', 'none'),
         ('fp32', 'executorch', 'mrap'), ('int8', 'executorch', 'none'), ('int8', 'executorch', 'mrap')]

@@ -47,7 +47,8 @@ def build_benchmark_parser() -> argparse.ArgumentParser:
     p.add_argument('--warmup', type=int, default=2, help='untimed steps per variant and setting (at least 1 runs)')
     p.add_argument('--repeats', type=int, default=7, help='timed repeats per variant, interleaved across variants')
     p.add_argument('--iters', type=int, default=1, help='steps per timed repeat')
-    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
+    p.add_argument('--threads', type=int, default=None,
+                   help='threads of torch, onnxruntime and ExecuTorch (default: their defaults)')
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--output', default=None, help='folder for results.csv / results.json / the plot')
     p.add_argument('--overwrite', action='store_true', help='replace results already in --output')

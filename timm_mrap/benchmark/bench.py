@@ -6,13 +6,14 @@ so load from other processes hits every variant alike. Each repeat times ``iters
 and extremes. ``onnxruntime`` and ``executorch`` run the programs of ``timm_mrap.deploy.export_model`` (int8 calibrated
 on random inputs: that sets the scales, not the speed); MACs are ``timm_mrap.complexity.count_macs`` at batch 1.
 """
+import contextlib
 import copy
 import itertools
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -142,13 +143,29 @@ def run_benchmark(
     baseline = cfg.baseline or labels[0]
     if baseline not in labels:
         raise ValueError(f'Baseline {baseline!r} is not among the variants {labels}; pass one of them.')
-    threads_before = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    measures_executorch = any(runtime == 'executorch' for _, _, runtime, _, _ in _settings(cfg))
+    with _thread_count(cfg.threads, executorch=measures_executorch):
         return _run(cfg, variants, baseline, log, keep_going)
+
+
+@contextlib.contextmanager
+def _thread_count(threads: Optional[int], executorch: bool) -> Iterator[None]:
+    """torch's threads (and ExecuTorch's one thread pool, when measured) set to ``threads`` inside, restored after."""
+    if not threads:
+        yield
+        return
+    torch_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    if executorch:
+        from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+        executorch_before = _threadpool_get_thread_count()
+        _unsafe_reset_threadpool(threads)
+    try:
+        yield
     finally:
-        torch.set_num_threads(threads_before)
+        torch.set_num_threads(torch_before)
+        if executorch:
+            _unsafe_reset_threadpool(executorch_before)
 
 
 def _run(

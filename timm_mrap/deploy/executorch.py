@@ -52,8 +52,8 @@ class BlockedSpatialConv(nn.Module):
     The input is rearranged space-to-depth (C x H x W -> C r^2 x H/r x W/r), convolved 3 x 3 with r^2 output channels
     (one per position in the block), and rearranged back: the same products and sums as the k x k convolution (k <= 2r +
     1), in a shape that fills XNNPACK's convolution tiles, where one output channel from two input channels leaves most of
-    each tile idle (about 4x faster for MRAP's 7 x 7 convolution at 112 x 112). Maps whose sides are not multiples of r
-    take the plain convolution.
+    each tile idle (MRAP's 17 convolutions in ``mobilenetv2_mrap``: 0.13 ms instead of 0.63 ms in an ETDump, plus 0.1 ms
+    of layout transposes). Maps whose sides are not multiples of r take the plain convolution.
     """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, block: int = 4):
