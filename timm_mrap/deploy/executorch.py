@@ -216,5 +216,7 @@ def load_executorch(pte_file: str) -> Predictor:
     """A function from a batch to the logits of a ``.pte`` program, run by ExecuTorch's runtime."""
     require('executorch', 'mobile')
     from executorch.runtime import Runtime
-    method = Runtime.get().load_program(Path(pte_file)).load_method('forward')
-    return lambda x: method.execute([x])[0]
+    program = Runtime.get().load_program(Path(pte_file))
+    method = program.load_method('forward')
+    # the method runs in its program's memory, which must outlive it: the function holds both
+    return lambda x, _program=program: method.execute([x])[0]
