@@ -15,6 +15,7 @@ from typing import Iterable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ..layers import MRAP
 from .formats import Predictor, require
@@ -58,14 +59,12 @@ class BlockedSpatialConv(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, block: int = 4):
         super().__init__()
+        self.block = block
         with torch.no_grad():
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            bias = bn.bias - bn.running_mean * scale
-            if conv.bias is not None:
-                bias = bias + conv.bias * scale
-            self.block = block
-            self.register_buffer('weight', conv.weight * scale[:, None, None, None])
-            self.register_buffer('bias', bias)
+            weight, bias = fuse_conv_bn_weights(
+                conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+            self.register_buffer('weight', weight.detach())
+            self.register_buffer('bias', bias.detach())
             self.register_buffer('blocked_weight', _blocked_weight(self.weight, block))
             self.register_buffer('blocked_bias', bias.expand(block * block).clone())
 
