@@ -82,9 +82,10 @@ def test_blocked_spatial_conv_is_the_convolution_and_batch_norm(layer, kernel_si
         x = torch.randn(2, 16, *size, dtype=torch.float64)
         with torch.no_grad():
             torch.testing.assert_close(blocked(x), attn(x), rtol=0, atol=1e-12)
-        s = torch.randn(2, 2, *size, dtype=torch.float64)
+        maps = list(torch.randn(2, 2, *size, dtype=torch.float64).split(1, dim=1))
         with torch.no_grad():
-            torch.testing.assert_close(blocked.spatial_conv(s), attn.spatial_bn(attn.spatial_conv(s)), rtol=0, atol=1e-12)
+            expected = attn.spatial_bn(attn.spatial_conv(torch.cat(maps, dim=1)))
+            torch.testing.assert_close(blocked.spatial_conv(maps), expected, rtol=0, atol=1e-12)
 
 
 def test_int8_rounds_only_the_statistics_that_share_a_scale():

@@ -10,7 +10,7 @@ executorch is the optional ``mobile`` extra (``pip install 'timm-mrap[mobile]'``
 import copy
 import warnings
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -50,11 +50,13 @@ class ChannelsLastInput(nn.Module):
 class BlockedSpatialConv(nn.Module):
     """A 'same' convolution with one output channel and the batch norm after it, computed on r x r blocks.
 
-    The input is rearranged space-to-depth (C x H x W -> C r^2 x H/r x W/r), convolved 3 x 3 with r^2 output channels
-    (one per position in the block), and rearranged back: the same products and sums as the k x k convolution (k <= 2r +
-    1), in a shape that fills XNNPACK's convolution tiles, where one output channel from two input channels leaves most of
-    each tile idle (MRAP's 17 convolutions in ``mobilenetv2_mrap``: 0.13 ms instead of 0.63 ms in an ETDump, plus 0.1 ms
-    of layout transposes). Maps whose sides are not multiples of r take the plain convolution.
+    Takes the B x 1 x H x W input maps as a list (``timm_mrap.layers.spatial_response``), rearranges each
+    space-to-depth (H x W -> r^2 x H/r x W/r), concatenates the blocked maps, convolves them 3 x 3 with r^2 output
+    channels (one per position in the block) and rearranges back: the same products and sums as the k x k convolution
+    (k <= 2r + 1), in a shape that fills XNNPACK's convolution tiles, where one output channel from two input channels
+    leaves most of each tile idle (MRAP's 17 convolutions in ``mobilenetv2_mrap``: 0.13 ms instead of 0.63 ms in an
+    ETDump). Concatenating after the rearrangement copies r^2 contiguous values per block instead of one value per
+    pixel. Maps whose sides are not multiples of r take the plain convolution.
     """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, block: int = 4):
@@ -68,14 +70,14 @@ class BlockedSpatialConv(nn.Module):
             self.register_buffer('blocked_weight', _blocked_weight(self.weight, block))
             self.register_buffer('blocked_bias', bias.expand(block * block).clone())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
+    def forward(self, maps: List[torch.Tensor]) -> torch.Tensor:
+        batch, _, height, width = maps[0].shape
         r = self.block
         if height % r or width % r:
-            return F.conv2d(x, self.weight, self.bias, padding=self.weight.shape[-1] // 2)
-        x = x.reshape(batch, channels, height // r, r, width // r, r).permute(0, 1, 3, 5, 2, 4)
-        y = F.conv2d(x.reshape(batch, channels * r * r, height // r, width // r), self.blocked_weight,
-                     self.blocked_bias, padding=1)
+            return F.conv2d(torch.cat(maps, dim=1), self.weight, self.bias, padding=self.weight.shape[-1] // 2)
+        blocks = [m.reshape(batch, height // r, r, width // r, r).permute(0, 2, 4, 1, 3) for m in maps]
+        blocks = [b.reshape(batch, r * r, height // r, width // r) for b in blocks]
+        y = F.conv2d(torch.cat(blocks, dim=1), self.blocked_weight, self.blocked_bias, padding=1)
         return y.reshape(batch, r, r, height // r, width // r).permute(0, 3, 1, 4, 2).reshape(batch, 1, height, width)
 
 

@@ -10,13 +10,13 @@ from torch import nn
 from timm.layers import get_act_layer, register_notrace_module
 from timm.layers.typing import LayerType
 
-from .mrap import check_layer_kwargs, pool_statistic
+from .mrap import SpatialResponseMixin, check_layer_kwargs, pool_statistic
 
 __all__ = ['MAFC']
 
 
 @register_notrace_module  # shape-dependent std of single elements; FX treats the module as a leaf
-class MAFC(nn.Module):
+class MAFC(SpatialResponseMixin, nn.Module):
     """MAFC attention: a channel gate on the per-channel mean and unbiased std (one perceptron, sigmoid), then a
     CBAM-style spatial gate on the channel-wise mean and std maps. Sequential, no residual terms, no top-n."""
 
@@ -53,6 +53,6 @@ class MAFC(nn.Module):
         gate_c = torch.sigmoid(self.fc2(self.act(self.fc1(z.to(self.fc1.weight.dtype)))).float())
         x = x * gate_c[:, :, None, None].to(x.dtype)
         x_stats = x.float()
-        s = torch.cat([pool_statistic(x_stats, 'avg', [1], True), pool_statistic(x_stats, 'std', [1], True)], dim=1)
-        gate_s = torch.sigmoid(self.spatial_bn(self.spatial_conv(s.to(self.spatial_conv.weight.dtype))).float())
+        maps = [pool_statistic(x_stats, 'avg', [1], True), pool_statistic(x_stats, 'std', [1], True)]
+        gate_s = torch.sigmoid(self.spatial_response(maps).float())
         return x * gate_s.to(x.dtype)

@@ -41,7 +41,7 @@ from .mrap_ops import mrap_gate, mrap_statistics, select_kernel
 
 __all__ = [
     'MRAP', 'POOL_TYPES', 'SE_ONLY_ARGS', 'check_layer_kwargs', 'split_top_n', 'interleave', 'pool_statistic',
-    'interleave_index',
+    'interleave_index', 'SpatialResponseMixin',
 ]
 
 POOL_TYPES = ('avg', 'std', 'max')
@@ -169,6 +169,23 @@ def _validate_pools(pool_types: Sequence[str], rate: Sequence[float]) -> None:
             f'e.g. rate={_DEFAULT_RATES[len(pool_types)]}.')
 
 
+class SpatialResponseMixin:
+    """``spatial_response``, the spatial convolution of MRAP and MAFC over their B x 1 x H x W squeezes, for modules
+    with a ``spatial_conv`` and a ``spatial_bn``."""
+
+    def spatial_response(self, maps: List[torch.Tensor]) -> torch.Tensor:
+        """``spatial_bn(spatial_conv(concat(maps)))`` in the convolution's dtype.
+
+        A ``spatial_conv`` that is not an ``nn.Conv2d`` takes the list of maps itself, with the batch norm folded in
+        and ``spatial_bn`` an identity (``timm_mrap.deploy.executorch.BlockedSpatialConv``: no per-pixel
+        concatenation).
+        """
+        maps = [_cast(m, self.spatial_conv.weight.dtype) for m in maps]
+        if isinstance(self.spatial_conv, nn.Conv2d):
+            return self.spatial_bn(self.spatial_conv(torch.cat(maps, dim=1)))
+        return self.spatial_bn(self.spatial_conv(maps))
+
+
 def _exporting() -> bool:
     """True while ``torch.export`` / the ONNX exporters record the graph."""
     if not torch.jit.is_scripting():
@@ -177,7 +194,7 @@ def _exporting() -> bool:
 
 
 @register_notrace_module  # shape-dependent std of single elements; FX treats the module as a leaf
-class MRAP(nn.Module):
+class MRAP(SpatialResponseMixin, nn.Module):
     """Multiple channel-spatial residual attentive patterns (MRAP).
 
     Drops in wherever timm takes an SE-style layer (``se_layer=MRAP``, ``get_attn``-style signature).
@@ -277,8 +294,7 @@ class MRAP(nn.Module):
             z = torch.cat(tops, dim=1).index_select(1, self.top_n_index)  # top-n of each pool, interleaved
         excitation = self.fc2(self.act(self.fc1(_cast(z, self.fc1.weight.dtype))))
         w_c = F.relu(_cast(excitation, z.dtype) + torch.sigmoid(_product(stats_c)))
-        conv = self.spatial_conv(_cast(torch.cat(stats_s, dim=1), self.spatial_conv.weight.dtype))
-        w_s = _cast(self.spatial_bn(conv), z.dtype) + torch.sigmoid(_product(stats_s))
+        w_s = _cast(self.spatial_response(stats_s), z.dtype) + torch.sigmoid(_product(stats_s))
         return w_c, w_s
 
     def statistics(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
