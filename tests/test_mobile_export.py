@@ -88,23 +88,27 @@ def test_blocked_spatial_conv_is_the_convolution_and_batch_norm(layer, kernel_si
             torch.testing.assert_close(blocked.spatial_conv(maps), expected, rtol=0, atol=1e-12)
 
 
-def test_int8_rounds_only_the_statistics_that_share_a_scale():
+@pytest.mark.parametrize('blocked', [False, True])
+def test_int8_rounds_only_the_statistics_that_share_a_scale(blocked):
     """In int8 programs MRAP computes in float32 but for what XNNPACK's quantizer gives a scale whatever the module:
     the mean over H x W (its input's scale) and the spatial mean and std maps where they are concatenated for the
-    7 x 7 convolution. Centring, squares, sums over C, perceptron, sigmoids and gate stay float; the module's output
-    is quantized for the next convolution."""
+    spatial convolution (the maps, or their 4 x 4 blocks in the blocked convolution). Centring, squares, sums over C,
+    perceptron, sigmoids and gate stay float; the module's output is quantized for the next convolution."""
     from timm_mrap.deploy.executorch import _quantize_int8
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU6(), MRAP(16),
                               torch.nn.Conv2d(16, 8, 1)).eval()
+    net = block_spatial_convs(net) if blocked else net
     x = torch.randn(1, 3, 16, 16)
     graph = _quantize_int8(net, x, [x]).graph
     quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
     rounded = sorted(n.args[0].target.__name__ for n in graph.nodes
                      if n.target == quantize and n.args[0].op == 'call_function')
-    # two network convolutions, the 1x1 convolution giving the spatial mean map, ReLU6, MRAP's output (add)
-    assert rounded == ['add.Tensor', 'cat.default', 'conv2d.default', 'conv2d.default', 'conv2d.default',
-                       'flatten.using_ints', 'hardtanh.default', 'mean.dim', 'sqrt.default'], rounded
+    # two network convolutions, ReLU6, MRAP's output (add), the flattened mean over H x W, and what is concatenated:
+    # the spatial mean map (a 1x1 convolution) and std map (sqrt), or the two blocked maps (reshapes)
+    maps = ['reshape.default', 'reshape.default'] if blocked else ['conv2d.default', 'sqrt.default']
+    assert rounded == sorted(['add.Tensor', 'cat.default', 'conv2d.default', 'conv2d.default', 'flatten.using_ints',
+                              'hardtanh.default', 'mean.dim'] + maps), rounded
 
 
 def test_exported_mrap_with_max_pool_keeps_only_the_maxima_outside():
