@@ -181,8 +181,13 @@ class SpatialResponseMixin:
         concatenation).
         """
         maps = [_cast(m, self.spatial_conv.weight.dtype) for m in maps]
-        if isinstance(self.spatial_conv, nn.Conv2d):
+        if torch.jit.is_scripting() or isinstance(self.spatial_conv, nn.Conv2d):
             return self.spatial_bn(self.spatial_conv(torch.cat(maps, dim=1)))
+        return self._spatial_response_of_maps(maps)
+
+    @torch.jit.unused
+    def _spatial_response_of_maps(self, maps: List[torch.Tensor]) -> torch.Tensor:
+        """A ``spatial_conv`` that takes the maps as a list (never scripted: lowering copies only)."""
         return self.spatial_bn(self.spatial_conv(maps))
 
 
