@@ -132,7 +132,7 @@ def test_executorch_fp32_command_matches_pytorch(tmp_path, capsys):
 def test_executorch_int8_calibrated_on_images(tmp_path, capsys):
     """int8 from real images with the model's preprocessing, through the command: the program is a fraction of the
     fp32 weights' size, runs in ExecuTorch's runtime, stays close to the float network on the calibration images, and
-    its top-1 is reported beside PyTorch's."""
+    its top-1 is reported beside PyTorch's, with no warning per image read."""
     from timm_mrap.deploy.executorch import load_executorch
     from timm_mrap.training.datasets import write_digits_imagefolder
     write_digits_imagefolder(str(tmp_path / 'digits'), size=32)
@@ -148,8 +148,9 @@ def test_executorch_int8_calibrated_on_images(tmp_path, capsys):
                               '--calibration-dir', str(tmp_path / 'digits' / 'train'), '--calibration-count', '8',
                               '--out', str(tmp_path / 'int8.pte'),
                               '--eval-dir', str(tmp_path / 'digits' / 'validation')])
-    printed = capsys.readouterr().out
+    printed, warned = capsys.readouterr()
     assert 'Calibrating on 8 images' in printed and 'int8, reported' in printed
+    assert 'ResourceWarning' not in warned, warned
     top1 = re.search(r'Top-1 on .*: pytorch ([\d.]+)%, executorch int8 ([\d.]+)%', printed)
     assert top1, printed
     assert all(0 <= float(v) <= 100 for v in top1.groups())

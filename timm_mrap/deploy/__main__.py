@@ -51,6 +51,7 @@ def _ignore_noise() -> None:
     """Hide the warnings of other libraries about their own internals, by category and module (never by text)."""
     warnings.simplefilter('default')
     warnings.filterwarnings('ignore', category=DeprecationWarning)
+    warnings.filterwarnings('ignore', category=ResourceWarning)  # timm's image folders hand PIL files it never closes
     warnings.filterwarnings('ignore', module=r'executorch\.extension\.pybindings')  # "this API is experimental"
 
 
