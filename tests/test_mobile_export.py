@@ -51,6 +51,15 @@ def test_exported_mrap_leaves_the_delegate_only_for_the_sort(channels_last):
     assert report.num_delegated_subgraphs == 2, report.get_summary()
 
 
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_exported_mafc_runs_whole_in_the_delegate(channels_last):
+    """MAFC has no sort: its means and stds over H x W and over C (1x1 convolutions with constant weights) and both
+    gates are one XNNPACK partition, nothing outside."""
+    report, outside = _lowered(MAFC(32).eval(), torch.randn(1, 32, 12, 12), channels_last=channels_last)
+    assert [op for op, _ in outside if op != '_clone_dim_order'] == [], outside
+    assert report.num_delegated_subgraphs == 1, report.get_summary()
+
+
 def test_exported_network_has_one_partition_per_sort_boundary():
     """A network with k MRAP modules is k + 1 delegate calls with only the 2k sorts between them, classifier pooling
     included (mobilenetv2_mrap: 17 modules, 18 partitions)."""

@@ -10,13 +10,13 @@ from torch import nn
 from timm.layers import get_act_layer, register_notrace_module
 from timm.layers.typing import LayerType
 
-from .mrap import SpatialResponseMixin, check_layer_kwargs, pool_statistic
+from .mrap import SpatialResponseMixin, SqueezeMixin, check_layer_kwargs
 
 __all__ = ['MAFC']
 
 
 @register_notrace_module  # shape-dependent std of single elements; FX treats the module as a leaf
-class MAFC(SpatialResponseMixin, nn.Module):
+class MAFC(SqueezeMixin, SpatialResponseMixin, nn.Module):
     """MAFC attention: a channel gate on the per-channel mean and unbiased std (one perceptron, sigmoid), then a
     CBAM-style spatial gate on the channel-wise mean and std maps. Sequential, no residual terms, no top-n."""
 
@@ -46,13 +46,18 @@ class MAFC(SpatialResponseMixin, nn.Module):
         self.fc2 = nn.Linear(rd_channels, channels, **dd)
         self.spatial_conv = nn.Conv2d(2, 1, spatial_kernel_size, padding=spatial_kernel_size // 2, bias=False, **dd)
         self.spatial_bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **dd)
+        self._register_squeeze_buffers(channels, **dd)  # means over C as 1x1 convolutions in recorded graphs
+        self._init_squeeze_buffers()
+
+    def init_non_persistent_buffers(self) -> None:
+        """Initialize non-persistent buffers (after ``to_empty`` of a model built on the meta device)."""
+        self._init_squeeze_buffers()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_stats = x.float()
-        z = torch.cat([pool_statistic(x_stats, 'avg', [2, 3]), pool_statistic(x_stats, 'std', [2, 3])], dim=1)
+        z = torch.cat(self.channel_squeeze(x_stats), dim=1)
         gate_c = torch.sigmoid(self.fc2(self.act(self.fc1(z.to(self.fc1.weight.dtype)))).float())
         x = x * gate_c[:, :, None, None].to(x.dtype)
         x_stats = x.float()
-        maps = [pool_statistic(x_stats, 'avg', [1], True), pool_statistic(x_stats, 'std', [1], True)]
-        gate_s = torch.sigmoid(self.spatial_response(maps).float())
+        gate_s = torch.sigmoid(self.spatial_response(self.spatial_squeeze(x_stats)).float())
         return x * gate_s.to(x.dtype)

@@ -41,7 +41,7 @@ from .mrap_ops import mrap_gate, mrap_statistics, select_kernel
 
 __all__ = [
     'MRAP', 'POOL_TYPES', 'SE_ONLY_ARGS', 'check_layer_kwargs', 'split_top_n', 'interleave', 'pool_statistic',
-    'interleave_index', 'SpatialResponseMixin',
+    'interleave_index', 'SpatialResponseMixin', 'SqueezeMixin',
 ]
 
 POOL_TYPES = ('avg', 'std', 'max')
@@ -198,8 +198,54 @@ def _exporting() -> bool:
     return False
 
 
+class SqueezeMixin:
+    """Means and two-pass unbiased stds of the input over H x W (B x C) and over C (B x 1 x H x W), shared by MRAP and
+    MAFC. Recorded graphs take the means over C as 1x1 convolutions with constant weights (the non-persistent
+    ``channel_average`` and ``channel_variance`` buffers; the factor 1 / (C - 1) in the weights), which delegates run
+    in their convolution layout; eager mode takes ``mean``."""
+
+    def _register_squeeze_buffers(self, channels: int, device=None, dtype=None) -> None:
+        """Register the buffers (filled by ``_init_squeeze_buffers``)."""
+        self.register_buffer('channel_average', torch.empty(1, channels, 1, 1, device=device, dtype=dtype),
+                             persistent=False)
+        self.register_buffer('channel_variance', torch.empty(1, channels, 1, 1, device=device, dtype=dtype),
+                             persistent=False)
+
+    def _init_squeeze_buffers(self) -> None:
+        """Fill the buffers (at construction and after ``to_empty``)."""
+        channels = self.channel_average.shape[1]
+        self.channel_average.fill_(1. / channels)
+        self.channel_variance.fill_(1. / max(channels - 1, 1))
+
+    def channel_squeeze(self, x: torch.Tensor, with_std: bool = True) -> List[torch.Tensor]:
+        """``[mean, std]`` over H x W of ``x``, each B x C (``[mean]`` without ``with_std``)."""
+        mean = x.mean((2, 3), keepdim=True)  # 4-D and kept dims: a global average pooling in delegates
+        if not with_std:
+            return [mean.flatten(1)]
+        centred = x - mean
+        var = (centred * centred).mean((2, 3), keepdim=True).flatten(1)
+        return [mean.flatten(1), _unbiased_std(var, x.shape[2] * x.shape[3])]
+
+    def spatial_squeeze(self, x: torch.Tensor, with_std: bool = True) -> List[torch.Tensor]:
+        """``[mean, std]`` over C of ``x``, each B x 1 x H x W (``[mean]`` without ``with_std``)."""
+        mean = self._channel_mean(x)
+        if not with_std:
+            return [mean]
+        centred = x - mean
+        squared = centred * centred
+        if _exporting():  # 1 / (C - 1) in the conv weights: no scalar factor on the B x 1 x H x W variance
+            return [mean, F.conv2d(squared, _cast(self.channel_variance, x.dtype)).sqrt()]
+        return [mean, _unbiased_std(self._channel_mean(squared), x.shape[1])]
+
+    def _channel_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over C (B x 1 x H x W)."""
+        if _exporting():
+            return F.conv2d(x, _cast(self.channel_average, x.dtype))
+        return x.mean(1, keepdim=True)
+
+
 @register_notrace_module  # shape-dependent std of single elements; FX treats the module as a leaf
-class MRAP(SpatialResponseMixin, nn.Module):
+class MRAP(SqueezeMixin, SpatialResponseMixin, nn.Module):
     """Multiple channel-spatial residual attentive patterns (MRAP).
 
     Drops in wherever timm takes an SE-style layer (``se_layer=MRAP``, ``get_attn``-style signature).
@@ -268,16 +314,13 @@ class MRAP(SpatialResponseMixin, nn.Module):
         self.spatial_bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01, **dd)
         # derived from the hyper-parameters, so not part of the state dict
         self.register_buffer('top_n_index', torch.empty(channels, device=device, dtype=torch.long), persistent=False)
-        # 1x1 conv weights of the mean and the unbiased variance over channels in recorded graphs (constants: delegated)
-        self.register_buffer('channel_average', torch.empty(1, channels, 1, 1, **dd), persistent=False)
-        self.register_buffer('channel_variance', torch.empty(1, channels, 1, 1, **dd), persistent=False)
+        self._register_squeeze_buffers(channels, **dd)
         self._init_buffers()
 
     def _init_buffers(self) -> None:
         """Compute and fill non-persistent buffer values."""
         self.top_n_index.copy_(interleave_index(self.top_n))
-        self.channel_average.fill_(1. / self.channel_average.shape[1])
-        self.channel_variance.fill_(1. / max(self.channel_variance.shape[1] - 1, 1))
+        self._init_squeeze_buffers()
 
     def init_non_persistent_buffers(self) -> None:
         """Initialize non-persistent buffers (after ``to_empty`` of a model built on the meta device)."""
@@ -305,34 +348,21 @@ class MRAP(SpatialResponseMixin, nn.Module):
     def statistics(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """Float32 channel squeezes (B x C) and spatial squeezes (B x 1 x H x W) of ``x``, one per pool type.
 
-        The reference math in ops every runtime delegates: means over (H, W) by global average pooling, means over C
-        by ``_channel_mean``, the std in two passes (the mean of
+        The reference math in ops every runtime delegates (``SqueezeMixin``): means over (H, W) by global average
+        pooling, means over C by 1x1 convolutions in recorded graphs, the std in two passes (the mean of
         ``(x - mean) ** 2``: exact for constant rows, where a one-pass ``E[x * x] - E[x] ** 2`` cancels). Float64
         inputs keep float64 throughout (for gradient checks).
         """
         x = x if x.dtype == torch.float64 else _cast(x, torch.float32)
-        mean_c, mean_s = x.mean((2, 3), keepdim=True), self._channel_mean(x)
-        channel, spatial = {'avg': mean_c.flatten(1)}, {'avg': mean_s}
-        if 'std' in self.pool_types:
-            centred_c, centred_s = x - mean_c, x - mean_s
-            channel['std'] = _unbiased_std((centred_c * centred_c).mean((2, 3), keepdim=True).flatten(1),
-                                           x.shape[2] * x.shape[3])
-            squared_s = centred_s * centred_s
-            if _exporting():  # 1 / (C - 1) in the conv weights: no scalar factor on the B x 1 x H x W variance
-                spatial['std'] = F.conv2d(squared_s, _cast(self.channel_variance, x.dtype)).sqrt()
-            else:
-                spatial['std'] = _unbiased_std(self._channel_mean(squared_s), x.shape[1])
+        with_std = 'std' in self.pool_types
+        channel_squeezes, spatial_squeezes = self.channel_squeeze(x, with_std), self.spatial_squeeze(x, with_std)
+        channel, spatial = {'avg': channel_squeezes[0]}, {'avg': spatial_squeezes[0]}
+        if with_std:
+            channel['std'], spatial['std'] = channel_squeezes[1], spatial_squeezes[1]
         if 'max' in self.pool_types:
             channel['max'] = x.amax((2, 3))
             spatial['max'] = x.amax(1, keepdim=True)
         return [channel[p] for p in self.pool_types], [spatial[p] for p in self.pool_types]
-
-    def _channel_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean over C (B x 1 x H x W); recorded graphs take a 1x1 convolution with constant weights, which delegates
-        run in their convolution layout."""
-        if _exporting():
-            return F.conv2d(x, _cast(self.channel_average, x.dtype))
-        return x.mean(1, keepdim=True)
 
     def channel_weight(self, x: torch.Tensor) -> torch.Tensor:
         """Channel weight ``w_c`` (B x C, float32) of ``x``."""
