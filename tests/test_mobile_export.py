@@ -99,10 +99,11 @@ def test_blocked_spatial_conv_is_the_convolution_and_batch_norm(layer, kernel_si
 
 @pytest.mark.parametrize('blocked', [False, True])
 def test_int8_rounds_only_the_statistics_that_share_a_scale(blocked):
-    """In int8 programs MRAP computes in float32 but for what XNNPACK's quantizer gives a scale whatever the module:
-    the mean over H x W (its input's scale) and the spatial mean and std maps where they are concatenated for the
-    spatial convolution (the maps, or their 4 x 4 blocks in the blocked convolution). Centring, squares, sums over C,
-    perceptron, sigmoids and gate stay float; the module's output is quantized for the next convolution."""
+    """In int8 programs MRAP computes in float32 but for its mean over C, an int8 1x1 convolution of the block's int8
+    activation, and what XNNPACK's quantizer gives a scale whatever the module: the mean over H x W (its input's
+    scale) and the spatial mean and std maps where they are concatenated for the spatial convolution (the maps, or
+    their 4 x 4 blocks in the blocked convolution). Centring, squares, the variance over C, perceptron, sigmoids and
+    gate stay float; the module's output is quantized for the next convolution."""
     from timm_mrap.deploy.executorch import _quantize_int8
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU6(), MRAP(16),
@@ -113,11 +114,17 @@ def test_int8_rounds_only_the_statistics_that_share_a_scale(blocked):
     quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
     rounded = sorted(n.args[0].target.__name__ for n in graph.nodes
                      if n.target == quantize and n.args[0].op == 'call_function')
-    # two network convolutions, ReLU6, MRAP's output (add), the flattened mean over H x W, and what is concatenated:
-    # the spatial mean map (a 1x1 convolution) and std map (sqrt), or the two blocked maps (reshapes)
-    maps = ['reshape.default', 'reshape.default'] if blocked else ['conv2d.default', 'sqrt.default']
-    assert rounded == sorted(['add.Tensor', 'cat.default', 'conv2d.default', 'conv2d.default', 'flatten.using_ints',
-                              'hardtanh.default', 'mean.dim'] + maps), rounded
+    # two network convolutions, ReLU6, MRAP's output (add), the flattened mean over H x W, the mean over C (a 1x1
+    # convolution), and what is concatenated: the spatial mean map (that convolution) and std map (sqrt), or the two
+    # blocked maps (reshapes; the int8 mean map's rearrangement into blocks keeps its scale: the same values)
+    maps = ['reshape.default'] * 3 + ['permute.default'] if blocked else ['sqrt.default']
+    assert rounded == sorted(['add.Tensor', 'cat.default', 'conv2d.default', 'conv2d.default', 'conv2d.default',
+                              'flatten.using_ints', 'hardtanh.default', 'mean.dim'] + maps), rounded
+    # int8 convolutions take a dequantized weight: the network's two and MRAP's mean over C; the variance over C and
+    # the spatial convolution keep their float weights
+    convs = [n for n in graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    float_weights = sorted(str(n.args[1].target).rsplit('.', 1)[-1] for n in convs if n.args[1].op == 'get_attr')
+    assert len(convs) == 5 and float_weights == sorted(['channel_variance', 'blocked_weight' if blocked else 'weight'])
 
 
 def test_exported_mrap_with_max_pool_keeps_only_the_maxima_outside():

@@ -28,7 +28,7 @@ __all__ = [
 
 # Attention kept in float32 inside int8 programs (still in the XNNPACK delegate): its statistics (means of squared
 # deviations, a square root) lose too much in int8, and XNNPACK's partitioner cannot split the quantized module around
-# the top-n sort (dependency cycles).
+# the top-n sort (dependency cycles). MRAP's mean over C is the exception (``_int8_quantizer``).
 FLOAT_MODULES = (MRAP,)
 
 
@@ -110,19 +110,45 @@ def block_spatial_convs(model: nn.Module, block: int = 4) -> nn.Module:
     return model
 
 
-def _quantize_int8(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor]) -> nn.Module:
-    """PT2E int8 quantization with the XNNPACK quantizer, calibrated on ``calibration`` batches."""
+def _is_channel_mean(node: torch.fx.Node) -> bool:
+    """MRAP's mean over C in a recorded graph: its 1x1 convolution with the constant ``channel_average`` weight, or
+    that weight."""
+    if node.op == 'get_attr':
+        return str(node.target).rsplit('.', 1)[-1] == 'channel_average'
+    return (node.op == 'call_function' and node.target == torch.ops.aten.conv2d.default
+            and isinstance(node.args[1], torch.fx.Node) and _is_channel_mean(node.args[1]))
+
+
+def _int8_quantizer():
+    """ExecuTorch's ``XNNPACKQuantizer`` (symmetric, per-channel weights) for everything but ``FLOAT_MODULES``, and
+    int8 for MRAP's mean over C: it reads the block's activation, already int8, and its weights 1 / C are exact in
+    int8 (their per-channel scale), so it costs the rounding of the B x 1 x H x W mean the spatial convolution's input
+    already has, and runs as an int8 GEMM instead of a float one (one output channel: XNNPACK's float GEMM pays a
+    broadcast and a multiply-add per input value)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config,
     )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import OP_TO_ANNOTATOR
+    config = get_symmetric_quantization_config(is_per_channel=True)
+
+    class MRAPQuantizer(XNNPACKQuantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            OP_TO_ANNOTATOR['conv'](model, config, _is_channel_mean)
+            return super().annotate(model)
+
+    quantizer = MRAPQuantizer().set_global(config)
     for module_type in FLOAT_MODULES:
         quantizer.set_module_type(module_type, None)
+    return quantizer
+
+
+def _quantize_int8(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor]) -> nn.Module:
+    """PT2E int8 quantization with ``_int8_quantizer``, calibrated on ``calibration`` batches."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     calibration = list(calibration)
     if not calibration:
         raise ValueError('int8 calibration got no batches; pass a calibration folder with images in it.')
-    prepared = prepare_pt2e(torch.export.export(model, (example,), strict=False).module(), quantizer)
+    prepared = prepare_pt2e(torch.export.export(model, (example,), strict=False).module(), _int8_quantizer())
     with torch.no_grad():
         for batch in calibration:
             prepared(batch)
