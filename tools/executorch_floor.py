@@ -1,4 +1,4 @@
-"""MRAP's floor on ExecuTorch (XNNPACK): the network with each attention and two reduced MRAP graphs, side by side.
+"""MRAP's floor on ExecuTorch (XNNPACK): the network with each attention and variants of MRAP's graph, side by side.
 
 Every variant is exported by the project's lowering (``timm_mrap.deploy.executorch.lower_executorch``) and timed in
 ExecuTorch's runtime, interleaved repeats, batch 1; ratios are medians over ``attn='none'`` in the same run.
@@ -6,20 +6,24 @@ ExecuTorch's runtime, interleaved repeats, batch 1; ratios are medians over ``at
 - ``nosort``: MRAP with each top-n sort replaced by the first n values (no cut of the delegate at the sort; one
   partition for the whole network);
 - ``nostats``: only MRAP's gate ``x + x * sigmoid(w_c * w_s)`` with learned constants ``w_c`` (C) and ``w_s`` (H x W):
-  no statistics, no sort, no perceptron, no spatial convolution.
+  no statistics, no sort, no perceptron, no spatial convolution;
+- ``floatmean``: MRAP with its mean over C in float32 in int8 programs (the lowering makes it an int8 convolution).
 
 ``--ops`` prints instead what the delegate runs for one MRAP module (XNNPACK operators, from an ETDump) and what stays
 outside it (ExecuTorch's delegation report).
 
     python tools/executorch_floor.py --variants none cbam mrap nosort nostats [--int8] [--output DIR]
+    python tools/executorch_floor.py --variants none mrap floatmean --int8
     python tools/executorch_floor.py --ops
 """
 import argparse
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Dict, List
+from unittest import mock
 
 import torch
 from torch import nn
@@ -55,8 +59,8 @@ class GateOnly(nn.Module):
 
 
 def build(variant: str, img_size: int) -> nn.Module:
-    """``mobilenetv2_mrap`` with ``attn`` ``variant``, or MRAP's floor variant (``nosort`` / ``nostats``)."""
-    model = timm.create_model('mobilenetv2_mrap', attn=variant if variant in ('none', 'cbam', 'mrap') else 'mrap')
+    """``mobilenetv2_mrap`` with ``attn`` ``variant``, or MRAP with one of the variants above."""
+    model = timm.create_model('mobilenetv2_mrap', attn=variant if variant in ('none', 'cbam') else 'mrap')
     model.eval()
     mraps = {name: m for name, m in model.named_modules() if isinstance(m, MRAP)}
     if variant == 'nosort':
@@ -86,7 +90,8 @@ def measure(variants: List[str], int8: bool, img_size: int, repeats: int, iters:
         path = out / f'{v}{"_int8" if int8 else ""}.pte'
         if not path.exists():
             t0 = time.perf_counter()
-            path.write_bytes(et.executorch_program(build(v, img_size), x, int8=int8))
+            with mock.patch.object(et, '_is_channel_mean', lambda node: False) if v == 'floatmean' else nullcontext():
+                path.write_bytes(et.executorch_program(build(v, img_size), x, int8=int8))
             print(f'exported {v} in {time.perf_counter() - t0:.0f} s', flush=True)
         methods[v] = Runtime.get().load_program(path).load_method('forward')
     times = {v: [] for v in variants}
