@@ -53,10 +53,9 @@ class BlockedSpatialConv(nn.Module):
     Takes the B x 1 x H x W input maps as a list (``MRAP.spatial_response``), rearranges each space-to-depth (H x W ->
     r^2 x H/r x W/r), concatenates the blocked maps, convolves them 3 x 3 with r^2 output channels (one per position in
     the block) and rearranges back: the same products and sums as the k x k convolution (k <= 2r + 1), in a shape that
-    fills XNNPACK's convolution tiles, where one output channel from two input channels leaves most of each tile idle
-    (MRAP's 17 convolutions in ``mobilenetv2_mrap``: 0.13 ms instead of 0.63 ms in an ETDump). Concatenating after the
-    rearrangement copies r^2 contiguous values per block instead of one value per pixel. Maps whose sides are not
-    multiples of r take the plain convolution.
+    fills XNNPACK's convolution tiles, where one output channel from two input channels leaves most of each tile idle.
+    Concatenating after the rearrangement copies r^2 contiguous values per block instead of one value per pixel. Maps
+    whose sides are not multiples of r take the plain convolution.
     """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, block: int = 4):
