@@ -41,7 +41,7 @@ from .mrap_ops import mrap_gate, mrap_statistics, select_kernel
 
 __all__ = [
     'MRAP', 'POOL_TYPES', 'SE_ONLY_ARGS', 'check_layer_kwargs', 'split_top_n', 'interleave', 'pool_statistic',
-    'interleave_index', 'SpatialResponseMixin', 'SqueezeMixin',
+    'interleave_index', 'top_values', 'SpatialResponseMixin', 'SqueezeMixin',
 ]
 
 POOL_TYPES = ('avg', 'std', 'max')
@@ -137,6 +137,18 @@ def _unbiased_std(mean_sq_dev: torch.Tensor, count: int) -> torch.Tensor:
     if _exporting():
         return var.sqrt()
     return torch.where(var > 0, var.clamp_min(1e-30).sqrt(), torch.zeros_like(var))
+
+
+def top_values(s: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``n`` largest values of each row of ``s`` (B x C), largest first.
+
+    Equal values pass their gradient to the lowest channel index, on every device and path (a stable sort): which of
+    several equal values ``topk`` picks differs between CPU and CUDA. Recorded graphs (inference: the same values)
+    keep ``topk``, the operator every runtime has.
+    """
+    if _exporting():
+        return torch.topk(s, n, dim=1).values
+    return torch.sort(s, dim=1, descending=True, stable=True).values[:, :n]
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -335,7 +347,7 @@ class MRAP(SqueezeMixin, SpatialResponseMixin, nn.Module):
             stats_c: Float32 channel squeezes (B x C), one per pool type in ``pool_types`` order.
             stats_s: Float32 spatial squeezes (B x 1 x H x W), likewise.
         """
-        tops = [torch.topk(s, n, dim=1).values for s, n in zip(stats_c, self.top_n)]
+        tops = [top_values(s, n) for s, n in zip(stats_c, self.top_n)]
         if _exporting():
             z = interleave(tops, min(self.top_n), self.top_n)  # static reshapes: no gather in exported graphs
         else:
