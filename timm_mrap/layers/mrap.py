@@ -128,7 +128,7 @@ def _unbiased_std(mean_sq_dev: torch.Tensor, count: int) -> torch.Tensor:
     NaN) gradient where it is 0. Recorded graphs get the plain square root, and the factor ``count / max(count - 1, 1)``
     as an expression of the runtime size (symbolic in ``torch.export``, a shape tensor under tracing): no branch is
     decided at export time."""
-    if torch.jit.is_scripting():
+    if torch.jit.is_scripting() or isinstance(count, int):  # a Python number (torch.sym_max of ints breaks Dynamo)
         var = mean_sq_dev * (count / max(count - 1, 1))
     elif isinstance(count, torch.Tensor):  # torch.jit.trace (TorchScript-based ONNX) records shapes as tensors
         var = mean_sq_dev * (count / (count - 1).clamp_min(1))
