@@ -1,7 +1,7 @@
 """ MRAP's full-size work in PyTorch ops: the ``'torch'`` kernel of the ``timm_mrap::mrap_*`` operators
 
 On CPU, cache-sized chunks of a few samples in reused float32 buffers; elsewhere whole-tensor ops accumulating in
-float32 (``docs/performance.md``).
+float32, two-pass (``docs/performance.md``).
 """
 import math
 from typing import Tuple
@@ -45,12 +45,20 @@ def _chunks(x: torch.Tensor) -> Tuple[int, torch.Tensor]:
 
 
 def _whole_tensor_statistics(x: torch.Tensor) -> Stats:
-    """``TorchKernels.statistics`` off the CPU: ``torch.std_mean`` (two-pass / Welford) on a ``stats_dtype`` copy."""
-    b, c, h, w = x.shape
+    """``TorchKernels.statistics`` off the CPU, on a ``stats_dtype`` copy: each std from the deviations from the mean,
+    less their own mean (the rounding error of the mean). ``torch.std_mean`` (Welford's running mean) loses digits on
+    CUDA where the spread is tiny against the mean."""
+    _, c, h, w = x.shape
     x = x.to(stats_dtype(x))
-    std_c, mean_c = torch.std_mean(x, (2, 3), correction=1 if h * w > 1 else 0)
-    std_s, mean_s = torch.std_mean(x, 1, keepdim=True, correction=1 if c > 1 else 0)
-    return mean_c, std_c, mean_s, std_s
+    mean_c, mean_s = x.mean((2, 3), keepdim=True), x.mean(1, keepdim=True)
+    std_c = _deviation_norm(x - mean_c, (2, 3)).mul_(1. / math.sqrt(max(h * w - 1, 1)))
+    std_s = _deviation_norm(x - mean_s, (1,)).mul_(1. / math.sqrt(max(c - 1, 1)))
+    return mean_c.flatten(1), std_c.flatten(1), mean_s, std_s
+
+
+def _deviation_norm(dev: torch.Tensor, dim: Tuple[int, ...]) -> torch.Tensor:
+    """The 2-norm over ``dim`` of ``dev`` less its mean over ``dim`` (kept dims)."""
+    return torch.linalg.vector_norm(dev.sub_(dev.mean(dim, keepdim=True)), 2, dim, keepdim=True)
 
 
 class TorchKernels:
