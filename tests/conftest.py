@@ -14,6 +14,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# On GPUs, float32 convolutions may run in TF32 (10-bit mantissa) by default; the tests compare float32 math
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+# where the Triton kernels run: compiled on the GPU, or through Triton's interpreter on CPU tensors
+TRITON_DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = ROOT / 'tests' / 'fixtures'
@@ -64,21 +69,25 @@ def _to_timm_attention_keys(state_dict: Dict[str, torch.Tensor], key_map: Dict[s
     return out
 
 
-def assert_matches_fixture_eval(module: torch.nn.Module, t: Dict[str, torch.Tensor], atol: float = 1e-5) -> None:
+def assert_matches_fixture_eval(
+        module: torch.nn.Module, t: Dict[str, torch.Tensor], atol: float = 1e-5, device: str = 'cpu') -> None:
     with torch.no_grad():
-        out = module.eval()(t['input'])
+        out = module.to(device).eval()(t['input'].to(device)).cpu()
     torch.testing.assert_close(out, t['output_eval'], atol=atol, rtol=1e-5)
 
 
-def assert_matches_fixture_train(module: torch.nn.Module, t: Dict[str, torch.Tensor], atol: float = 1e-5) -> None:
-    """Training-mode output, input gradient and every parameter gradient of ``sum(output * probe)``."""
+def assert_matches_fixture_train(
+        module: torch.nn.Module, t: Dict[str, torch.Tensor], atol: float = 1e-5, device: str = 'cpu') -> None:
+    """Training-mode output, input gradient and every parameter gradient of ``sum(output * probe)``, run on
+    ``device``."""
     from timm_mrap.convert import ATTN_PARAM_KEYS
-    x = t['input'].clone().requires_grad_()
+    module = module.to(device)
+    x = t['input'].to(device).requires_grad_()
     out = module.train()(x)
-    torch.testing.assert_close(out, t['output_train'], atol=atol, rtol=1e-5)
-    (out * t['probe']).sum().backward()
-    torch.testing.assert_close(x.grad, t['grad_input_train'], atol=atol, rtol=1e-4)
-    grads = {n: p.grad for n, p in module.named_parameters()}
+    torch.testing.assert_close(out.cpu(), t['output_train'], atol=atol, rtol=1e-5)
+    (out * t['probe'].to(device)).sum().backward()
+    torch.testing.assert_close(x.grad.cpu(), t['grad_input_train'], atol=atol, rtol=1e-4)
+    grads = {n: p.grad.cpu() for n, p in module.named_parameters()}
     ref_grads = _to_timm_attention_keys(
         {k[len('grad.'):]: v for k, v in t.items() if k.startswith('grad.')}, ATTN_PARAM_KEYS)
     assert set(grads) == set(ref_grads)

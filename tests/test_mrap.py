@@ -5,15 +5,22 @@ import pytest
 import torch
 
 from timm_mrap import MRAP
+from timm_mrap.layers.mrap import top_values
 
-from conftest import assert_matches_fixture_eval, assert_matches_fixture_train, attention_from_fixture, fixture_json
+from conftest import (
+    TRITON_DEVICE, assert_matches_fixture_eval, assert_matches_fixture_train, attention_from_fixture, fixture_json,
+)
 
 MRAP_FIXTURES = ['mrap_c72_h14', 'mrap_c33_h9', 'mrap_c8_h7', 'mrap_c50_h10_avgstdmax', 'mrap_c40_h12_rate03']
 ATOL = 1e-5
 
 
-# every implementation that runs on CPU; Triton's kernels run through its interpreter (tests/conftest.py)
+# every implementation; Triton's kernels run on the GPU, or through its interpreter on CPU (tests/conftest.py)
 IMPLS = ['reference', 'fused', 'triton']
+
+
+def _device(impl: str) -> str:
+    return TRITON_DEVICE if impl == 'triton' else 'cpu'
 
 
 def _builder(impl):
@@ -27,13 +34,13 @@ def _builder(impl):
 @pytest.mark.parametrize('impl', IMPLS)
 @pytest.mark.parametrize('name', MRAP_FIXTURES)
 def test_mrap_matches_reference_eval(name, impl):
-    assert_matches_fixture_eval(*attention_from_fixture(name, _builder(impl)), atol=ATOL)
+    assert_matches_fixture_eval(*attention_from_fixture(name, _builder(impl)), atol=ATOL, device=_device(impl))
 
 
 @pytest.mark.parametrize('impl', IMPLS)
 @pytest.mark.parametrize('name', MRAP_FIXTURES)
 def test_mrap_matches_reference_train_and_gradients(name, impl):
-    assert_matches_fixture_train(*attention_from_fixture(name, _builder(impl)), atol=ATOL)
+    assert_matches_fixture_train(*attention_from_fixture(name, _builder(impl)), atol=ATOL, device=_device(impl))
 
 
 def test_hidden_size_and_top_n_follow_the_spec():
@@ -53,13 +60,26 @@ def test_meta_device_build_restores_the_top_n_index(impl):
     with torch.device('meta'):
         meta = MRAP(50, **kwargs)
     ref.impl = meta.impl = impl
-    model = meta.to_empty(device='cpu').eval()
+    ref = ref.to(_device(impl))
+    model = meta.to_empty(device=_device(impl)).eval()
     model.load_state_dict(ref.state_dict())
     model.init_non_persistent_buffers()
     assert torch.equal(model.top_n_index, ref.top_n_index)
-    x = torch.randn(2, 50, 6, 6, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 50, 6, 6, generator=torch.Generator().manual_seed(0)).to(_device(impl))
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('device', sorted({'cpu', TRITON_DEVICE}))
+def test_equal_statistics_pass_their_gradient_to_the_lowest_channels(device):
+    """Top-n of tied values (dead or saturated channels): the same channels get the gradient on every device."""
+    s = torch.zeros(2, 40, device=device)
+    s[:, 5:20] = 1.
+    s.requires_grad_()
+    top = top_values(s, 8)
+    top.sum().backward()
+    assert torch.equal(top.detach().cpu(), torch.ones(2, 8))
+    assert s.grad.nonzero()[:, 1].view(2, 8).tolist() == [list(range(5, 13))] * 2
 
 
 @pytest.mark.parametrize('shape', [(2, 16, 1, 1), (2, 1, 5, 5), (2, 1, 1, 1), (3, 24, 1, 7)])

@@ -24,10 +24,11 @@ DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 CHANNELS = 32
 # largest error allowed, relative to the oracle's largest value: (output, input gradient, parameter gradients) per
 # input dtype. Parameter gradients include the spatial BN's, which at 1 x 1 maps normalise over two values (ill
-# conditioned); bf16 runs the perceptron and the spatial conv in bf16 under autocast. Measured: docs/performance.md.
+# conditioned: it magnifies the statistics' rounding, to 4e-4 in float32 on CUDA); bf16 runs the perceptron and the
+# spatial conv in bf16 under autocast. Measured: docs/performance.md.
 BOUNDS = {
     torch.float64: (1e-13, 1e-13, 1e-11),
-    torch.float32: (5e-6, 2e-5, 3e-4),
+    torch.float32: (5e-6, 2e-5, 1e-3),
     torch.float16: (3e-3, 3e-3, 5e-2),  # one fp16 rounding of the output (11 bits), float32 statistics
     torch.bfloat16: (6e-2, 6e-2, 3e-1),  # one bf16 rounding of the output (8 bits), float32 statistics
 }
