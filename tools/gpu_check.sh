@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# GPU check, for a machine with a CUDA GPU (under 10 minutes on one modern GPU). Writes everything to one folder:
+# GPU check, for a machine with a CUDA GPU. Writes everything to one folder:
 #
 #   tools/gpu_check.sh [OUT_DIR]          default OUT_DIR: $OUT if set, else gpu_check/
 #
 #   1. MRAP's operators on CUDA (Triton and torch kernels, torch.compile, AMP) against a float64 oracle -> tests.log
-#   2. the benchmark on CUDA: none / cbam / mrap (auto = Triton, and fused), fp32 and AMP bf16 / fp16, eager and
-#      compiled, inference and training step                                                  -> bench/, bench.log
+#   2. the benchmark on CUDA, eager: none / cbam / mrap (auto = Triton, and fused), fp32 and AMP bf16 / fp16,
+#      inference and training step                                                          -> bench/, bench.log
 #   3. one epoch of the digits demo through ./train.sh on the GPU                            -> demo/, demo.log
+#   4. the table of errors against the float64 oracle with CUDA tensors                      -> errors.md
+#   5. the benchmark's torch.compile settings (Inductor compiles each variant: the slowest step) -> compile/, compile.log
 #
 # Uses $PYTHON (default python3) with torch (CUDA build, which ships Triton) and timm >= 1.0.31 installed; installs
-# this project into it without dependencies if it is not importable. Every step runs even if one before it failed;
-# the exit status is non-zero if any failed. summary.txt lists each step's status and time.
+# this project into it without dependencies if it is not importable. The tests run in parallel where pytest-xdist is
+# installed. GPU_CHECK_STEP_TIMEOUT=SECONDS stops any step that runs longer (default: no limit), so that a short
+# lease still reaches the later steps. Every step runs even if one before it failed; the exit status is non-zero if
+# any failed. summary.txt lists each step's status and time (rc=124: stopped by the step timeout).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-${OUT:-$root/gpu_check}}"
@@ -36,7 +40,7 @@ step() {  # step NAME COMMAND...: run, log to NAME.log, record status and time
     local name="$1"; shift
     local t0=$SECONDS
     echo "== $name: $*"
-    "$@" >"$out/$name.log" 2>&1
+    timeout "${GPU_CHECK_STEP_TIMEOUT:-0}" "$@" >"$out/$name.log" 2>&1
     local rc=$?
     [ $rc -eq 0 ] || status=1
     printf '%-6s rc=%d %4ds  %s\n' "$name" $rc $((SECONDS - t0)) "$*" | tee -a "$out/summary.txt"
@@ -44,13 +48,18 @@ step() {  # step NAME COMMAND...: run, log to NAME.log, record status and time
 }
 
 : >"$out/summary.txt"
-step tests "$py" -m pytest -q -p no:cacheprovider tests/test_mrap_paths.py tests/test_mrap_ops.py tests/test_mrap_triton.py \
-    tests/test_mrap.py
+parallel=()
+"$py" -c 'import xdist' >/dev/null 2>&1 && parallel=(-n 8)
+step tests "$py" -m pytest -q -p no:cacheprovider "${parallel[@]}" --durations=10 tests/test_mrap_paths.py \
+    tests/test_mrap_ops.py tests/test_mrap_triton.py tests/test_mrap.py
 variants=(mobilenetv2_mrap:none mobilenetv2_mrap:cbam mobilenetv2_mrap:mrap mobilenetv2_mrap:mrap:fused)
-settings=(fp32:eager:infer:1 fp32:eager:infer:32 fp32:eager:train:32 bf16:eager:infer:32 bf16:eager:train:32
-          fp16:eager:infer:32 fp16:eager:train:32 fp32:compile:infer:32 bf16:compile:train:32 bf16:eager:train:128)
-step bench "$py" -m timm_mrap.benchmark --device cuda --variants "${variants[@]}" --settings "${settings[@]}" \
-    --repeats 9 --iters 5 --warmup 3 --output "$out/bench" --overwrite
+bench=("$py" -m timm_mrap.benchmark --device cuda --variants "${variants[@]}" --repeats 9 --iters 5 --warmup 3
+       --keep-going --overwrite)
+step bench "${bench[@]}" --output "$out/bench" --settings fp32:eager:infer:1 fp32:eager:infer:32 fp32:eager:train:32 \
+    bf16:eager:infer:32 bf16:eager:train:32 fp16:eager:infer:32 fp16:eager:train:32 bf16:eager:train:128
 TIMM_MRAP_DEMO_DIR="$out/demo" step demo ./train.sh --device cuda --epochs 1
-echo "results in $out (summary.txt, bench/results.csv, *.log)"
+step errors "$py" tests/test_mrap_paths.py
+grep '^|' "$out/errors.log" >"$out/errors.md"
+step compile "${bench[@]}" --output "$out/compile" --settings fp32:compile:infer:32 bf16:compile:train:32
+echo "results in $out (summary.txt, bench/results.csv, compile/results.csv, errors.md, *.log)"
 exit $status
