@@ -266,6 +266,24 @@ def test_compile_fullgraph_captures_training_and_inference_of_a_network(name):
         torch.testing.assert_close(compiled(x), eager(x), atol=1e-4 * out_e.abs().max().item(), rtol=0.)
 
 
+
+def test_compile_takes_the_training_math_where_dynamo_reports_exporting(monkeypatch):
+    """Dynamo before torch 2.14 replaced ``torch.compiler.is_exporting()`` by True under ``torch.compile`` (emulated
+    here). MRAP still takes its training math there, not the exported graph's plain square root, whose gradient is NaN
+    on zero-variance channels."""
+    monkeypatch.setattr(torch.compiler, 'is_exporting', lambda: True)
+    torch._dynamo.reset()
+    fast, ref = make_pair('auto', 16, pool_types=('avg', 'std', 'max'))
+    x = post_activation(2, 16, 2, 2)
+    x[:, :4] = 0.  # dead channels: zero variance over H x W
+    probe = torch.randn(x.shape)
+    out_c, grad_c, params_c = forward_backward(torch.compile(fast, fullgraph=True, backend='aot_eager'), x, probe)
+    out_r, grad_r, params_r = forward_backward(ref, x, probe)
+    torch._dynamo.reset()
+    assert torch.isfinite(grad_c).all() and all(torch.isfinite(g).all() for g in params_c.values())
+    torch.testing.assert_close(out_c, out_r, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grad_c, grad_r, atol=1e-5, rtol=1e-4)
+
 # ---- which implementation runs --------------------------------------------------------------------------------------
 
 def test_eager_takes_the_operators_and_recorded_graphs_the_reference(monkeypatch):

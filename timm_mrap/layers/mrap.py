@@ -204,10 +204,16 @@ class SpatialResponseMixin:
 
 
 def _exporting() -> bool:
-    """True while ``torch.export`` / the ONNX exporters record the graph."""
+    """True while ``torch.export`` / the ONNX exporters record the graph, False under ``torch.compile``."""
     if not torch.jit.is_scripting():
-        return torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+        return torch.jit.is_tracing() or _torch_exporting() or torch.onnx.is_in_onnx_export()
     return False
+
+
+def _torch_exporting() -> bool:
+    """``torch.compiler.is_exporting()``, which Dynamo before torch 2.14 replaces by True under ``torch.compile`` as
+    well; the flag that ``torch.export`` sets tells the two apart."""
+    return torch.compiler.is_exporting() and getattr(torch.compiler, '_is_exporting_flag', True)
 
 
 class SqueezeMixin:
