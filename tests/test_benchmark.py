@@ -3,6 +3,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from timm_mrap.benchmark import CSV_COLUMNS, BenchmarkConfig, parse_variants, run_benchmark
 from timm_mrap.benchmark.__main__ import main
@@ -43,6 +44,22 @@ def test_cli_writes_csv_json_and_png(tiny_run):
     assert meta['config']['img_size'] == 32 and len(meta['results']) == 4
     assert meta['command'].startswith('python -m timm_mrap.benchmark')
     assert (tiny_run / 'relative_cost.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_environment_names_the_cpu_and_its_speed_flags(tmp_path):
+    """Ratios move with the CPU (int8 dot products, vector width): results record its name and flags."""
+    from timm_mrap.benchmark.results import cpu_info, environment
+    x86 = tmp_path / 'x86'
+    x86.write_text('processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n'
+                   'processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu\n')
+    assert cpu_info(str(x86)) == ('AMD EPYC 9R14', {'fpu', 'sse2', 'avx2', 'avx512f', 'avx512_vnni'})
+    arm = tmp_path / 'arm'
+    arm.write_text('processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n')
+    assert cpu_info(str(arm))[1] == {'fp', 'asimd', 'asimddp', 'i8mm'}
+    assert cpu_info(str(tmp_path / 'missing'))[1] == set()
+    env = environment()
+    assert env['cpu_capability'] == torch.backends.cpu.get_cpu_capability()
+    assert set(env['cpu_flags'].split()) <= set(cpu_info()[1])
 
 
 def test_cli_keeps_existing_results_without_overwrite(tiny_run, capsys):

@@ -6,7 +6,7 @@ import math
 import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import timm
 import torch
@@ -37,14 +37,38 @@ def print_table(rows: List[Dict[str, Any]]) -> None:
         print(f'| {v} | {r["params_m"]:.3f} | {r["gmacs"]:.3f} | ' + ' | '.join(cells) + ' |')
 
 
+# CPU features that change which kernels run: x86 vector widths and int8 dot products, Arm dot products and i8mm
+SPEED_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'amx_int8', 'asimddp', 'i8mm')
+
+
 def environment() -> Dict[str, Any]:
     """Versions and machine facts stored beside the results."""
+    name, flags = cpu_info()
     return dict(
         torch=torch.__version__, timm=timm.__version__, python=platform.python_version(),
-        machine=platform.machine(), processor=platform.processor(), cpu_count=os.cpu_count(),
+        machine=platform.machine(), processor=name, cpu_flags=' '.join(f for f in SPEED_FLAGS if f in flags),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(), cpu_count=os.cpu_count(),
         threads=torch.get_num_threads(), cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         mac_counter=MAC_COUNTER,
     )
+
+
+def cpu_info(path: str = '/proc/cpuinfo') -> Tuple[str, Set[str]]:
+    """The CPU's model name and feature flags, from ``/proc/cpuinfo`` where there is one (int8 and vector speed
+    depend on them: ratios measured on different CPUs differ); ``platform.processor()`` and no flags elsewhere."""
+    name, flags = '', set()
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                key = key.strip()
+                if key in ('model name', 'Hardware') and not name:
+                    name = value.strip()
+                elif key in ('flags', 'Features') and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return name or platform.processor(), flags
 
 
 def check_output(output_dir: str, overwrite: bool = False, plot: Optional[str] = 'relative') -> Dict[str, Path]:
