@@ -17,8 +17,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # On GPUs, float32 convolutions may run in TF32 (10-bit mantissa) by default; the tests compare float32 math
 torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
-# where the Triton kernels run: compiled on the GPU, or through Triton's interpreter on CPU tensors
-TRITON_DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+# the GPU where there is one (the Triton kernels run there), else CPU (Triton's kernels through its interpreter)
+DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = ROOT / 'tests' / 'fixtures'

@@ -8,7 +8,7 @@ from timm_mrap import MRAP
 from timm_mrap.layers.mrap import top_values
 
 from conftest import (
-    TRITON_DEVICE, assert_matches_fixture_eval, assert_matches_fixture_train, attention_from_fixture, fixture_json,
+    DEVICE, assert_matches_fixture_eval, assert_matches_fixture_train, attention_from_fixture, fixture_json,
 )
 
 MRAP_FIXTURES = ['mrap_c72_h14', 'mrap_c33_h9', 'mrap_c8_h7', 'mrap_c50_h10_avgstdmax', 'mrap_c40_h12_rate03']
@@ -20,7 +20,7 @@ IMPLS = ['reference', 'fused', 'triton']
 
 
 def _device(impl: str) -> str:
-    return TRITON_DEVICE if impl == 'triton' else 'cpu'
+    return DEVICE if impl == 'triton' else 'cpu'
 
 
 def _builder(impl):
@@ -70,7 +70,7 @@ def test_meta_device_build_restores_the_top_n_index(impl):
         torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize('device', sorted({'cpu', TRITON_DEVICE}))
+@pytest.mark.parametrize('device', sorted({'cpu', DEVICE}))
 def test_equal_statistics_pass_their_gradient_to_the_lowest_channels(device):
     """Top-n of tied values (dead or saturated channels): the same channels get the gradient on every device."""
     s = torch.zeros(2, 40, device=device)

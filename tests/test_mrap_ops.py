@@ -14,7 +14,7 @@ from timm_mrap.layers import config as mrap_config
 from timm_mrap.layers import mrap_kernels, mrap_ops
 from timm_mrap.layers.mrap_kernels import TorchKernels
 
-DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+from conftest import DEVICE
 
 
 def make_pair(impl, channels, pool_types=('avg', 'std'), rate=None, train=True, seed=0):

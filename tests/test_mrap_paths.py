@@ -18,9 +18,10 @@ import torch
 import timm_mrap  # noqa: F401
 from timm_mrap import MRAP
 
+from conftest import DEVICE
+
 # eager, compiled and scripted paths run here (CUDA on a GPU machine: Triton kernels, tools/gpu_check.sh); ONNX and
 # ExecuTorch run on CPU; the oracle always runs on CPU
-DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 CHANNELS = 32
 # largest error allowed, relative to the oracle's largest value: (output, input gradient, parameter gradients) per
 # input dtype. Parameter gradients include the spatial BN's, which at 1 x 1 maps normalise over two values (ill

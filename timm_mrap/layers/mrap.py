@@ -142,12 +142,10 @@ def _unbiased_std(mean_sq_dev: torch.Tensor, count: int) -> torch.Tensor:
 def top_values(s: torch.Tensor, n: int) -> torch.Tensor:
     """The ``n`` largest values of each row of ``s`` (B x C), largest first.
 
-    Equal values pass their gradient to the lowest channel index, on every device and path (a stable sort): which of
-    several equal values ``topk`` picks differs between CPU and CUDA. Recorded graphs (inference: the same values)
-    keep ``topk``, the operator every runtime has.
+    Equal values pass their gradient to the lowest channel index, on every device (a stable sort): which of several
+    equal values ``topk`` picks differs between CPU and CUDA. Recorded graphs (inference: the same values) take
+    ``topk``, the operator every runtime has.
     """
-    if _exporting():
-        return torch.topk(s, n, dim=1).values
     return torch.sort(s, dim=1, descending=True, stable=True).values[:, :n]
 
 
@@ -353,11 +351,12 @@ class MRAP(SqueezeMixin, SpatialResponseMixin, nn.Module):
             stats_c: Float32 channel squeezes (B x C), one per pool type in ``pool_types`` order.
             stats_s: Float32 spatial squeezes (B x 1 x H x W), likewise.
         """
-        tops = [top_values(s, n) for s, n in zip(stats_c, self.top_n)]
-        if _exporting():
-            z = interleave(tops, min(self.top_n), self.top_n)  # static reshapes: no gather in exported graphs
-        else:
-            z = torch.cat(tops, dim=1).index_select(1, self.top_n_index)  # top-n of each pool, interleaved
+        if _exporting():  # topk, and static reshapes: no sort, no gather in exported graphs
+            tops = [torch.topk(s, n, dim=1).values for s, n in zip(stats_c, self.top_n)]
+            z = interleave(tops, min(self.top_n), self.top_n)
+        else:  # top-n of each pool, interleaved
+            tops = [top_values(s, n) for s, n in zip(stats_c, self.top_n)]
+            z = torch.cat(tops, dim=1).index_select(1, self.top_n_index)
         excitation = self.fc2(self.act(self.fc1(_cast(z, self.fc1.weight.dtype))))
         w_c = F.relu(_cast(excitation, z.dtype) + torch.sigmoid(_product(stats_c)))
         w_s = _cast(self.spatial_response(stats_s), z.dtype) + torch.sigmoid(_product(stats_s))
