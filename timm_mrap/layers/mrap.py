@@ -40,8 +40,8 @@ from .config import SWITCH_HINT, get_mrap_impl
 from .mrap_ops import mrap_gate, mrap_statistics, select_kernel
 
 __all__ = [
-    'MRAP', 'POOL_TYPES', 'SE_ONLY_ARGS', 'check_layer_kwargs', 'split_top_n', 'interleave', 'pool_statistic',
-    'interleave_index', 'top_values', 'SpatialResponseMixin', 'SqueezeMixin',
+    'MRAP', 'POOL_TYPES', 'SE_ONLY_ARGS', 'check_layer_kwargs', 'split_top_n', 'interleave', 'interleave_index',
+    'top_values', 'SpatialResponseMixin', 'SqueezeMixin',
 ]
 
 POOL_TYPES = ('avg', 'std', 'max')
@@ -104,23 +104,6 @@ def interleave_index(top_n: Sequence[int]) -> torch.Tensor:
     starts = [sum(top_n[:i]) for i in range(len(top_n))]
     ranks = [torch.arange(start, start + n)[None] for start, n in zip(starts, top_n)]
     return interleave(ranks, min(top_n))[0]
-
-
-def _count(x: torch.Tensor, dim: List[int]) -> int:
-    count = 1
-    for d in dim:
-        count *= x.shape[d]
-    return count
-
-
-def pool_statistic(x: torch.Tensor, pool_type: str, dim: List[int], keepdim: bool = False) -> torch.Tensor:
-    """One squeeze of ``x`` over ``dim``: mean, unbiased std (two-pass, 0 where a single element is reduced) or max."""
-    if pool_type == 'avg':
-        return x.mean(dim, keepdim=keepdim)
-    if pool_type == 'max':
-        return x.amax(dim, keepdim=keepdim)
-    centred = x - x.mean(dim, keepdim=True)
-    return _unbiased_std((centred * centred).mean(dim, keepdim=keepdim), _count(x, dim))
 
 
 def _unbiased_std(mean_sq_dev: torch.Tensor, count: int) -> torch.Tensor:
