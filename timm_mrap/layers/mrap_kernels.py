@@ -67,7 +67,9 @@ class TorchKernels:
     @staticmethod
     def statistics(x: torch.Tensor) -> Stats:
         """``mean_c, std_c`` (B x C) and ``mean_s, std_s`` (B x 1 x H x W) in ``stats_dtype``; unbiased std, 0 for one
-        element, two-pass (exactly 0 for constant rows, no cancellation on large means)."""
+        element, two-pass (exactly 0 for constant rows, no cancellation on large means). On CPU, the rounding error
+        ``d`` of a float32 mean adds only ``n * d ** 2`` to the sum of squared deviations, so the std takes no
+        correction for it; the backward, which uses the deviations themselves, does."""
         if x.device.type != 'cpu' or x.shape[0] == 0:
             return _whole_tensor_statistics(x)
         _, c, h, w = x.shape
