@@ -6,6 +6,7 @@ runs where litert-torch installs (its own environment: it pins typing-extensions
 """
 import importlib.util
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,6 +71,26 @@ def test_exported_network_has_one_partition_per_sort_boundary():
     report, outside = _lowered(net, torch.randn(1, 3, 16, 16))
     assert report.num_delegated_subgraphs == 3, report.get_summary()
     assert sorted(op for op, _ in outside) == ['_clone_dim_order'] + ['topk'] * 4, outside
+
+
+def _floor_tool():
+    """``tools/executorch_floor.py`` as a module."""
+    path = Path(__file__).resolve().parents[1] / 'tools' / 'executorch_floor.py'
+    spec = importlib.util.spec_from_file_location('executorch_floor', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('variant,outside_ops,partitions', [('NoSortMRAP', [], 1), ('CutOnlyMRAP', ['flip'] * 2, 2)])
+def test_floor_variants_cut_the_delegate_as_they_claim(variant, outside_ops, partitions):
+    """The floor tool's variants measure what its docs say: ``nosort`` is one partition with nothing outside,
+    ``cutonly`` has MRAP's cuts (two partitions a module) with a reversal where MRAP sorts."""
+    m = MRAP(32).eval()
+    m.__class__ = getattr(_floor_tool(), variant)
+    report, outside = _lowered(m, torch.randn(1, 32, 10, 10))
+    assert [op for op, _ in outside if op != '_clone_dim_order'] == outside_ops, outside
+    assert report.num_delegated_subgraphs == partitions, report.get_summary()
 
 
 @pytest.mark.parametrize('layer,kernel_size', [(MRAP, 7), (MRAP, 9), (MAFC, 7), (MAFC, 3)])

@@ -5,6 +5,9 @@ ExecuTorch's runtime, interleaved repeats, batch 1; ratios are medians over ``at
 
 - ``nosort``: MRAP with each top-n sort replaced by the first n values (no cut of the delegate at the sort; one
   partition for the whole network);
+- ``cutonly``: MRAP with each sort replaced by a reversal that ExecuTorch runs outside the delegate (the same cuts
+  and partitions as MRAP, no sorting): ``mrap`` less ``cutonly`` is the sorts' own time, ``cutonly`` less ``nosort``
+  the cost of leaving and re-entering the delegate;
 - ``nostats``: only MRAP's gate ``x + x * sigmoid(w_c * w_s)`` with learned constants ``w_c`` (C) and ``w_s`` (H x W):
   no statistics, no sort, no perceptron, no spatial convolution;
 - ``floatmean``: MRAP with its mean over C in float32 in int8 programs (the lowering makes it an int8 convolution).
@@ -13,6 +16,7 @@ ExecuTorch's runtime, interleaved repeats, batch 1; ratios are medians over ``at
 outside it (ExecuTorch's delegation report).
 
     python tools/executorch_floor.py --variants none cbam mrap nosort nostats [--int8] [--output DIR]
+    python tools/executorch_floor.py --variants none mrap cutonly nosort
     python tools/executorch_floor.py --variants none mrap floatmean --int8
     python tools/executorch_floor.py --ops
 """
@@ -37,13 +41,26 @@ from timm_mrap.deploy import executorch as et
 class NoSortMRAP(MRAP):
     """MRAP with the first n values of each statistic in place of its top n (a floor variant, not MRAP)."""
 
+    @staticmethod
+    def first_values(s: torch.Tensor, n: int) -> torch.Tensor:
+        return s[:, :n]
+
     def weights_from_statistics(self, stats_c, stats_s):
         original = torch.topk
-        torch.topk = lambda s, n, dim: torch.return_types.topk((s[:, :n], s[:, :n]))
+        torch.topk = lambda s, n, dim: torch.return_types.topk((self.first_values(s, n), s[:, :n]))
         try:
             return super().weights_from_statistics(stats_c, stats_s)
         finally:
             torch.topk = original
+
+
+class CutOnlyMRAP(NoSortMRAP):
+    """MRAP with its top-n sort replaced by a reversal, an op outside the delegate that costs next to nothing: the
+    delegate's cuts at the sorts without the sorting (a floor variant, not MRAP)."""
+
+    @staticmethod
+    def first_values(s: torch.Tensor, n: int) -> torch.Tensor:
+        return s.flip(1)[:, :n]
 
 
 class GateOnly(nn.Module):
@@ -63,9 +80,9 @@ def build(variant: str, img_size: int) -> nn.Module:
     model = timm.create_model('mobilenetv2_mrap', attn=variant if variant in ('none', 'cbam') else 'mrap')
     model.eval()
     mraps = {name: m for name, m in model.named_modules() if isinstance(m, MRAP)}
-    if variant == 'nosort':
+    if variant in ('nosort', 'cutonly'):
         for m in mraps.values():
-            m.__class__ = NoSortMRAP
+            m.__class__ = NoSortMRAP if variant == 'nosort' else CutOnlyMRAP
     elif variant == 'nostats':
         shapes = {}
         hooks = [m.register_forward_pre_hook(lambda m, a, n=n: shapes.update({n: a[0].shape})) for n, m in
