@@ -42,12 +42,13 @@ class NoSortMRAP(MRAP):
     """MRAP with the first n values of each statistic in place of its top n (a floor variant, not MRAP)."""
 
     @staticmethod
-    def first_values(s: torch.Tensor, n: int) -> torch.Tensor:
+    def stand_in_for_top(s: torch.Tensor, n: int) -> torch.Tensor:
+        """The values that take the place of the top ``n`` of each row of ``s``."""
         return s[:, :n]
 
     def weights_from_statistics(self, stats_c, stats_s):
         original = torch.topk
-        torch.topk = lambda s, n, dim: torch.return_types.topk((self.first_values(s, n), s[:, :n]))
+        torch.topk = lambda s, n, dim: torch.return_types.topk((self.stand_in_for_top(s, n), s[:, :n]))
         try:
             return super().weights_from_statistics(stats_c, stats_s)
         finally:
@@ -59,7 +60,7 @@ class CutOnlyMRAP(NoSortMRAP):
     delegate's cuts at the sorts without the sorting (a floor variant, not MRAP)."""
 
     @staticmethod
-    def first_values(s: torch.Tensor, n: int) -> torch.Tensor:
+    def stand_in_for_top(s: torch.Tensor, n: int) -> torch.Tensor:
         return s.flip(1)[:, :n]
 
 
