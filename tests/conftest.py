@@ -1,4 +1,5 @@
 """Shared test helpers: the reference fixtures live in tests/fixtures/reference (see tests/fixtures/README.md)."""
+import importlib.util
 import json
 import os
 import shutil
@@ -23,6 +24,14 @@ DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = ROOT / 'tests' / 'fixtures'
 REFERENCE_DIR = Path(os.environ.get('TIMM_MRAP_FIXTURES', FIXTURES_DIR / 'reference'))
+
+
+def load_script(path: Path):
+    """A Python file that is not in a package (a tool, the fixtures' script) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_fixture(name: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:

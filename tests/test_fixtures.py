@@ -3,7 +3,6 @@
 The source is the shared folder beside the project root (``../shared/fixtures/reference``, ``../shared/datasets``).
 A clone without it runs everything here except the comparison with the source, which is skipped.
 """
-import importlib.util
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import FIXTURES_DIR, ROOT
+from conftest import FIXTURES_DIR, ROOT, load_script
 
 SHARED = ROOT.parent / 'shared'
 SOURCE_REFERENCE = SHARED / 'fixtures' / 'reference'
@@ -24,10 +23,7 @@ MODULE_KEYS = {'input', 'output_eval', 'output_train', 'probe', 'grad_input_trai
 
 
 def _slim_script():
-    spec = importlib.util.spec_from_file_location('slim_reference', FIXTURES_DIR / 'slim_reference.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(FIXTURES_DIR / 'slim_reference.py')
 
 
 def _read(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:

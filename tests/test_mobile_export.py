@@ -6,7 +6,6 @@ runs where litert-torch installs (its own environment: it pins typing-extensions
 """
 import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +18,8 @@ from timm_mrap.deploy.executorch import BlockedSpatialConv, block_spatial_convs
 from timm_mrap.layers import MAFC
 from timm_mrap.errors import MissingExtraError
 from timm_mrap.deploy.__main__ import main as export_main
+
+from conftest import ROOT, load_script
 
 pytest.importorskip('executorch', reason='the mobile extra (executorch) is part of the test extra')
 
@@ -73,21 +74,12 @@ def test_exported_network_has_one_partition_per_sort_boundary():
     assert sorted(op for op, _ in outside) == ['_clone_dim_order'] + ['topk'] * 4, outside
 
 
-def _floor_tool():
-    """``tools/executorch_floor.py`` as a module."""
-    path = Path(__file__).resolve().parents[1] / 'tools' / 'executorch_floor.py'
-    spec = importlib.util.spec_from_file_location('executorch_floor', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize('variant,outside_ops,partitions', [('NoSortMRAP', [], 1), ('CutOnlyMRAP', ['flip'] * 2, 2)])
 def test_floor_variants_cut_the_delegate_as_they_claim(variant, outside_ops, partitions):
     """The floor tool's variants measure what its docs say: ``nosort`` is one partition with nothing outside,
     ``cutonly`` has MRAP's cuts (two partitions a module) with a reversal where MRAP sorts."""
     m = MRAP(32).eval()
-    m.__class__ = getattr(_floor_tool(), variant)
+    m.__class__ = getattr(load_script(ROOT / 'tools' / 'executorch_floor.py'), variant)
     report, outside = _lowered(m, torch.randn(1, 32, 10, 10))
     assert [op for op, _ in outside if op != '_clone_dim_order'] == outside_ops, outside
     assert report.num_delegated_subgraphs == partitions, report.get_summary()

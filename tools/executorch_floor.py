@@ -64,6 +64,9 @@ class CutOnlyMRAP(NoSortMRAP):
         return s.flip(1)[:, :n]
 
 
+SORT_STAND_INS = {'nosort': NoSortMRAP, 'cutonly': CutOnlyMRAP}
+
+
 class GateOnly(nn.Module):
     """MRAP's gate with constant weights: ``x + x * sigmoid(w_c * w_s)`` (a floor variant, not MRAP)."""
 
@@ -81,9 +84,9 @@ def build(variant: str, img_size: int) -> nn.Module:
     model = timm.create_model('mobilenetv2_mrap', attn=variant if variant in ('none', 'cbam') else 'mrap')
     model.eval()
     mraps = {name: m for name, m in model.named_modules() if isinstance(m, MRAP)}
-    if variant in ('nosort', 'cutonly'):
+    if variant in SORT_STAND_INS:
         for m in mraps.values():
-            m.__class__ = NoSortMRAP if variant == 'nosort' else CutOnlyMRAP
+            m.__class__ = SORT_STAND_INS[variant]
     elif variant == 'nostats':
         shapes = {}
         hooks = [m.register_forward_pre_hook(lambda m, a, n=n: shapes.update({n: a[0].shape})) for n, m in
